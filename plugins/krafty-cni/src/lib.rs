@@ -1,1 +1,26 @@
+//! krafty-cni: everything the krafty plugins share.
+//!
+//! - [`version`], [`result`], [`error`], [`env`], [`skel`]: the CNI protocol, written for krafty;
+//! - [`config`]: the plugins' network configuration and its validation;
+//! - [`naming`]: device names, table ids and the ownership mark;
+//! - [`netlink`], [`netns`]: kernel access, host side and inside a container's namespace;
+//! - [`ipam`]: delegation to an IPAM plugin;
+//! - [`invocation_log`]: the JSON-lines history of every invocation.
 
+pub mod chain;
+pub mod config;
+pub mod env;
+pub mod error;
+pub mod invocation_log;
+pub mod ipam;
+pub mod naming;
+pub mod netlink;
+pub mod netns;
+pub mod result;
+pub mod skel;
+pub mod version;
+
+pub use error::Error;
+pub use result::CniResult;
+pub use skel::{Plugin, Request};
+pub use version::CniVersion;

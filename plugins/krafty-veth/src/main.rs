@@ -1,1 +1,348 @@
-fn main() {}
+//! krafty-veth: the pod's interface, a veth pair from the bridge into the pod's namespace.
+//!
+//! ADD takes the pod's addresses from the delegated IPAM plugin (or `podIP`), creates the pair
+//! in one request (host end `veth<id>` on the bridge from `prevResult`, peer born in CNI_NETNS
+//! as CNI_IFNAME), addresses the pod end, brings it up and installs the routes with a metric
+//! that leaves the pod's primary interface alone. If anything fails after IPAM handed out an
+//! address, the address is released and the pair removed before the error is returned.
+//! DEL removes the pair and releases the address, whatever is already gone.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use krafty_cni::config::{AddressSource, ValidVethConfig, VethConfig};
+use krafty_cni::netlink::{InfoKind, Link, Netlink, RouteSpec, VethSpec};
+use krafty_cni::netns::NetNs;
+use krafty_cni::result::{Dns, Interface, IpConfig, Route};
+use krafty_cni::{chain, naming, CniResult, Error, Plugin, Request};
+
+struct Veth;
+
+/// The pod's addressing, from IPAM or from the config.
+struct Addressing {
+    /// Each address with the gateway of its subnet.
+    addresses: Vec<(IpNet, Option<IpAddr>)>,
+    routes: Vec<(IpNet, Option<IpAddr>)>,
+    dns: Dns,
+}
+
+impl Plugin for Veth {
+    const NAME: &'static str = "krafty-veth";
+    type Config = VethConfig;
+
+    async fn add(&self, request: &Request<VethConfig>) -> Result<CniResult, Error> {
+        let config = request.config.validate()?;
+        let netns = NetNs::open(netns_path(request)?)?;
+        let netlink = Netlink::connect()?;
+        let bridge = find_bridge(&netlink, request).await?;
+        let host_name = naming::host_veth_name(&request.env.container_id);
+        let mark = request.attachment_mark();
+        // A pair left by an interrupted ADD of this attachment is replaced, never adopted.
+        if let Some(stale) = netlink.link(&host_name).await? {
+            stale.ensure_marked(&mark)?;
+            netlink.delete(&stale).await?;
+        }
+
+        let ipam_result = match &config.addresses {
+            AddressSource::Ipam(ipam) => Some(ipam.add(&request.env, &request.stdin)?),
+            AddressSource::Static(_) => None,
+        };
+        let attached = attach(&netlink, &netns, &bridge, &config, ipam_result, request).await;
+        if let Err(error) = &attached {
+            tracing::warn!("ADD failed, undoing it: {error}");
+            undo(&netlink, &host_name, &mark, &config, request).await;
+        }
+        attached
+    }
+
+    async fn del(&self, request: &Request<VethConfig>) -> Result<(), Error> {
+        let config = request.config.validate()?;
+        let host_name = naming::host_veth_name(&request.env.container_id);
+        let mut errors = Vec::new();
+        // The pair goes first, so that the address is never handed out while still in use.
+        match remove_pair(&Netlink::connect()?, &host_name, &request.attachment_mark()).await {
+            Ok(()) => {}
+            Err(error) => errors.push(error),
+        }
+        if let AddressSource::Ipam(ipam) = &config.addresses {
+            if let Err(error) = ipam.del(&request.env, &request.stdin) {
+                errors.push(error);
+            }
+        }
+        Error::from_all(errors)
+    }
+
+    async fn check(&self, request: &Request<VethConfig>) -> Result<(), Error> {
+        let config = request.config.validate()?;
+        let prev_result = request
+            .prev_result
+            .as_ref()
+            .ok_or_else(|| Error::CheckFailed("CHECK needs a prevResult".into()))?;
+        if let AddressSource::Ipam(ipam) = &config.addresses {
+            ipam.check(&request.env, &request.stdin)?;
+        }
+        let netns = NetNs::open(netns_path(request)?)?;
+        let netlink = Netlink::connect()?;
+        let bridge = find_bridge(&netlink, request).await?;
+        let host_name = naming::host_veth_name(&request.env.container_id);
+        let host = netlink
+            .link(&host_name)
+            .await?
+            .ok_or_else(|| Error::CheckFailed(format!("host veth {host_name} does not exist")))?;
+        host.ensure_marked(&request.attachment_mark())?;
+        if !host.is_kind(&InfoKind::Veth) || host.controller != Some(bridge.index) || !host.up {
+            return Err(Error::CheckFailed(format!(
+                "host veth {host_name} must be an up veth on bridge {}",
+                bridge.name
+            )));
+        }
+
+        let ifname = &request.env.ifname;
+        let sandbox = netns.path().display().to_string();
+        let pod_index = prev_result
+            .interface_index(ifname, &sandbox)
+            .ok_or_else(|| {
+                Error::CheckFailed(format!("prevResult does not list {ifname} in {sandbox}"))
+            })?;
+        let expected: Vec<IpNet> = prev_result
+            .ips
+            .iter()
+            .filter(|ip| ip.interface == Some(pod_index))
+            .map(|ip| ip.address)
+            .collect();
+        netns.run(|pod| async move {
+            let link = pod.link(ifname).await?.ok_or_else(|| {
+                Error::CheckFailed(format!("{ifname} does not exist in {sandbox}"))
+            })?;
+            if !link.is_kind(&InfoKind::Veth) || !link.up {
+                return Err(Error::CheckFailed(format!("{ifname} must be an up veth")));
+            }
+            let present = pod.addresses(link.index).await?;
+            match expected.iter().find(|address| !present.contains(address)) {
+                Some(missing) => Err(Error::CheckFailed(format!(
+                    "{ifname} lacks address {missing}"
+                ))),
+                None => Ok(()),
+            }
+        })
+    }
+}
+
+fn netns_path(request: &Request<VethConfig>) -> Result<&std::path::Path, Error> {
+    request
+        .env
+        .netns
+        .as_deref()
+        .ok_or_else(|| Error::invalid_env("CNI_NETNS is required"))
+}
+
+async fn find_bridge(netlink: &Netlink, request: &Request<VethConfig>) -> Result<Link, Error> {
+    chain::find_node_device(
+        netlink,
+        request.prev_result.as_ref(),
+        naming::BRIDGE_PREFIX,
+        InfoKind::Bridge,
+    )
+    .await?
+    .ok_or_else(|| {
+        Error::invalid_config(
+            "krafty-veth needs a krafty-bridge earlier in the chain, and prevResult lists no bridge",
+        )
+    })
+}
+
+/// Decides the pod's addresses, gateways and routes, each checked against the bridge's subnets.
+fn plan(
+    config: &ValidVethConfig,
+    ipam_result: Option<CniResult>,
+    bridge_networks: &[IpNet],
+) -> Result<Addressing, Error> {
+    let subnet_gateway = |address: &IpNet| -> Result<IpAddr, Error> {
+        bridge_networks
+            .iter()
+            .find(|net| {
+                net.prefix_len() == address.prefix_len() && net.trunc().contains(&address.addr())
+            })
+            .map(IpNet::addr)
+            .ok_or_else(|| {
+                Error::invalid_config(format!(
+                    "pod address {address} is outside the bridge's subnets ({})",
+                    bridge_networks
+                        .iter()
+                        .map(|n| n.trunc().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            })
+    };
+    let mut plan = Addressing {
+        addresses: Vec::new(),
+        routes: Vec::new(),
+        dns: Dns::default(),
+    };
+    match ipam_result {
+        Some(result) => {
+            for ip in &result.ips {
+                let bridge_gateway = subnet_gateway(&ip.address)?;
+                plan.addresses
+                    .push((ip.address, Some(ip.gateway.unwrap_or(bridge_gateway))));
+            }
+            plan.routes
+                .extend(result.routes.iter().map(|r| (r.dst, r.gw)));
+            plan.dns = result.dns;
+        }
+        None => {
+            if let AddressSource::Static(addresses) = &config.addresses {
+                for address in addresses {
+                    plan.addresses
+                        .push((*address, Some(subnet_gateway(address)?)));
+                }
+            }
+        }
+    }
+    if plan.addresses.is_empty() {
+        return Err(Error::invalid_config(
+            "the address source gave the pod no address",
+        ));
+    }
+    plan.routes
+        .extend(config.routes.iter().map(|r| (r.destination, r.gateway)));
+    // A route without a gateway goes through the gateway of its family, as in the reference
+    // plugins; a family without a gateway reaches the destination on the link.
+    for (destination, gateway) in &mut plan.routes {
+        if gateway.is_none() {
+            *gateway = plan
+                .addresses
+                .iter()
+                .filter_map(|(_, gw)| *gw)
+                .find(|gw| gw.is_ipv4() == destination.addr().is_ipv4());
+        }
+    }
+    Ok(plan)
+}
+
+async fn attach(
+    netlink: &Netlink,
+    netns: &NetNs,
+    bridge: &Link,
+    config: &ValidVethConfig,
+    ipam_result: Option<CniResult>,
+    request: &Request<VethConfig>,
+) -> Result<CniResult, Error> {
+    let bridge_networks = netlink.addresses(bridge.index).await?;
+    let plan = plan(config, ipam_result, &bridge_networks)?;
+    let ifname = request.env.ifname.as_str();
+    let host_name = naming::host_veth_name(&request.env.container_id);
+    let mark = request.attachment_mark();
+
+    let spec = VethSpec {
+        host_name: &host_name,
+        peer_name: ifname,
+        peer_netns: netns.file(),
+        alias: &mark,
+        bridge: bridge.index,
+        mtu: config.mtu,
+    };
+    if !netlink.create_veth(&spec).await? {
+        return Err(Error::DeviceConflict {
+            name: ifname.to_string(),
+            reason: "already exists in the container's network namespace".into(),
+        });
+    }
+    let host = netlink.link(&host_name).await?.ok_or_else(|| {
+        Error::TryAgainLater(format!("{host_name} vanished right after it was created"))
+    })?;
+    if bridge.has_mark_flag(naming::HAIRPIN_FLAG) {
+        netlink.set_hairpin(&host).await?;
+    }
+
+    let metric = config.route_metric;
+    let (addresses, routes) = (&plan.addresses, &plan.routes);
+    let pod_mac = netns.run(|pod| async move {
+        let link = pod.link(ifname).await?.ok_or_else(|| {
+            Error::TryAgainLater(format!(
+                "{ifname} is missing in the namespace right after creation"
+            ))
+        })?;
+        for (address, _) in addresses {
+            pod.add_address(link.index, *address, true).await?;
+        }
+        pod.set_up(&link).await?;
+        for (destination, gateway) in routes {
+            let route = RouteSpec {
+                destination: *destination,
+                gateway: *gateway,
+                output_index: link.index,
+                metric: Some(metric),
+                table: None,
+            };
+            pod.add_route(&route).await?;
+        }
+        Ok(link.mac)
+    })?;
+
+    let mut result = request.result_to_extend();
+    result.push_interface(Interface {
+        name: host_name,
+        mac: host.mac,
+        ..Interface::default()
+    });
+    let pod_index = result.push_interface(Interface {
+        name: ifname.to_string(),
+        mac: pod_mac,
+        sandbox: netns.path().display().to_string(),
+        ..Interface::default()
+    });
+    result
+        .ips
+        .extend(plan.addresses.iter().map(|(address, gateway)| IpConfig {
+            address: *address,
+            gateway: *gateway,
+            interface: Some(pod_index),
+            extra: Default::default(),
+        }));
+    result
+        .routes
+        .extend(plan.routes.iter().map(|(dst, gw)| Route {
+            dst: *dst,
+            gw: *gw,
+            extra: Default::default(),
+        }));
+    if !plan.dns.is_empty() {
+        result.dns = plan.dns;
+    }
+    Ok(result)
+}
+
+async fn remove_pair(netlink: &Netlink, host_name: &str, mark: &str) -> Result<(), Error> {
+    match netlink.link(host_name).await? {
+        Some(host) if host.is_marked(mark) => netlink.delete(&host).await,
+        Some(_) => {
+            tracing::warn!("{host_name} exists but is not this attachment's veth; leaving it");
+            Ok(())
+        }
+        None => Ok(()),
+    }
+}
+
+/// Rolls back a failed ADD: the pair (the peer goes with it) and the IPAM lease.
+async fn undo(
+    netlink: &Netlink,
+    host_name: &str,
+    mark: &str,
+    config: &ValidVethConfig,
+    request: &Request<VethConfig>,
+) {
+    if let Err(error) = remove_pair(netlink, host_name, mark).await {
+        tracing::error!("undo: {error}");
+    }
+    if let AddressSource::Ipam(ipam) = &config.addresses {
+        if let Err(error) = ipam.del(&request.env, &request.stdin) {
+            tracing::error!("undo: releasing the address: {error}");
+        }
+    }
+}
+
+fn main() {
+    krafty_cni::skel::main(Veth)
+}

@@ -1,0 +1,568 @@
+//! Network configuration: the fields every plugin shares, and each plugin's own, validated
+//! before anything touches the kernel.
+//!
+//! Parsing happens in two steps. serde reads the JSON shape (a failure there is "cannot decode",
+//! code 6); `validate` then checks every value and turns it into typed form (a failure there is
+//! "invalid network config", code 7, with a message naming the field).
+
+use std::net::IpAddr;
+use std::path::{Component, Path, PathBuf};
+
+use ipnet::IpNet;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::error::Error;
+use crate::naming::RESERVED_TABLES;
+
+/// Where plugin logs may be written, unless the node's environment says otherwise.
+pub const DEFAULT_LOG_ROOT: &str = "/var/log/krafty";
+/// Set by whoever runs the plugins (the node, a test), never by a network config.
+pub const LOG_ROOT_ENV: &str = "KRAFTY_LOG_ROOT";
+pub const DEFAULT_LOG_FILE_NAME: &str = "krafty.log";
+
+/// The fields of every plugin config, around the plugin's own (`plugin`).
+#[derive(Debug, Deserialize)]
+pub struct NetConf<T> {
+    #[serde(rename = "cniVersion")]
+    pub cni_version: String,
+    pub name: String,
+    #[serde(rename = "type", default)]
+    pub plugin_type: String,
+    #[serde(rename = "prevResult", default)]
+    pub prev_result: Option<Value>,
+    #[serde(rename = "runtimeConfig", default)]
+    pub runtime_config: Option<Map<String, Value>>,
+    #[serde(default)]
+    pub args: Option<Value>,
+    #[serde(rename = "logFile", default)]
+    pub log_file: Option<String>,
+    #[serde(flatten)]
+    pub plugin: T,
+}
+
+/// One value or a list of them: `"10.0.0.0/24"` or `["10.0.0.0/24", "fd00::/64"]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(one) => vec![one],
+            OneOrMany::Many(many) => many,
+        }
+    }
+}
+
+/// The log file an invocation appends to: `None` when logging is off (`"logFile": ""`).
+///
+/// A network config is written by whoever may create NetworkAttachmentDefinitions, so it may
+/// only choose a file below the log root; it cannot make a root process append elsewhere.
+pub fn log_file(
+    requested: Option<&str>,
+    log_root: Option<&Path>,
+) -> Result<Option<PathBuf>, Error> {
+    let root = log_root.unwrap_or(Path::new(DEFAULT_LOG_ROOT));
+    let path = match requested {
+        None => return Ok(Some(root.join(DEFAULT_LOG_FILE_NAME))),
+        Some("") => return Ok(None),
+        Some(path) => Path::new(path),
+    };
+    let normal = path.is_absolute()
+        && path
+            .components()
+            .all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
+    if !normal || !path.starts_with(root) || path == root {
+        return Err(Error::invalid_config(format!(
+            "logFile {:?} must be an absolute path of a file below {} without '.' or '..'",
+            path.display(),
+            root.display()
+        )));
+    }
+    Ok(Some(path.to_path_buf()))
+}
+
+fn parse_cidr(field: &str, text: &str) -> Result<IpNet, Error> {
+    text.parse::<IpNet>().map_err(|_| {
+        Error::invalid_config(format!(
+            "{field} {text:?} is not an address with a prefix length (CIDR)"
+        ))
+    })
+}
+
+fn parse_ip(field: &str, text: &str) -> Result<IpAddr, Error> {
+    text.parse::<IpAddr>()
+        .map_err(|_| Error::invalid_config(format!("{field} {text:?} is not an IP address")))
+}
+
+fn validate_mtu(field: &str, mtu: Option<i64>) -> Result<Option<u32>, Error> {
+    match mtu {
+        None => Ok(None),
+        Some(mtu @ 68..=65535) => Ok(Some(mtu as u32)),
+        Some(mtu) => Err(Error::invalid_config(format!(
+            "{field} {mtu} is outside 68..65535"
+        ))),
+    }
+}
+
+/// Whether devices belong to one pod or are shared by every pod of the network on the node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    Pod,
+}
+
+fn validate_scope(scope: Option<&str>) -> Result<Scope, Error> {
+    match scope {
+        None | Some("pod") => Ok(Scope::Pod),
+        Some(other) => Err(Error::invalid_config(format!(
+            "scope {other:?} is not supported; use \"pod\""
+        ))),
+    }
+}
+
+/// `krafty-vrf`'s own fields.
+#[derive(Debug, Default, Deserialize)]
+pub struct VrfConfig {
+    #[serde(rename = "vrfTable", default)]
+    pub vrf_table: Option<i64>,
+    #[serde(default)]
+    pub scope: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidVrfConfig {
+    pub table: Option<u32>,
+    pub scope: Scope,
+}
+
+impl VrfConfig {
+    pub fn validate(&self) -> Result<ValidVrfConfig, Error> {
+        let table = match self.vrf_table {
+            None => None,
+            Some(table) if table < 0 || table > i64::from(u32::MAX) => {
+                return Err(Error::invalid_config(format!(
+                    "vrfTable {table} is not a routing table id (1..4294967295)"
+                )))
+            }
+            Some(table) if RESERVED_TABLES.contains(&(table as u32)) => {
+                return Err(Error::invalid_config(format!(
+                    "vrfTable {table} is reserved by the kernel (0, 253 default, 254 main, 255 local)"
+                )))
+            }
+            Some(table) => Some(table as u32),
+        };
+        Ok(ValidVrfConfig {
+            table,
+            scope: validate_scope(self.scope.as_deref())?,
+        })
+    }
+}
+
+/// `krafty-bridge`'s own fields.
+#[derive(Debug, Default, Deserialize)]
+pub struct BridgeConfig {
+    #[serde(default)]
+    pub subnet: Option<OneOrMany>,
+    #[serde(default)]
+    pub gateway: Option<OneOrMany>,
+    #[serde(default)]
+    pub mtu: Option<i64>,
+    #[serde(rename = "hairpinMode", default)]
+    pub hairpin_mode: bool,
+    #[serde(rename = "promiscMode", default)]
+    pub promisc_mode: bool,
+    #[serde(default)]
+    pub scope: Option<String>,
+}
+
+/// One address family of a bridge: its subnet and the gateway address the bridge carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayNet {
+    pub subnet: IpNet,
+    pub gateway: IpAddr,
+}
+
+impl GatewayNet {
+    /// The gateway with the subnet's prefix, as it is assigned to the bridge.
+    pub fn gateway_address(&self) -> IpNet {
+        // The prefix length comes from a valid IpNet of the same family.
+        IpNet::new(self.gateway, self.subnet.prefix_len()).unwrap_or(self.subnet)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidBridgeConfig {
+    pub networks: Vec<GatewayNet>,
+    pub mtu: Option<u32>,
+    pub hairpin: bool,
+    pub promisc: bool,
+    pub scope: Scope,
+}
+
+impl BridgeConfig {
+    pub fn validate(&self) -> Result<ValidBridgeConfig, Error> {
+        let subnets = self
+            .subnet
+            .clone()
+            .ok_or_else(|| {
+                Error::invalid_config(
+                    "subnet is required (CIDR, or a list of one per address family)",
+                )
+            })?
+            .into_vec();
+        let gateways = self
+            .gateway
+            .clone()
+            .ok_or_else(|| Error::invalid_config("gateway is required (an address inside subnet)"))?
+            .into_vec();
+        if subnets.is_empty() || subnets.len() != gateways.len() {
+            return Err(Error::invalid_config(format!(
+                "subnet and gateway must list the same number of entries (got {} and {})",
+                subnets.len(),
+                gateways.len()
+            )));
+        }
+        let mut networks = Vec::with_capacity(subnets.len());
+        for (subnet, gateway) in subnets.iter().zip(&gateways) {
+            let subnet = parse_cidr("subnet", subnet)?.trunc();
+            let gateway = parse_ip("gateway", gateway)?;
+            if !subnet.contains(&gateway) {
+                return Err(Error::invalid_config(format!(
+                    "gateway {gateway} is outside subnet {subnet}"
+                )));
+            }
+            if gateway == subnet.network() && subnet.prefix_len() < subnet.max_prefix_len() {
+                return Err(Error::invalid_config(format!(
+                    "gateway {gateway} is the network address of subnet {subnet}"
+                )));
+            }
+            if networks
+                .iter()
+                .any(|n: &GatewayNet| n.subnet.addr().is_ipv4() == subnet.addr().is_ipv4())
+            {
+                return Err(Error::invalid_config(format!(
+                    "subnet lists two networks of one address family ({subnet}); give one IPv4 and one IPv6"
+                )));
+            }
+            networks.push(GatewayNet { subnet, gateway });
+        }
+        Ok(ValidBridgeConfig {
+            networks,
+            mtu: validate_mtu("mtu", self.mtu)?,
+            hairpin: self.hairpin_mode,
+            promisc: self.promisc_mode,
+            scope: validate_scope(self.scope.as_deref())?,
+        })
+    }
+}
+
+/// A route in a plugin config.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RouteConfig {
+    pub dst: String,
+    #[serde(default)]
+    pub gw: Option<String>,
+}
+
+/// A route after validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidRoute {
+    pub destination: IpNet,
+    pub gateway: Option<IpAddr>,
+}
+
+/// `krafty-veth`'s own fields.
+#[derive(Debug, Default, Deserialize)]
+pub struct VethConfig {
+    #[serde(default)]
+    pub ipam: Option<Value>,
+    #[serde(rename = "podIP", default)]
+    pub pod_ip: Option<OneOrMany>,
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+    #[serde(rename = "routeMetric", default)]
+    pub route_metric: Option<i64>,
+    #[serde(default)]
+    pub mtu: Option<i64>,
+}
+
+/// Where the pod's addresses come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AddressSource {
+    Ipam(crate::ipam::Ipam),
+    Static(Vec<IpNet>),
+}
+
+/// Routes of the secondary interface get this metric unless the config says otherwise: higher
+/// than the kernel's defaults (0 for IPv4, 1024 for IPv6), so a default route of the secondary
+/// network never takes over from the pod's primary interface.
+pub const DEFAULT_ROUTE_METRIC: u32 = 4096;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidVethConfig {
+    pub addresses: AddressSource,
+    pub routes: Vec<ValidRoute>,
+    pub route_metric: u32,
+    pub mtu: Option<u32>,
+}
+
+impl VethConfig {
+    pub fn validate(&self) -> Result<ValidVethConfig, Error> {
+        let addresses = match (&self.ipam, &self.pod_ip) {
+            (Some(_), Some(_)) => {
+                return Err(Error::invalid_config("give either ipam or podIP, not both"))
+            }
+            (None, None) => {
+                return Err(Error::invalid_config(
+                    "krafty-veth needs an address source: an ipam block or podIP",
+                ))
+            }
+            (Some(ipam), None) => AddressSource::Ipam(crate::ipam::Ipam::from_config(ipam)?),
+            (None, Some(pod_ip)) => {
+                let list = pod_ip.clone().into_vec();
+                if list.is_empty() {
+                    return Err(Error::invalid_config("podIP is an empty list"));
+                }
+                let mut addresses = Vec::with_capacity(list.len());
+                for text in &list {
+                    let address = parse_cidr("podIP", text)?;
+                    if address.addr() == address.network()
+                        && address.prefix_len() < address.max_prefix_len()
+                    {
+                        return Err(Error::invalid_config(format!(
+                            "podIP {address} is a network address, not a host address"
+                        )));
+                    }
+                    addresses.push(address);
+                }
+                AddressSource::Static(addresses)
+            }
+        };
+        let routes = self
+            .routes
+            .iter()
+            .map(|route| {
+                let destination = parse_cidr("routes[].dst", &route.dst)?.trunc();
+                let gateway = route
+                    .gw
+                    .as_deref()
+                    .map(|gw| parse_ip("routes[].gw", gw))
+                    .transpose()?;
+                if gateway.is_some_and(|gw| gw.is_ipv4() != destination.addr().is_ipv4()) {
+                    return Err(Error::invalid_config(format!(
+                        "route to {destination}: gateway is of the other address family"
+                    )));
+                }
+                Ok(ValidRoute {
+                    destination,
+                    gateway,
+                })
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        let route_metric = match self.route_metric {
+            None => DEFAULT_ROUTE_METRIC,
+            Some(metric @ 0..=0xffff_ffff) => metric as u32,
+            Some(metric) => {
+                return Err(Error::invalid_config(format!(
+                    "routeMetric {metric} is outside 0..4294967295"
+                )))
+            }
+        };
+        Ok(ValidVethConfig {
+            addresses,
+            routes,
+            route_metric,
+            mtu: validate_mtu("mtu", self.mtu)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn bridge(value: Value) -> Result<ValidBridgeConfig, Error> {
+        serde_json::from_value::<BridgeConfig>(value)
+            .unwrap()
+            .validate()
+    }
+
+    fn veth(value: Value) -> Result<ValidVethConfig, Error> {
+        serde_json::from_value::<VethConfig>(value)
+            .unwrap()
+            .validate()
+    }
+
+    fn assert_invalid<T: std::fmt::Debug>(result: Result<T, Error>, mentions: &str) {
+        let err = result.unwrap_err();
+        assert_eq!(err.code(), 7, "{err}");
+        assert!(
+            err.to_string().contains(mentions),
+            "{err:?} should mention {mentions:?}"
+        );
+    }
+
+    #[test]
+    fn bridge_single_and_dual_stack() {
+        let one = bridge(json!({"subnet": "172.16.10.0/24", "gateway": "172.16.10.1"})).unwrap();
+        assert_eq!(
+            one.networks[0].gateway_address().to_string(),
+            "172.16.10.1/24"
+        );
+        assert_eq!(one.scope, Scope::Pod);
+        let dual = bridge(json!({
+            "subnet": ["172.16.10.0/24", "fd10:16:10::/64"],
+            "gateway": ["172.16.10.1", "fd10:16:10::1"], "mtu": 9000, "hairpinMode": true
+        }))
+        .unwrap();
+        assert_eq!(dual.networks.len(), 2);
+        assert_eq!(
+            dual.networks[1].gateway_address().to_string(),
+            "fd10:16:10::1/64"
+        );
+        assert_eq!(dual.mtu, Some(9000));
+        assert!(dual.hairpin);
+    }
+
+    #[test]
+    fn bridge_bad_inputs() {
+        assert_invalid(
+            bridge(json!({"gateway": "172.16.10.1"})),
+            "subnet is required",
+        );
+        assert_invalid(
+            bridge(json!({"subnet": "172.16.10.0/24"})),
+            "gateway is required",
+        );
+        assert_invalid(
+            bridge(json!({"subnet": "172.16.10.0", "gateway": "172.16.10.1"})),
+            "CIDR",
+        );
+        assert_invalid(
+            bridge(json!({"subnet": "banana/24", "gateway": "172.16.10.1"})),
+            "subnet",
+        );
+        assert_invalid(
+            bridge(json!({"subnet": "172.16.10.0/24", "gateway": "172.16.11.1"})),
+            "outside subnet",
+        );
+        assert_invalid(
+            bridge(json!({"subnet": "172.16.10.0/24", "gateway": "nope"})),
+            "gateway",
+        );
+        assert_invalid(
+            bridge(json!({"subnet": "172.16.10.0/24", "gateway": "172.16.10.0"})),
+            "network address",
+        );
+        assert_invalid(
+            bridge(json!({"subnet": ["172.16.10.0/24"], "gateway": []})),
+            "same number",
+        );
+        assert_invalid(
+            bridge(
+                json!({"subnet": ["10.0.0.0/24", "10.1.0.0/24"], "gateway": ["10.0.0.1", "10.1.0.1"]}),
+            ),
+            "one address family",
+        );
+        assert_invalid(
+            bridge(json!({"subnet": "10.0.0.0/24", "gateway": "10.0.0.1", "mtu": 10})),
+            "mtu",
+        );
+        assert_invalid(
+            bridge(json!({"subnet": "10.0.0.0/24", "gateway": "10.0.0.1", "scope": "cluster"})),
+            "scope",
+        );
+    }
+
+    #[test]
+    fn vrf_tables() {
+        let vrf = |v: Value| serde_json::from_value::<VrfConfig>(v).unwrap().validate();
+        assert_eq!(vrf(json!({})).unwrap().table, None);
+        assert_eq!(vrf(json!({"vrfTable": 1234})).unwrap().table, Some(1234));
+        for reserved in [0, 253, 254, 255] {
+            assert_invalid(vrf(json!({"vrfTable": reserved})), "reserved");
+        }
+        assert_invalid(vrf(json!({"vrfTable": -1})), "vrfTable");
+        assert_invalid(vrf(json!({"vrfTable": 4294967296_i64})), "vrfTable");
+    }
+
+    #[test]
+    fn veth_address_sources() {
+        let ipam = veth(json!({"ipam": {"type": "host-local"}})).unwrap();
+        assert!(matches!(ipam.addresses, AddressSource::Ipam(_)));
+        assert_eq!(ipam.route_metric, DEFAULT_ROUTE_METRIC);
+        let fixed = veth(
+            json!({"podIP": "172.16.10.5/24", "routes": [{"dst": "0.0.0.0/0"}], "routeMetric": 10}),
+        )
+        .unwrap();
+        assert_eq!(
+            fixed.addresses,
+            AddressSource::Static(vec!["172.16.10.5/24".parse().unwrap()])
+        );
+        assert_eq!(fixed.routes[0].destination.to_string(), "0.0.0.0/0");
+        assert_eq!(fixed.route_metric, 10);
+    }
+
+    #[test]
+    fn veth_bad_inputs() {
+        assert_invalid(veth(json!({})), "address source");
+        assert_invalid(
+            veth(json!({"podIP": "10.0.0.5/24", "ipam": {"type": "host-local"}})),
+            "not both",
+        );
+        assert_invalid(veth(json!({"podIP": "10.0.0.5"})), "CIDR");
+        assert_invalid(veth(json!({"podIP": "10.0.0.0/24"})), "network address");
+        assert_invalid(veth(json!({"podIP": []})), "empty");
+        assert_invalid(veth(json!({"ipam": {"type": "../evil"}})), "ipam.type");
+        assert_invalid(
+            veth(json!({"podIP": "10.0.0.5/24", "routes": [{"dst": "x"}]})),
+            "routes[].dst",
+        );
+        assert_invalid(
+            veth(
+                json!({"podIP": "10.0.0.5/24", "routes": [{"dst": "0.0.0.0/0", "gw": "fd00::1"}]}),
+            ),
+            "other address family",
+        );
+        assert_invalid(
+            veth(json!({"podIP": "10.0.0.5/24", "routeMetric": -5})),
+            "routeMetric",
+        );
+    }
+
+    #[test]
+    fn wrong_json_types_do_not_decode() {
+        assert!(serde_json::from_value::<BridgeConfig>(json!({"subnet": 5})).is_err());
+        assert!(serde_json::from_value::<VrfConfig>(json!({"vrfTable": "ten"})).is_err());
+    }
+
+    #[test]
+    fn log_files_stay_below_the_log_root() {
+        let root = Path::new("/var/log/krafty");
+        assert_eq!(log_file(None, None).unwrap(), Some(root.join("krafty.log")));
+        assert_eq!(log_file(Some(""), None).unwrap(), None);
+        assert_eq!(
+            log_file(Some("/var/log/krafty/net-a.log"), None).unwrap(),
+            Some(PathBuf::from("/var/log/krafty/net-a.log"))
+        );
+        let test_root = Path::new("/tmp/t1");
+        assert_eq!(
+            log_file(None, Some(test_root)).unwrap(),
+            Some(test_root.join("krafty.log"))
+        );
+        for hostile in [
+            "/etc/passwd",
+            "/var/log/krafty/../../../etc/shadow",
+            "relative.log",
+            "/var/log/krafty",
+            "/var/log/kraftyevil/x.log",
+        ] {
+            assert_invalid(log_file(Some(hostile), None), "logFile");
+        }
+    }
+}

@@ -1,0 +1,163 @@
+//! Delegation to an IPAM plugin (host-local, static, dhcp, ...), as the reference plugins do it:
+//! the plugin named by `ipam.type` is looked up on CNI_PATH and run with the same stdin and
+//! environment, CNI_COMMAND set to the verb at hand.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command as Process, Stdio};
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::env::{Command, Environment};
+use crate::error::Error;
+use crate::result::CniResult;
+
+/// The IPAM plugin a config delegates to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ipam {
+    pub plugin: String,
+}
+
+#[derive(Deserialize)]
+struct WireError {
+    code: u32,
+    #[serde(default)]
+    msg: String,
+    #[serde(default)]
+    details: String,
+}
+
+impl Ipam {
+    /// Reads `ipam.type`; it becomes a file name, so it must be a plain name.
+    pub fn from_config(ipam: &Value) -> Result<Ipam, Error> {
+        let plugin = ipam
+            .get("type")
+            .and_then(Value::as_str)
+            .ok_or_else(|| Error::invalid_config("ipam.type is required"))?;
+        let plain = !plugin.is_empty()
+            && !plugin.starts_with('.')
+            && plugin
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !plain {
+            return Err(Error::invalid_config(format!(
+                "ipam.type {plugin:?} must be a plugin name, not a path"
+            )));
+        }
+        Ok(Ipam {
+            plugin: plugin.to_string(),
+        })
+    }
+
+    fn find(&self, env: &Environment) -> Result<PathBuf, Error> {
+        if env.cni_path.is_empty() {
+            return Err(Error::invalid_env(format!(
+                "CNI_PATH is required to find the IPAM plugin {:?}",
+                self.plugin
+            )));
+        }
+        env.cni_path
+            .iter()
+            .map(|dir| dir.join(&self.plugin))
+            .find(|candidate| candidate.is_file())
+            .ok_or_else(|| Error::Ipam {
+                plugin: self.plugin.clone(),
+                reason: format!(
+                    "not found on CNI_PATH ({})",
+                    env.cni_path
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(":")
+                ),
+            })
+    }
+
+    /// ADD: the addresses, routes and DNS the IPAM plugin hands out.
+    pub fn add(&self, env: &Environment, stdin: &[u8]) -> Result<CniResult, Error> {
+        let stdout = self.exec(Command::Add, env, stdin)?;
+        let value: Value = serde_json::from_slice(&stdout).map_err(|e| Error::Ipam {
+            plugin: self.plugin.clone(),
+            reason: format!("its ADD result is not JSON: {e}"),
+        })?;
+        CniResult::from_value(
+            value,
+            &format!("the result of IPAM plugin {:?}", self.plugin),
+        )
+    }
+
+    pub fn del(&self, env: &Environment, stdin: &[u8]) -> Result<(), Error> {
+        self.exec(Command::Del, env, stdin).map(drop)
+    }
+
+    pub fn check(&self, env: &Environment, stdin: &[u8]) -> Result<(), Error> {
+        self.exec(Command::Check, env, stdin).map(drop)
+    }
+
+    fn exec(&self, command: Command, env: &Environment, stdin: &[u8]) -> Result<Vec<u8>, Error> {
+        let path = self.find(env)?;
+        let failed = |reason: String| Error::Ipam {
+            plugin: self.plugin.clone(),
+            reason,
+        };
+        let mut child = Process::new(&path)
+            .env("CNI_COMMAND", command.as_str())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| failed(format!("cannot run {}: {e}", path.display())))?;
+        if let Some(mut input) = child.stdin.take() {
+            // A plugin that exits before reading its stdin is judged by its exit status below.
+            let _ = input.write_all(stdin);
+        }
+        let output = child
+            .wait_with_output()
+            .map_err(|e| failed(format!("waiting for it: {e}")))?;
+        if output.status.success() {
+            return Ok(output.stdout);
+        }
+        match serde_json::from_slice::<WireError>(&output.stdout) {
+            Ok(error) => Err(Error::IpamReported {
+                plugin: self.plugin.clone(),
+                code: error.code,
+                msg: error.msg,
+                details: error.details,
+            }),
+            Err(_) => Err(failed(format!(
+                "{} failed ({}): {}",
+                command.as_str(),
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_plugin_name_cannot_be_a_path() {
+        assert_eq!(
+            Ipam::from_config(&json!({"type": "host-local"}))
+                .unwrap()
+                .plugin,
+            "host-local"
+        );
+        for bad in [
+            json!({}),
+            json!({"type": ""}),
+            json!({"type": "../../bin/sh"}),
+            json!({"type": "/bin/sh"}),
+            json!({"type": ".hidden"}),
+            json!({"type": 7}),
+        ] {
+            let err = Ipam::from_config(&bad).unwrap_err();
+            assert_eq!(err.code(), 7, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,231 @@
+//! Device names, routing-table ids and the ownership mark krafty puts on every device it makes.
+//!
+//! Names derive from the CNI container ID so that every invocation of the chain (and a later
+//! DEL, CHECK or GC) finds the same devices without shared state:
+//!
+//! | device    | name                          | example for ID a3f2b1c4d5e6f7a8... |
+//! |-----------|-------------------------------|------------------------------------|
+//! | VRF       | `krv` + first 12 chars of ID  | `krva3f2b1c4d5e6`                  |
+//! | bridge    | `krb` + first 12 chars        | `krba3f2b1c4d5e6`                  |
+//! | host veth | `veth` + first 11 chars       | `vetha3f2b1c4d5e`                  |
+//!
+//! Two IDs sharing their first 12 characters would collide; the ownership mark (the device
+//! alias, carrying the full ID) turns that into an error instead of a hijack.
+
+use std::ops::RangeInclusive;
+
+/// The kernel's IFNAMSIZ less the terminating NUL.
+pub const MAX_IFNAME_LEN: usize = 15;
+pub const VRF_PREFIX: &str = "krv";
+pub const BRIDGE_PREFIX: &str = "krb";
+pub const HOST_VETH_PREFIX: &str = "veth";
+
+/// Derived VRF tables fall in this range: clear of 0 (unspec), 253 (default), 254 (main),
+/// 255 (local), and of the small numbers administrators tend to pick by hand.
+pub const DERIVED_TABLE_RANGE: RangeInclusive<u32> = 100_000..=165_535;
+/// Tables the kernel gives a meaning of its own.
+pub const RESERVED_TABLES: [u32; 4] = [0, 253, 254, 255];
+
+pub const MAX_CONTAINER_ID_LEN: usize = 128;
+pub const MAX_NETWORK_NAME_LEN: usize = 100;
+
+fn id_prefix(container_id: &str, len: usize) -> &str {
+    // Container IDs are validated to be ASCII, so any byte offset is a char boundary.
+    &container_id[..container_id.len().min(len)]
+}
+
+pub fn vrf_name(container_id: &str) -> String {
+    format!("{VRF_PREFIX}{}", id_prefix(container_id, 12))
+}
+
+pub fn bridge_name(container_id: &str) -> String {
+    format!("{BRIDGE_PREFIX}{}", id_prefix(container_id, 12))
+}
+
+pub fn host_veth_name(container_id: &str) -> String {
+    format!("{HOST_VETH_PREFIX}{}", id_prefix(container_id, 11))
+}
+
+/// FNV-1a, 32 bit: small, stable across releases and platforms, and what the original used.
+pub fn fnv1a32(bytes: &[u8]) -> u32 {
+    bytes.iter().fold(0x811c_9dc5_u32, |hash, byte| {
+        (hash ^ u32::from(*byte)).wrapping_mul(0x0100_0193)
+    })
+}
+
+/// The table a VRF named `vrf_name` gets when its config names none.
+pub fn derived_table(vrf_name: &str) -> u32 {
+    let span = DERIVED_TABLE_RANGE.end() - DERIVED_TABLE_RANGE.start() + 1;
+    DERIVED_TABLE_RANGE.start() + fnv1a32(vrf_name.as_bytes()) % span
+}
+
+/// The first table from `preferred` on (wrapping within the derived range) that `is_used`
+/// rejects, or None when the whole range is taken.
+pub fn first_free_table(preferred: u32, is_used: impl Fn(u32) -> bool) -> Option<u32> {
+    let start = *DERIVED_TABLE_RANGE.start();
+    let span = DERIVED_TABLE_RANGE.end() - start + 1;
+    (0..span)
+        .map(|step| start + (preferred - start + step) % span)
+        .find(|table| !is_used(*table))
+}
+
+/// The alias krafty writes on a device it created for one attachment, and checks before it
+/// touches a device of that name again.
+pub fn attachment_mark(network: &str, container_id: &str) -> String {
+    format!("krafty:{network}/{container_id}")
+}
+
+/// A flag after the mark on a bridge: ports added to it get hairpin mode.
+pub const HAIRPIN_FLAG: &str = "hairpin";
+
+/// Whether a device alias says krafty made the device (for any attachment).
+pub fn is_krafty_mark(alias: Option<&str>) -> bool {
+    alias.is_some_and(|a| a.starts_with("krafty:"))
+}
+
+/// The kernel's rules for interface names (dev_valid_name), plus the 15-byte limit.
+pub fn validate_ifname(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("interface name is empty".into());
+    }
+    if name.len() > MAX_IFNAME_LEN {
+        return Err(format!(
+            "interface name {name:?} is {} bytes, more than the kernel's limit of {MAX_IFNAME_LEN}",
+            name.len()
+        ));
+    }
+    if name == "." || name == ".." {
+        return Err(format!("interface name {name:?} is not allowed"));
+    }
+    if let Some(bad) = name
+        .chars()
+        .find(|c| *c == '/' || *c == ':' || c.is_whitespace() || c.is_control() || !c.is_ascii())
+    {
+        return Err(format!("interface name {name:?} contains {bad:?}"));
+    }
+    Ok(())
+}
+
+/// Container IDs become part of device names, marks and file names: only the characters the
+/// CNI specification allows (alphanumerics, `_`, `.`, `-`), not starting with a dot.
+pub fn validate_container_id(id: &str) -> Result<(), String> {
+    validate_token("CNI_CONTAINERID", id, MAX_CONTAINER_ID_LEN)
+}
+
+/// Network names reach marks, log lines and (later) file names under krafty's state dir.
+pub fn validate_network_name(name: &str) -> Result<(), String> {
+    validate_token("name", name, MAX_NETWORK_NAME_LEN)
+}
+
+fn validate_token(what: &str, value: &str, max_len: usize) -> Result<(), String> {
+    if value.is_empty() {
+        return Err(format!("{what} is empty"));
+    }
+    if value.len() > max_len {
+        return Err(format!("{what} is longer than {max_len} characters"));
+    }
+    if value.starts_with('.') {
+        return Err(format!("{what} {value:?} starts with a dot"));
+    }
+    if let Some(bad) = value
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
+    {
+        return Err(format!(
+            "{what} {value:?} contains {bad:?}; only letters, digits, '_', '.' and '-' are allowed"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "a3f2b1c4d5e6f7a8b9c0d1e2f3a4b5c6";
+
+    #[test]
+    fn names_follow_the_documented_table() {
+        assert_eq!(vrf_name(ID), "krva3f2b1c4d5e6");
+        assert_eq!(bridge_name(ID), "krba3f2b1c4d5e6");
+        assert_eq!(host_veth_name(ID), "vetha3f2b1c4d5e");
+        for name in [vrf_name(ID), bridge_name(ID), host_veth_name(ID)] {
+            assert_eq!(name.len(), MAX_IFNAME_LEN);
+            validate_ifname(&name).unwrap();
+        }
+        assert_eq!(vrf_name("abc"), "krvabc");
+    }
+
+    #[test]
+    fn fnv_matches_the_reference_vectors() {
+        assert_eq!(fnv1a32(b""), 0x811c_9dc5);
+        assert_eq!(fnv1a32(b"a"), 0xe40c_292c);
+        assert_eq!(fnv1a32(b"foobar"), 0xbf9c_f968);
+    }
+
+    #[test]
+    fn derived_tables_stay_in_range_and_avoid_reserved_ones() {
+        for i in 0..10_000 {
+            let table = derived_table(&vrf_name(&format!("{i:016x}")));
+            assert!(DERIVED_TABLE_RANGE.contains(&table));
+            assert!(!RESERVED_TABLES.contains(&table));
+        }
+        assert_eq!(
+            derived_table("krva3f2b1c4d5e6"),
+            derived_table("krva3f2b1c4d5e6")
+        );
+    }
+
+    #[test]
+    fn probing_takes_the_next_free_table_and_wraps() {
+        let end = *DERIVED_TABLE_RANGE.end();
+        let start = *DERIVED_TABLE_RANGE.start();
+        assert_eq!(first_free_table(start + 5, |_| false), Some(start + 5));
+        assert_eq!(
+            first_free_table(start + 5, |t| t == start + 5 || t == start + 6),
+            Some(start + 7)
+        );
+        assert_eq!(first_free_table(end, |t| t == end), Some(start));
+        assert_eq!(first_free_table(start, |_| true), None);
+    }
+
+    #[test]
+    fn ifname_rules() {
+        for good in ["net1", "eth0", "a", "x-y_z.1", "fifteen-chars-x"] {
+            validate_ifname(good).unwrap();
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            "sixteen-chars-xx",
+            "a/b",
+            "a:b",
+            "a b",
+            "tab\t",
+            "ünï",
+        ] {
+            assert!(validate_ifname(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn container_id_and_network_name_rules() {
+        validate_container_id(ID).unwrap();
+        validate_container_id("pod_1.a-b").unwrap();
+        for bad in ["", "../x", ".hidden", "a/b", "a;b", "a b", &"x".repeat(129)] {
+            assert!(validate_container_id(bad).is_err(), "{bad:?}");
+        }
+        validate_network_name("krafty").unwrap();
+        assert!(validate_network_name("krafty/../../x").is_err());
+    }
+
+    #[test]
+    fn marks_carry_network_and_full_id() {
+        let mark = attachment_mark("krafty", ID);
+        assert_eq!(mark, format!("krafty:krafty/{ID}"));
+        assert!(is_krafty_mark(Some(&mark)));
+        assert!(!is_krafty_mark(Some("uplink")));
+        assert!(!is_krafty_mark(None));
+    }
+}

@@ -1,0 +1,508 @@
+//! A small layer over rtnetlink: the queries and changes the plugins make, with errno-level
+//! outcomes (EEXIST, ENODEV) decided here once instead of in every plugin.
+
+use std::net::IpAddr;
+
+use futures_util::TryStreamExt;
+use ipnet::IpNet;
+use netlink_packet_route::address::{AddressAttribute, AddressHeaderFlags, AddressMessage};
+pub use netlink_packet_route::link::InfoKind;
+use netlink_packet_route::link::{
+    InfoData, InfoVeth, InfoVrf, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+};
+use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteScope};
+use netlink_packet_route::AddressFamily;
+use rtnetlink::{
+    Handle, LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVeth, LinkVrf,
+    RouteMessageBuilder,
+};
+use std::os::fd::AsRawFd;
+
+use crate::error::Error;
+use crate::naming;
+
+/// What krafty needs to know about a network device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    pub index: u32,
+    pub name: String,
+    pub kind: Option<InfoKind>,
+    pub alias: Option<String>,
+    /// The index of the device this one is enslaved to (a bridge, a VRF).
+    pub controller: Option<u32>,
+    pub up: bool,
+    pub mac: String,
+    pub mtu: Option<u32>,
+    pub vrf_table: Option<u32>,
+}
+
+impl Link {
+    fn from_message(message: LinkMessage) -> Link {
+        let mut link = Link {
+            index: message.header.index,
+            name: String::new(),
+            kind: None,
+            alias: None,
+            controller: None,
+            up: message.header.flags.contains(LinkFlags::Up),
+            mac: String::new(),
+            mtu: None,
+            vrf_table: None,
+        };
+        for attribute in message.attributes {
+            match attribute {
+                LinkAttribute::IfName(name) => link.name = name,
+                LinkAttribute::IfAlias(alias) => link.alias = Some(alias),
+                LinkAttribute::Controller(index) => link.controller = Some(index),
+                LinkAttribute::Mtu(mtu) => link.mtu = Some(mtu),
+                LinkAttribute::Address(bytes) => link.mac = format_mac(&bytes),
+                LinkAttribute::LinkInfo(infos) => {
+                    for info in infos {
+                        match info {
+                            LinkInfo::Kind(kind) => link.kind = Some(kind),
+                            LinkInfo::Data(InfoData::Vrf(vrf)) => {
+                                link.vrf_table = vrf.iter().find_map(|v| match v {
+                                    InfoVrf::TableId(table) => Some(*table),
+                                    _ => None,
+                                });
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        link
+    }
+
+    pub fn is_kind(&self, kind: &InfoKind) -> bool {
+        self.kind.as_ref() == Some(kind)
+    }
+
+    /// The owner part of the device's krafty mark (the alias up to its flags).
+    pub fn owner_mark(&self) -> Option<&str> {
+        self.alias.as_deref().and_then(|a| a.split(' ').next())
+    }
+
+    /// Whether krafty marked this device with `flag` (e.g. [`naming::HAIRPIN_FLAG`]).
+    pub fn has_mark_flag(&self, flag: &str) -> bool {
+        self.alias.as_deref().is_some_and(|a| {
+            naming::is_krafty_mark(Some(a)) && a.split(' ').skip(1).any(|f| f == flag)
+        })
+    }
+
+    /// Whether this device carries `mark`, i.e. krafty created it for this attachment.
+    pub fn is_marked(&self, mark: &str) -> bool {
+        self.owner_mark() == Some(mark)
+    }
+
+    /// Refuses to go on unless this device carries `mark`: krafty never modifies or deletes a
+    /// device it did not create for this attachment.
+    pub fn ensure_marked(&self, mark: &str) -> Result<(), Error> {
+        match self.owner_mark() {
+            Some(owner) if owner == mark => Ok(()),
+            Some(alias) if naming::is_krafty_mark(Some(alias)) => Err(Error::DeviceConflict {
+                name: self.name.clone(),
+                reason: format!("belongs to another krafty attachment ({alias})"),
+            }),
+            _ => Err(Error::DeviceConflict {
+                name: self.name.clone(),
+                reason: "was not created by krafty (no krafty mark in its alias)".into(),
+            }),
+        }
+    }
+}
+
+pub fn format_mac(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// The errno of a failed netlink request, positive (e.g. `libc::EEXIST`).
+pub fn errno(error: &rtnetlink::Error) -> Option<i32> {
+    match error {
+        rtnetlink::Error::NetlinkError(message) => Some(-message.raw_code()),
+        _ => None,
+    }
+}
+
+fn failure(operation: impl Into<String>, error: rtnetlink::Error) -> Error {
+    let errno = errno(&error);
+    let reason = match errno {
+        Some(code) => std::io::Error::from_raw_os_error(code).to_string(),
+        None => error.to_string(),
+    };
+    Error::Netlink {
+        operation: operation.into(),
+        errno,
+        reason,
+    }
+}
+
+/// A bridge to create.
+pub struct BridgeSpec<'a> {
+    pub name: &'a str,
+    pub alias: &'a str,
+    pub mtu: Option<u32>,
+    pub promiscuous: bool,
+    pub controller: Option<u32>,
+}
+
+/// A veth pair to create between the node and a container.
+pub struct VethSpec<'a> {
+    pub host_name: &'a str,
+    pub peer_name: &'a str,
+    pub peer_netns: &'a std::fs::File,
+    pub alias: &'a str,
+    pub bridge: u32,
+    pub mtu: Option<u32>,
+}
+
+/// A route krafty installs, in the form both families share.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteSpec {
+    pub destination: IpNet,
+    pub gateway: Option<IpAddr>,
+    pub output_index: u32,
+    pub metric: Option<u32>,
+    pub table: Option<u32>,
+}
+
+/// The builder's complaint about a route that does not fit its family.
+fn invalid(error: impl std::fmt::Display) -> Error {
+    Error::invalid_config(error.to_string())
+}
+
+impl RouteSpec {
+    fn to_message(&self) -> Result<RouteMessage, Error> {
+        let mut builder = RouteMessageBuilder::<IpAddr>::new()
+            .destination_prefix(self.destination.addr(), self.destination.prefix_len())
+            .map_err(invalid)?
+            .output_interface(self.output_index);
+        match self.gateway {
+            Some(gateway) => builder = builder.gateway(gateway).map_err(invalid)?,
+            // A route without a gateway reaches its destination on the link itself.
+            None => builder = builder.scope(RouteScope::Link),
+        }
+        if let Some(metric) = self.metric {
+            builder = builder.priority(metric);
+        }
+        if let Some(table) = self.table {
+            builder = builder.table_id(table);
+        }
+        Ok(builder.build())
+    }
+}
+
+/// A route as read back from the kernel, for CHECK and the tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstalledRoute {
+    pub destination: IpNet,
+    pub gateway: Option<IpAddr>,
+    pub output_index: Option<u32>,
+    pub table: u32,
+    pub metric: Option<u32>,
+}
+
+fn route_address(address: &RouteAddress) -> Option<IpAddr> {
+    match address {
+        RouteAddress::Inet(v4) => Some(IpAddr::V4(*v4)),
+        RouteAddress::Inet6(v6) => Some(IpAddr::V6(*v6)),
+        _ => None,
+    }
+}
+
+/// One rtnetlink connection, bound to the network namespace it was opened in.
+#[derive(Clone)]
+pub struct Netlink {
+    handle: Handle,
+}
+
+impl Netlink {
+    /// Opens a connection in the calling thread's network namespace; needs a tokio runtime.
+    pub fn connect() -> Result<Netlink, Error> {
+        let (connection, handle, _) =
+            rtnetlink::new_connection().map_err(|e| Error::io("opening a netlink socket", e))?;
+        tokio::spawn(connection);
+        Ok(Netlink { handle })
+    }
+
+    pub async fn link(&self, name: &str) -> Result<Option<Link>, Error> {
+        let request = self.handle.link().get().match_name(name.to_string());
+        self.first_link(request, || format!("looking up {name}"))
+            .await
+    }
+
+    pub async fn link_by_index(&self, index: u32) -> Result<Option<Link>, Error> {
+        let request = self.handle.link().get().match_index(index);
+        self.first_link(request, || format!("looking up interface {index}"))
+            .await
+    }
+
+    async fn first_link(
+        &self,
+        request: rtnetlink::LinkGetRequest,
+        operation: impl Fn() -> String,
+    ) -> Result<Option<Link>, Error> {
+        match request.execute().try_next().await {
+            Ok(message) => Ok(message.map(Link::from_message)),
+            Err(e) if errno(&e) == Some(libc::ENODEV) => Ok(None),
+            Err(e) => Err(failure(operation(), e)),
+        }
+    }
+
+    /// Every device of one kind (the kernel filters the dump by kind).
+    pub async fn links_of_kind(&self, kind: InfoKind) -> Result<Vec<Link>, Error> {
+        let mut request = self.handle.link().get();
+        request
+            .message_mut()
+            .attributes
+            .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(kind.clone())]));
+        let messages: Vec<LinkMessage> = request
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|e| failure(format!("listing {kind} devices"), e))?;
+        Ok(messages
+            .into_iter()
+            .map(Link::from_message)
+            .filter(|link| link.is_kind(&kind))
+            .collect())
+    }
+
+    /// Creates a device and marks it with `alias`. `Ok(false)` when a device of that name
+    /// already exists. The kernel ignores IFLA_IFALIAS when it creates a device, so the mark
+    /// is a second request; until it lands the device is unmarked, which makes a concurrent
+    /// invocation refuse it rather than adopt it.
+    async fn create(&self, name: &str, alias: &str, message: LinkMessage) -> Result<bool, Error> {
+        match self.handle.link().add(message).execute().await {
+            Ok(()) => {}
+            Err(e) if errno(&e) == Some(libc::EEXIST) => return Ok(false),
+            Err(e) => return Err(failure(format!("creating {name}"), e)),
+        }
+        let mark = LinkUnspec::new_with_name(name).alias(alias).build();
+        self.set(&format!("marking {name}"), mark).await?;
+        Ok(true)
+    }
+
+    async fn set(&self, operation: &str, message: LinkMessage) -> Result<(), Error> {
+        self.handle
+            .link()
+            .set(message)
+            .execute()
+            .await
+            .map_err(|e| failure(operation, e))
+    }
+
+    /// Deletes a device; one that is already gone counts as deleted.
+    pub async fn delete(&self, link: &Link) -> Result<(), Error> {
+        match self.handle.link().del(link.index).execute().await {
+            Ok(()) => Ok(()),
+            Err(e) if errno(&e) == Some(libc::ENODEV) => Ok(()),
+            Err(e) => Err(failure(format!("deleting {}", link.name), e)),
+        }
+    }
+
+    /// Adds an address; one that is already there counts as added. `no_dad` skips IPv6
+    /// duplicate address detection so the address is usable at once.
+    pub async fn add_address(&self, index: u32, address: IpNet, no_dad: bool) -> Result<(), Error> {
+        let mut request = self
+            .handle
+            .address()
+            .add(index, address.addr(), address.prefix_len());
+        if no_dad && address.addr().is_ipv6() {
+            request.message_mut().header.flags |= AddressHeaderFlags::Nodad;
+        }
+        match request.execute().await {
+            Ok(()) => Ok(()),
+            Err(e) if errno(&e) == Some(libc::EEXIST) => Ok(()),
+            Err(e) => Err(failure(format!("adding address {address}"), e)),
+        }
+    }
+
+    pub async fn addresses(&self, index: u32) -> Result<Vec<IpNet>, Error> {
+        let messages: Vec<AddressMessage> = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|e| failure(format!("listing addresses of interface {index}"), e))?;
+        Ok(messages
+            .into_iter()
+            .filter(|m| m.header.index == index)
+            .filter_map(|m| {
+                let prefix = m.header.prefix_len;
+                m.attributes.into_iter().find_map(|a| match a {
+                    AddressAttribute::Address(ip) => IpNet::new(ip, prefix).ok(),
+                    _ => None,
+                })
+            })
+            .collect())
+    }
+
+    /// Creates a VRF device, up, marked. `Ok(false)` when the name is taken.
+    pub async fn create_vrf(&self, name: &str, table: u32, alias: &str) -> Result<bool, Error> {
+        let message = LinkVrf::new(name, table).up().build();
+        self.create(name, alias, message).await
+    }
+
+    /// Creates a bridge, up, marked, enslaved to `controller` when given.
+    pub async fn create_bridge(&self, spec: &BridgeSpec<'_>) -> Result<bool, Error> {
+        let mut builder = LinkBridge::new(spec.name).promiscuous(spec.promiscuous);
+        if let Some(mtu) = spec.mtu {
+            builder = builder.mtu(mtu);
+        }
+        if let Some(controller) = spec.controller {
+            builder = builder.controller(controller);
+        }
+        self.create(spec.name, spec.alias, builder.build()).await
+    }
+
+    /// Creates a veth pair in one request: the host end up, marked and on `bridge`, the peer
+    /// born inside the container's namespace under its final name (no move, no rename).
+    pub async fn create_veth(&self, spec: &VethSpec<'_>) -> Result<bool, Error> {
+        let mut peer =
+            LinkUnspec::new_with_name(spec.peer_name).setns_by_fd(spec.peer_netns.as_raw_fd());
+        let mut host = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
+            .name(spec.host_name.to_string())
+            .controller(spec.bridge)
+            .up();
+        if let Some(mtu) = spec.mtu {
+            peer = peer.mtu(mtu);
+            host = host.mtu(mtu);
+        }
+        let message = host
+            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer.build())))
+            .build();
+        self.create(spec.host_name, spec.alias, message).await
+    }
+
+    /// Enslaves `link` to `controller` (a VRF, a bridge).
+    pub async fn set_controller(&self, link: &Link, controller: u32) -> Result<(), Error> {
+        let message = LinkUnspec::new_with_index(link.index)
+            .controller(controller)
+            .build();
+        self.set(&format!("enslaving {}", link.name), message).await
+    }
+
+    pub async fn set_up(&self, link: &Link) -> Result<(), Error> {
+        let message = LinkUnspec::new_with_index(link.index).up().build();
+        self.set(&format!("bringing {} up", link.name), message)
+            .await
+    }
+
+    /// Lets frames leave a bridge port by the port they came in on.
+    pub async fn set_hairpin(&self, port: &Link) -> Result<(), Error> {
+        let message = LinkBridgePort::new(port.index).hairpin(true).build();
+        self.handle
+            .link()
+            .set_port(message)
+            .execute()
+            .await
+            .map_err(|e| failure(format!("setting hairpin mode on {}", port.name), e))
+    }
+
+    /// Adds a route; an identical one already there counts as added.
+    pub async fn add_route(&self, route: &RouteSpec) -> Result<(), Error> {
+        match self.handle.route().add(route.to_message()?).execute().await {
+            Ok(()) => Ok(()),
+            Err(e) if errno(&e) == Some(libc::EEXIST) => Ok(()),
+            Err(e) => Err(failure(format!("adding route to {}", route.destination), e)),
+        }
+    }
+
+    /// The routes of one family in every table.
+    pub async fn routes(&self, family: AddressFamily) -> Result<Vec<InstalledRoute>, Error> {
+        let mut query = RouteMessageBuilder::<IpAddr>::new().build();
+        query.header.address_family = family;
+        let messages: Vec<RouteMessage> = self
+            .handle
+            .route()
+            .get(query)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|e| failure("listing routes", e))?;
+        Ok(messages
+            .into_iter()
+            .map(|m| {
+                let prefix = m.header.destination_prefix_length;
+                let mut route = InstalledRoute {
+                    destination: IpNet::new(
+                        if family == AddressFamily::Inet6 {
+                            IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
+                        } else {
+                            IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)
+                        },
+                        0,
+                    )
+                    .unwrap_or_default(),
+                    gateway: None,
+                    output_index: None,
+                    table: u32::from(m.header.table),
+                    metric: None,
+                };
+                for attribute in &m.attributes {
+                    match attribute {
+                        RouteAttribute::Destination(address) => {
+                            if let Some(ip) = route_address(address) {
+                                route.destination =
+                                    IpNet::new(ip, prefix).unwrap_or(route.destination);
+                            }
+                        }
+                        RouteAttribute::Gateway(address) => route.gateway = route_address(address),
+                        RouteAttribute::Oif(index) => route.output_index = Some(*index),
+                        RouteAttribute::Table(table) => route.table = *table,
+                        RouteAttribute::Priority(metric) => route.metric = Some(*metric),
+                        _ => {}
+                    }
+                }
+                route
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn link_with_alias(alias: Option<&str>) -> Link {
+        Link {
+            index: 7,
+            name: "krbabc".into(),
+            kind: Some(InfoKind::Bridge),
+            alias: alias.map(String::from),
+            controller: None,
+            up: true,
+            mac: String::new(),
+            mtu: None,
+            vrf_table: None,
+        }
+    }
+
+    #[test]
+    fn marks_decide_ownership() {
+        let mark = naming::attachment_mark("net", "abc");
+        link_with_alias(Some(&mark)).ensure_marked(&mark).unwrap();
+        for alias in [None, Some("uplink"), Some("krafty:net/other")] {
+            let err = link_with_alias(alias).ensure_marked(&mark).unwrap_err();
+            assert_eq!(err.code(), crate::error::code::DEVICE_CONFLICT, "{alias:?}");
+        }
+    }
+
+    #[test]
+    fn macs_print_like_ip_link() {
+        assert_eq!(
+            format_mac(&[0x02, 0, 0xab, 1, 2, 0xff]),
+            "02:00:ab:01:02:ff"
+        );
+    }
+}

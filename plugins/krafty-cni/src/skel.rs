@@ -1,0 +1,307 @@
+//! The plugin skeleton: reads the invocation, dispatches the verb, prints the result or the
+//! error, logs the invocation. A plugin implements [`Plugin`] and calls [`main`].
+//!
+//! stdout carries the protocol and nothing else; diagnostics go to stderr through `tracing`.
+
+use std::ffi::OsString;
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::time::{Instant, SystemTime};
+
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+use crate::config::{self, NetConf};
+use crate::env::{Command, Environment};
+use crate::error::Error;
+use crate::invocation_log::{self, Entry, LoggedError};
+use crate::naming;
+use crate::result::CniResult;
+use crate::version::CniVersion;
+
+/// A config larger than this is not a network config.
+const MAX_STDIN_BYTES: u64 = 1 << 20;
+
+/// One verb's worth of input, parsed and checked.
+#[derive(Debug)]
+pub struct Request<C> {
+    pub version: CniVersion,
+    pub network: String,
+    pub config: C,
+    pub prev_result: Option<CniResult>,
+    pub runtime_config: Map<String, Value>,
+    pub env: Environment,
+    /// The config exactly as received, for delegated plugins (IPAM).
+    pub stdin: Vec<u8>,
+}
+
+impl<C> Request<C> {
+    /// The result this plugin builds on: the previous one, or an empty one at the chain's head.
+    pub fn result_to_extend(&self) -> CniResult {
+        self.prev_result.clone().unwrap_or_default()
+    }
+
+    /// The device alias that marks what this attachment created.
+    pub fn attachment_mark(&self) -> String {
+        naming::attachment_mark(&self.network, &self.env.container_id)
+    }
+}
+
+/// What each krafty plugin implements. Every verb receives a checked request.
+#[allow(async_fn_in_trait)] // the skeleton drives these on its own single-threaded runtime
+pub trait Plugin {
+    /// The binary's name, e.g. `krafty-vrf`.
+    const NAME: &'static str;
+    /// The plugin's own config fields (see [`crate::config`]).
+    type Config: DeserializeOwned;
+
+    async fn add(&self, request: &Request<Self::Config>) -> Result<CniResult, Error>;
+    async fn del(&self, request: &Request<Self::Config>) -> Result<(), Error>;
+    async fn check(&self, request: &Request<Self::Config>) -> Result<(), Error>;
+}
+
+/// Runs the plugin as a process: `--version` for humans, the CNI protocol otherwise.
+pub fn main<P: Plugin>(plugin: P) -> ! {
+    if std::env::args().nth(1).as_deref() == Some("--version") {
+        println!("{} {}", P::NAME, env!("CARGO_PKG_VERSION"));
+        std::process::exit(0);
+    }
+    init_tracing();
+    let stdin = std::io::stdin();
+    let stdout = std::io::stdout();
+    let status = run(
+        &plugin,
+        |name| std::env::var_os(name),
+        &mut stdin.lock(),
+        &mut stdout.lock(),
+    );
+    std::process::exit(status)
+}
+
+fn init_tracing() {
+    let level = std::env::var("KRAFTY_LOG_LEVEL")
+        .ok()
+        .and_then(|l| l.parse::<tracing::Level>().ok())
+        .unwrap_or(tracing::Level::WARN);
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
+}
+
+/// The outcome of one invocation before it is printed.
+struct Outcome {
+    version: CniVersion,
+    output: Result<Option<Value>, Error>,
+}
+
+/// Runs one invocation with explicit inputs and returns the exit status.
+pub fn run<P: Plugin>(
+    plugin: &P,
+    lookup: impl Fn(&str) -> Option<OsString>,
+    stdin: &mut dyn Read,
+    stdout: &mut dyn Write,
+) -> i32 {
+    let started = Instant::now();
+    let mut facts = LogFacts::default();
+    let outcome = invoke(plugin, &lookup, stdin, &mut facts);
+    let printed = match &outcome.output {
+        Ok(Some(value)) => serde_json::to_writer(&mut *stdout, value).map_err(std::io::Error::from),
+        Ok(None) => Ok(()),
+        Err(error) => serde_json::to_writer(&mut *stdout, &error.to_wire(outcome.version))
+            .map_err(std::io::Error::from),
+    }
+    .and_then(|()| stdout.flush());
+    if let Err(error) = &printed {
+        tracing::error!("cannot write to stdout: {error}");
+    }
+    if facts.command != Some(Command::Version) {
+        facts.write_log(P::NAME, &lookup, started, &outcome.output);
+    }
+    if outcome.output.is_ok() && printed.is_ok() {
+        0
+    } else {
+        1
+    }
+}
+
+/// What the invocation log records, gathered as far as the invocation got.
+#[derive(Default)]
+struct LogFacts {
+    command: Option<Command>,
+    env: Option<Environment>,
+    network: String,
+    log_file: Option<Option<String>>,
+}
+
+impl LogFacts {
+    fn write_log(
+        &self,
+        plugin: &str,
+        lookup: &impl Fn(&str) -> Option<OsString>,
+        started: Instant,
+        output: &Result<Option<Value>, Error>,
+    ) {
+        let log_root = lookup(config::LOG_ROOT_ENV).map(PathBuf::from);
+        let requested = self.log_file.as_ref().and_then(|f| f.as_deref());
+        // A refused logFile is already the invocation's error; the entry goes to the default.
+        let path = match config::log_file(requested, log_root.as_deref()) {
+            Ok(path) => path,
+            Err(_) => config::log_file(None, log_root.as_deref()).ok().flatten(),
+        };
+        let Some(path) = path else { return };
+        let env = self.env.as_ref();
+        let netns = env
+            .and_then(|e| e.netns.as_ref())
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        let entry = Entry {
+            time: invocation_log::rfc3339(SystemTime::now()),
+            plugin,
+            command: self.command.map_or("", Command::as_str),
+            container_id: env.map_or("", |e| &e.container_id),
+            network: &self.network,
+            ifname: env.map_or("", |e| &e.ifname),
+            netns: &netns,
+            pod_namespace: env.map_or("", |e| &e.args.pod.namespace),
+            pod_name: env.map_or("", |e| &e.args.pod.name),
+            pod_uid: env.map_or("", |e| &e.args.pod.uid),
+            args: env.map_or(&[], |e| &e.args.pairs),
+            duration_us: started.elapsed().as_micros(),
+            outcome: if output.is_ok() { "ok" } else { "error" },
+            error: output.as_ref().err().map(|e| LoggedError {
+                code: e.code(),
+                msg: e.to_string(),
+            }),
+        };
+        if let Err(error) = invocation_log::append(&path, &entry) {
+            tracing::warn!(
+                "cannot append to the invocation log {}: {error}",
+                path.display()
+            );
+        }
+    }
+}
+
+fn invoke<P: Plugin>(
+    plugin: &P,
+    lookup: &impl Fn(&str) -> Option<OsString>,
+    stdin: &mut dyn Read,
+    facts: &mut LogFacts,
+) -> Outcome {
+    let mut version = CniVersion::LATEST;
+    let output = (|| {
+        let env = Environment::read(lookup)?;
+        facts.command = Some(env.command);
+        facts.env = Some(env.clone());
+
+        let mut input = Vec::new();
+        stdin
+            .take(MAX_STDIN_BYTES + 1)
+            .read_to_end(&mut input)
+            .map_err(|e| Error::io("reading the config from stdin", e))?;
+        if input.len() as u64 > MAX_STDIN_BYTES {
+            return Err(Error::Decode {
+                what: "the config".into(),
+                reason: format!("it is larger than {MAX_STDIN_BYTES} bytes"),
+            });
+        }
+        if env.command == Command::Version {
+            return Ok(Some(version_info(&input)));
+        }
+        let raw: Value = serde_json::from_slice(&input).map_err(|e| Error::Decode {
+            what: "the config".into(),
+            reason: e.to_string(),
+        })?;
+        facts.network = raw
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        facts.log_file = Some(raw.get("logFile").and_then(Value::as_str).map(String::from));
+        version = config_version(&raw)?;
+
+        let conf: NetConf<P::Config> = serde_json::from_value(raw).map_err(|e| Error::Decode {
+            what: "the config".into(),
+            reason: e.to_string(),
+        })?;
+        naming::validate_network_name(&conf.name).map_err(Error::invalid_config)?;
+        let log_root = lookup(config::LOG_ROOT_ENV).map(PathBuf::from);
+        config::log_file(conf.log_file.as_deref(), log_root.as_deref())?;
+        let prev_result = conf
+            .prev_result
+            .map(|value| CniResult::from_value(value, "prevResult"))
+            .transpose()?;
+        let request = Request {
+            version,
+            network: conf.name,
+            config: conf.plugin,
+            prev_result,
+            runtime_config: conf.runtime_config.unwrap_or_default(),
+            env,
+            stdin: input,
+        };
+        dispatch(plugin, &request)
+    })();
+    Outcome { version, output }
+}
+
+/// The config's `cniVersion`, which must be one krafty speaks.
+fn config_version(raw: &Value) -> Result<CniVersion, Error> {
+    let text = raw
+        .get("cniVersion")
+        .ok_or_else(|| Error::invalid_config("cniVersion is required"))?
+        .as_str()
+        .ok_or_else(|| Error::invalid_config("cniVersion must be a string"))?;
+    CniVersion::parse(text).ok_or_else(|| Error::incompatible_version(text))
+}
+
+/// VERSION answers in the version it was asked in, when krafty speaks it.
+fn version_info(input: &[u8]) -> Value {
+    let asked = serde_json::from_slice::<Value>(input)
+        .ok()
+        .and_then(|v| {
+            v.get("cniVersion")
+                .and_then(Value::as_str)
+                .and_then(CniVersion::parse)
+        })
+        .unwrap_or(CniVersion::LATEST);
+    serde_json::json!({
+        "cniVersion": asked.as_str(),
+        "supportedVersions": CniVersion::ALL.map(CniVersion::as_str),
+    })
+}
+
+fn dispatch<P: Plugin>(plugin: &P, request: &Request<P::Config>) -> Result<Option<Value>, Error> {
+    let command = request.env.command;
+    if command == Command::Check && !request.version.supports_check() {
+        return Err(Error::IncompatibleVersion {
+            requested: request.version.to_string(),
+            supported: "0.4.0 and later for CHECK".into(),
+        });
+    }
+    if matches!(command, Command::Status | Command::Gc) {
+        // STATUS and GC are the next milestone (issue 3); until then they are refused plainly.
+        return Err(Error::invalid_env(format!(
+            "{} does not implement {} yet",
+            P::NAME,
+            command.as_str()
+        )));
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .map_err(|e| Error::io("starting the runtime", e))?;
+    runtime.block_on(async {
+        match command {
+            Command::Add => {
+                let result = plugin.add(request).await?;
+                Ok(Some(result.to_value(request.version)))
+            }
+            Command::Del => plugin.del(request).await.map(|()| None),
+            Command::Check => plugin.check(request).await.map(|()| None),
+            Command::Status | Command::Gc | Command::Version => Ok(None),
+        }
+    })
+}
