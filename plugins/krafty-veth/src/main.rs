@@ -37,10 +37,15 @@ impl Plugin for Veth {
         let bridge = find_bridge(&netlink, request).await?;
         let host_name = naming::host_veth_name(&request.env.container_id);
         let mark = request.attachment_mark();
-        // A pair left by an interrupted ADD of this attachment is replaced, never adopted.
-        if let Some(stale) = netlink.link(&host_name).await? {
-            stale.ensure_marked(&mark)?;
-            netlink.delete(&stale).await?;
+        // Checked before IPAM so that a refused ADD has nothing to undo. An existing pair of
+        // this very attachment is refused too: a second ADD must not tear down a live pod's
+        // interface, and a runtime sends DEL after any failed ADD.
+        if let Some(existing) = netlink.link(&host_name).await? {
+            existing.ensure_marked(&mark)?;
+            return Err(Error::DeviceConflict {
+                name: host_name,
+                reason: "already exists for this attachment (DEL it before adding it again)".into(),
+            });
         }
 
         let ipam_result = match &config.addresses {

@@ -1,0 +1,433 @@
+//! The krafty test harness: each test gets its own "node" (a fresh network namespace) with
+//! its own state directory, runs the plugins there through the real libcni (the Go driver in
+//! tools/cnidriver) or directly, and checks the kernel with `ip -j`. Everything a test creates
+//! is removed when its [`Node`] is dropped, so tests are hermetic and can run in parallel.
+//!
+//! The harness needs root, the built plugins (`cargo build`), the driver
+//! (`scripts/build-cnidriver.sh`) and Debian's containernetworking-plugins; when any of them
+//! is missing it panics with what to do, so a test never passes without having run.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use serde_json::{json, Value};
+
+/// Where Debian's containernetworking-plugins put host-local, tuning, bridge, vrf...
+pub const REFERENCE_PLUGIN_DIR: &str = "/usr/lib/cni";
+/// The network name of the default conflist, as in the chart's default NAD.
+pub const NETWORK: &str = "krafty";
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// `target/<profile>`, where cargo put the plugin binaries (KRAFTY_BIN_DIR overrides).
+pub fn bin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("KRAFTY_BIN_DIR") {
+        return PathBuf::from(dir);
+    }
+    // Test binaries live in target/<profile>/deps.
+    let exe = std::env::current_exe().expect("the test binary knows its path");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in target/<profile>/deps")
+        .to_path_buf()
+}
+
+/// The repository's target directory.
+pub fn target_dir() -> PathBuf {
+    bin_dir()
+        .parent()
+        .expect("target/<profile> has a parent")
+        .to_path_buf()
+}
+
+pub fn plugin_path(name: &str) -> PathBuf {
+    let path = bin_dir().join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: run `cargo build --workspace` before the tests",
+        path.display()
+    );
+    path
+}
+
+pub fn driver_path() -> PathBuf {
+    let path = std::env::var_os("KRAFTY_CNIDRIVER")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_dir().join("cnidriver"));
+    assert!(
+        path.is_file(),
+        "{} is missing: run scripts/build-cnidriver.sh before the tests",
+        path.display()
+    );
+    path
+}
+
+fn require_root_and_reference_plugins() {
+    // `id -u` keeps the harness free of libc bindings.
+    let uid = run_checked(Command::new("id").arg("-u"));
+    assert_eq!(
+        String::from_utf8_lossy(&uid.stdout).trim(),
+        "0",
+        "the namespace tests need root"
+    );
+    for plugin in ["host-local", "tuning"] {
+        assert!(
+            Path::new(REFERENCE_PLUGIN_DIR).join(plugin).is_file(),
+            "{REFERENCE_PLUGIN_DIR}/{plugin} is missing: apt-get install containernetworking-plugins"
+        );
+    }
+}
+
+fn run_checked(command: &mut Command) -> Output {
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+    assert!(
+        output.status.success(),
+        "{command:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// The outcome of one plugin or driver run.
+#[derive(Debug)]
+pub struct Outcome {
+    pub success: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Outcome {
+    fn from_output(output: Output) -> Outcome {
+        Outcome {
+            success: output.status.success(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    /// stdout as one JSON document (the protocol allows nothing else on stdout).
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!("stdout is not one JSON document ({e}): {:?}\nstderr: {}", self.stdout, self.stderr)
+        })
+    }
+
+    /// Asserts success and returns stdout's JSON (or Null when stdout is empty).
+    pub fn ok(&self) -> Value {
+        assert!(self.success, "expected success, got {:?}\nstderr: {}", self.stdout, self.stderr);
+        if self.stdout.trim().is_empty() {
+            Value::Null
+        } else {
+            self.json()
+        }
+    }
+
+    /// Asserts a CNI error with `code` whose message mentions `mentions`; returns the error.
+    pub fn error(&self, code: u64, mentions: &str) -> Value {
+        assert!(!self.success, "expected error {code}, got success: {}", self.stdout);
+        let error = self.json();
+        assert_eq!(error["code"], code, "wrong code in {error}\nstderr: {}", self.stderr);
+        let msg = error["msg"].as_str().unwrap_or_default();
+        assert!(
+            msg.contains(mentions),
+            "message {msg:?} should mention {mentions:?}"
+        );
+        error
+    }
+}
+
+/// A network-namespace "pod".
+pub struct Pod {
+    pub name: String,
+}
+
+impl Pod {
+    pub fn netns_path(&self) -> String {
+        format!("/run/netns/{}", self.name)
+    }
+
+    /// Runs a command inside the pod's namespace.
+    pub fn exec(&self, args: &[&str]) -> Outcome {
+        Outcome::from_output(
+            Command::new("ip")
+                .args(["netns", "exec", &self.name])
+                .args(args)
+                .output()
+                .expect("ip netns exec runs"),
+        )
+    }
+
+    pub fn ping(&self, address: &str) -> bool {
+        self.exec(&["ping", "-c", "1", "-W", "2", address]).success
+    }
+
+    /// `ip -j addr show dev IFNAME` inside the pod: the addresses as `a.b.c.d/len`.
+    pub fn addresses(&self, ifname: &str) -> Vec<String> {
+        let out = self.exec(&["ip", "-j", "addr", "show", "dev", ifname]);
+        if !out.success {
+            return Vec::new();
+        }
+        let value: Value = serde_json::from_str(&out.stdout).unwrap_or(Value::Null);
+        value[0]["addr_info"]
+            .as_array()
+            .map(|infos| {
+                infos
+                    .iter()
+                    .map(|i| format!("{}/{}", i["local"].as_str().unwrap_or(""), i["prefixlen"]))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Removes the pod's namespace now (as a runtime does after a pod dies).
+    pub fn destroy(&self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+    }
+}
+
+impl Drop for Pod {
+    fn drop(&mut self) {
+        self.destroy();
+    }
+}
+
+/// A hermetic "node": a network namespace plus a state directory.
+pub struct Node {
+    pub name: String,
+    pub dir: PathBuf,
+}
+
+impl Node {
+    pub fn new() -> Node {
+        require_root_and_reference_plugins();
+        let id = format!("{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst));
+        let name = format!("kt-node-{id}");
+        let dir = target_dir().join("krafty-tests").join(&name);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("state dir");
+        run_checked(Command::new("ip").args(["netns", "add", &name]));
+        run_checked(Command::new("ip").args(["-n", &name, "link", "set", "lo", "up"]));
+        Node { name, dir }
+    }
+
+    /// A new pod namespace, removed when the returned value is dropped.
+    pub fn pod(&self, label: &str) -> Pod {
+        let name = format!("{}-{label}", self.name.replace("kt-node", "kt-pod"));
+        run_checked(Command::new("ip").args(["netns", "add", &name]));
+        run_checked(Command::new("ip").args(["-n", &name, "link", "set", "lo", "up"]));
+        Pod { name }
+    }
+
+    pub fn ipam_dir(&self) -> PathBuf {
+        self.dir.join("ipam")
+    }
+
+    pub fn log_dir(&self) -> PathBuf {
+        self.dir.join("log")
+    }
+
+    /// The directories plugins are looked up in: krafty's build output, then Debian's.
+    pub fn cni_path(&self) -> String {
+        format!("{}:{REFERENCE_PLUGIN_DIR}", bin_dir().display())
+    }
+
+    /// Environment every plugin of this node gets (the node's own log root).
+    fn plugin_env(&self) -> Vec<(String, String)> {
+        vec![("KRAFTY_LOG_ROOT".into(), self.log_dir().display().to_string())]
+    }
+
+    /// Writes a conflist and returns its path. Every `ipam` block gets this node's `dataDir`,
+    /// so leases stay inside the test.
+    pub fn conflist(&self, mut conflist: Value) -> PathBuf {
+        if let Some(plugins) = conflist["plugins"].as_array_mut() {
+            for plugin in plugins {
+                if let Some(ipam) = plugin.get_mut("ipam").and_then(Value::as_object_mut) {
+                    ipam.insert("dataDir".into(), json!(self.ipam_dir()));
+                }
+            }
+        }
+        let path = self
+            .dir
+            .join(format!("conflist-{}.json", COUNTER.fetch_add(1, Ordering::SeqCst)));
+        std::fs::write(&path, serde_json::to_vec_pretty(&conflist).unwrap()).unwrap();
+        path
+    }
+
+    /// Runs the libcni driver inside the node: `verb` on `conflist` for one attachment.
+    pub fn cni(&self, verb: &str, conflist: &Path, container_id: &str, netns: &str) -> Outcome {
+        self.cni_with(verb, conflist, container_id, netns, &[])
+    }
+
+    pub fn cni_with(
+        &self,
+        verb: &str,
+        conflist: &Path,
+        container_id: &str,
+        netns: &str,
+        extra: &[&str],
+    ) -> Outcome {
+        let mut command = Command::new("ip");
+        command
+            .args(["netns", "exec", &self.name])
+            .arg(driver_path())
+            .arg(verb)
+            .arg("--conflist")
+            .arg(conflist)
+            .args(["--id", container_id, "--netns", netns, "--ifname", "net1"])
+            .args(["--pod-namespace", "default", "--pod-name", &format!("pod-{container_id}")])
+            .args(["--pod-uid", &format!("uid-{container_id}")])
+            .arg("--cni-path")
+            .arg(self.cni_path())
+            .arg("--cache-dir")
+            .arg(self.dir.join("cache"))
+            .args(extra)
+            .envs(self.plugin_env());
+        Outcome::from_output(command.output().expect("the driver runs"))
+    }
+
+    /// Runs one plugin binary directly inside the node, with the given CNI variables.
+    pub fn plugin(&self, plugin: &str, env: &[(&str, &str)], stdin: &str) -> Outcome {
+        let mut command = Command::new("ip");
+        command
+            .args(["netns", "exec", &self.name])
+            .arg(plugin_path(plugin))
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("CNI_PATH", self.cni_path())
+            .envs(self.plugin_env())
+            .envs(env.iter().copied())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().expect("the plugin starts");
+        child
+            .stdin
+            .take()
+            .expect("stdin is piped")
+            .write_all(stdin.as_bytes())
+            .expect("the plugin reads its config");
+        Outcome::from_output(child.wait_with_output().expect("the plugin ends"))
+    }
+
+    /// `ip -j -d link show` in the node, as JSON objects.
+    pub fn links(&self) -> Vec<Value> {
+        let out = run_checked(Command::new("ip").args(["-n", &self.name, "-j", "-d", "link", "show"]));
+        serde_json::from_slice::<Value>(&out.stdout)
+            .ok()
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_default()
+    }
+
+    pub fn link(&self, name: &str) -> Option<Value> {
+        self.links().into_iter().find(|l| l["ifname"] == name)
+    }
+
+    pub fn link_names(&self) -> Vec<String> {
+        self.links()
+            .iter()
+            .filter_map(|l| l["ifname"].as_str().map(String::from))
+            .collect()
+    }
+
+    /// Runs `ip ARGS` in the node and returns stdout.
+    pub fn ip(&self, args: &[&str]) -> String {
+        let out = run_checked(Command::new("ip").args(["-n", &self.name]).args(args));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Addresses host-local still has leased on `network` (its files named after addresses).
+    pub fn leases(&self, network: &str) -> Vec<String> {
+        let dir = self.ipam_dir().join(network);
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(Result::ok)
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|name| name.parse::<std::net::IpAddr>().is_ok())
+            .collect()
+    }
+
+    /// Asserts the node holds nothing but its loopback and host-local holds no lease.
+    pub fn assert_clean(&self) {
+        assert_eq!(self.link_names(), vec!["lo".to_string()], "devices left on the node");
+        assert_eq!(self.leases(NETWORK), Vec::<String>::new(), "leases left");
+    }
+
+    /// The invocation log's entries.
+    pub fn log_entries(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.log_dir().join("krafty.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("every log line is JSON"))
+            .collect()
+    }
+}
+
+impl Default for Node {
+    fn default() -> Self {
+        Node::new()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The IPAM block of the original krafty network (host-local, .10-.250, default route).
+pub fn host_local_ipam() -> Value {
+    json!({
+        "type": "host-local",
+        "ranges": [[{
+            "subnet": "172.16.10.0/24", "rangeStart": "172.16.10.10",
+            "rangeEnd": "172.16.10.250", "gateway": "172.16.10.1"
+        }]],
+        "routes": [{ "dst": "0.0.0.0/0" }]
+    })
+}
+
+/// The bridge + veth chain, for kernels without VRF.
+pub fn bridge_veth_conflist(cni_version: &str) -> Value {
+    json!({
+        "cniVersion": cni_version, "name": NETWORK, "plugins": [
+            { "type": "krafty-bridge", "subnet": "172.16.10.0/24", "gateway": "172.16.10.1" },
+            { "type": "krafty-veth", "ipam": host_local_ipam() }
+        ]
+    })
+}
+
+/// The full three-plugin chain of the original network.
+pub fn full_conflist(cni_version: &str) -> Value {
+    let mut conflist = bridge_veth_conflist(cni_version);
+    conflist["plugins"]
+        .as_array_mut()
+        .expect("plugins is a list")
+        .insert(0, json!({ "type": "krafty-vrf" }));
+    conflist
+}
+
+/// A container ID as runtimes make them: 64 hex characters, unique per call.
+pub fn container_id() -> String {
+    let seed = format!(
+        "{}-{}-{:?}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::SeqCst),
+        std::time::SystemTime::now()
+    );
+    // FNV-1a over a few seeds gives 64 hex chars with distinct 12-char prefixes.
+    (0..8u8)
+        .map(|round| {
+            let hash = seed.bytes().chain([round]).fold(0x811c_9dc5_u32, |h, b| {
+                (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+            });
+            format!("{hash:08x}")
+        })
+        .collect()
+}

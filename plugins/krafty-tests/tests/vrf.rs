@@ -1,0 +1,155 @@
+//! Everything VRF, on a kernel that has it: run inside the VM (`scripts/vm-run.sh`), where
+//! Debian's kernel loads the vrf module. On a kernel without VRF these tests fail, loudly.
+
+use krafty_cni::naming;
+use krafty_tests::{container_id, full_conflist, Node, NETWORK};
+use serde_json::{json, Value};
+
+fn vrf_table(node: &Node, vrf: &str) -> u64 {
+    let link = node.link(vrf).unwrap_or_else(|| panic!("VRF {vrf} exists"));
+    assert_eq!(link["linkinfo"]["info_kind"], "vrf", "{link}");
+    link["linkinfo"]["info_data"]["table"].as_u64().expect("a VRF has a table")
+}
+
+fn main_table_reaches(node: &Node, prefix: &str) -> bool {
+    node.ip(&["route", "show", "table", "main"]).contains(prefix)
+}
+
+#[test]
+fn the_full_chain_puts_the_pod_behind_a_bridge_in_its_own_vrf() {
+    let node = Node::new();
+    let pod = node.pod("a");
+    let conflist = node.conflist(full_conflist("1.0.0"));
+    let id = container_id();
+    let result = node.cni("add", &conflist, &id, &pod.netns_path()).ok();
+
+    let vrf = naming::vrf_name(&id);
+    let bridge = naming::bridge_name(&id);
+    let names: Vec<&str> = result["interfaces"].as_array().unwrap().iter().map(|i| i["name"].as_str().unwrap()).collect();
+    assert_eq!(names, vec![vrf.as_str(), bridge.as_str(), &naming::host_veth_name(&id), "net1"]);
+    assert!(result["interfaces"][0].get("sandbox").is_none(), "the VRF lives on the node");
+
+    assert_eq!(vrf_table(&node, &vrf), u64::from(naming::derived_table(&vrf)));
+    assert_eq!(node.link(&bridge).unwrap()["master"], vrf.as_str(), "bridge enslaved to the VRF");
+    assert!(pod.ping("172.16.10.1"), "the pod reaches its gateway inside the VRF");
+    assert!(!main_table_reaches(&node, "172.16.10.0/24"), "the main table knows nothing of the pod subnet");
+    let table = vrf_table(&node, &vrf).to_string();
+    assert!(node.ip(&["route", "show", "table", &table]).contains("172.16.10.0/24"));
+
+    node.cni("check", &conflist, &id, &pod.netns_path()).ok();
+    node.cni("del", &conflist, &id, &pod.netns_path()).ok();
+    node.assert_clean();
+}
+
+#[test]
+fn two_pods_in_their_own_vrfs_share_one_gateway_address() {
+    let node = Node::new();
+    let (a, b) = (node.pod("a"), node.pod("b"));
+    let conflist = node.conflist(full_conflist("1.0.0"));
+    let (id_a, id_b) = (container_id(), container_id());
+    node.cni("add", &conflist, &id_a, &a.netns_path()).ok();
+    node.cni("add", &conflist, &id_b, &b.netns_path()).ok();
+    assert!(a.ping("172.16.10.1"));
+    assert!(b.ping("172.16.10.1"));
+    assert_ne!(
+        vrf_table(&node, &naming::vrf_name(&id_a)),
+        vrf_table(&node, &naming::vrf_name(&id_b))
+    );
+    assert!(!main_table_reaches(&node, "172.16.10.0/24"));
+    node.cni("del", &conflist, &id_a, &a.netns_path()).ok();
+    node.cni("del", &conflist, &id_b, &b.netns_path()).ok();
+    node.assert_clean();
+}
+
+fn with_vrf_table(table: u64) -> Value {
+    let mut conflist = full_conflist("1.0.0");
+    conflist["plugins"][0] = json!({ "type": "krafty-vrf", "vrfTable": table });
+    conflist
+}
+
+#[test]
+fn an_explicit_vrf_table_is_used_and_cannot_be_taken_twice() {
+    let node = Node::new();
+    let (a, b) = (node.pod("a"), node.pod("b"));
+    let conflist = node.conflist(with_vrf_table(4242));
+    let (id_a, id_b) = (container_id(), container_id());
+    node.cni("add", &conflist, &id_a, &a.netns_path()).ok();
+    assert_eq!(vrf_table(&node, &naming::vrf_name(&id_a)), 4242);
+    node.cni("check", &conflist, &id_a, &a.netns_path()).ok();
+
+    node.cni("add", &conflist, &id_b, &b.netns_path())
+        .error(7, "vrfTable 4242 is already used");
+    assert!(node.link(&naming::vrf_name(&id_b)).is_none());
+    assert!(node.link(&naming::bridge_name(&id_b)).is_none());
+
+    node.cni("del", &conflist, &id_b, &b.netns_path()).ok();
+    node.cni("del", &conflist, &id_a, &a.netns_path()).ok();
+    node.assert_clean();
+}
+
+#[test]
+fn a_derived_table_in_use_moves_to_the_next_free_one() {
+    let node = Node::new();
+    let pod = node.pod("a");
+    let id = container_id();
+    let vrf = naming::vrf_name(&id);
+    let derived = naming::derived_table(&vrf);
+    // Somebody else's VRF already uses the table krafty would derive.
+    node.ip(&["link", "add", "foreign-vrf", "type", "vrf", "table", &derived.to_string()]);
+
+    let conflist = node.conflist(full_conflist("1.0.0"));
+    node.cni("add", &conflist, &id, &pod.netns_path()).ok();
+    let expected = naming::first_free_table(derived, |t| t == derived).unwrap();
+    assert_eq!(vrf_table(&node, &vrf), u64::from(expected));
+    assert!(pod.ping("172.16.10.1"));
+
+    node.cni("del", &conflist, &id, &pod.netns_path()).ok();
+    assert_eq!(vrf_table(&node, "foreign-vrf"), u64::from(derived), "the foreign VRF is untouched");
+    node.ip(&["link", "del", "foreign-vrf"]);
+    node.assert_clean();
+}
+
+#[test]
+fn an_explicit_table_of_a_foreign_vrf_is_refused() {
+    let node = Node::new();
+    let pod = node.pod("a");
+    node.ip(&["link", "add", "foreign-vrf", "type", "vrf", "table", "777"]);
+    let conflist = node.conflist(with_vrf_table(777));
+    let id = container_id();
+    node.cni("add", &conflist, &id, &pod.netns_path())
+        .error(7, "foreign-vrf");
+    node.ip(&["link", "del", "foreign-vrf"]);
+    node.assert_clean();
+}
+
+#[test]
+fn check_names_a_bridge_that_left_its_vrf() {
+    let node = Node::new();
+    let pod = node.pod("a");
+    let conflist = node.conflist(full_conflist("1.0.0"));
+    let id = container_id();
+    node.cni("add", &conflist, &id, &pod.netns_path()).ok();
+    let bridge = naming::bridge_name(&id);
+    node.ip(&["link", "set", &bridge, "nomaster"]);
+    node.cni("check", &conflist, &id, &pod.netns_path())
+        .error(104, &bridge);
+    node.cni("del", &conflist, &id, &pod.netns_path()).ok();
+    node.assert_clean();
+}
+
+#[test]
+fn the_chain_works_in_every_result_version() {
+    for version in ["0.3.1", "0.4.0", "1.0.0"] {
+        let node = Node::new();
+        let pod = node.pod("a");
+        let conflist = node.conflist(full_conflist(version));
+        let id = container_id();
+        let result = node.cni("add", &conflist, &id, &pod.netns_path()).ok();
+        assert_eq!(result["cniVersion"], version);
+        assert_eq!(result["interfaces"].as_array().unwrap().len(), 4);
+        assert!(pod.ping("172.16.10.1"), "{version}");
+        node.cni("del", &conflist, &id, &pod.netns_path()).ok();
+        node.assert_clean();
+        assert_eq!(NETWORK, "krafty");
+    }
+}
