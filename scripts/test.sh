@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# The krafty test command: every tier, in order, ending with one summary line.
+#
+#   scripts/test.sh                 # everything
+#   KRAFTY_SKIP=vm scripts/test.sh  # explicitly leave out tiers (comma-separated: vm, deploy, fuzz)
+#
+# A tier that cannot run (missing tool, no root, VM does not boot) fails; it is never skipped
+# unless named in KRAFTY_SKIP, and a skipped tier is reported in the summary.
+set -uo pipefail
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cd "$repo" || exit 1
+target="${CARGO_TARGET_DIR:-$repo/target}"
+log_dir="$target/test-logs"
+mkdir -p "$log_dir"
+
+passed=0
+failed=0
+skipped_tiers=()
+failed_tiers=()
+
+skip_requested() {
+    [[ ",${KRAFTY_SKIP:-}," == *",$1,"* ]]
+}
+
+# count_results FILE: adds the "N passed" / "N failed" counts of a runner's summary lines.
+count_results() {
+    local file=$1 p f
+    p=$(grep -aoE '[0-9]+ passed' "$file" | awk '{s+=$1} END {print s+0}')
+    f=$(grep -aoE '[0-9]+ failed' "$file" | awk '{s+=$1} END {print s+0}')
+    passed=$((passed + p))
+    failed=$((failed + f))
+}
+
+# tier NAME COMMAND...: runs a tier, shows its output, counts its results.
+tier() {
+    local name=$1
+    shift
+    if skip_requested "$name"; then
+        echo "=== tier $name: SKIPPED because KRAFTY_SKIP names it"
+        skipped_tiers+=("$name")
+        return
+    fi
+    echo "=== tier $name: $*"
+    local out="$log_dir/$name.log"
+    "$@" 2>&1 | tee "$out"
+    local status=${PIPESTATUS[0]}
+    count_results "$out"
+    if [[ $status -ne 0 ]]; then
+        failed_tiers+=("$name")
+        # A tier that failed before its runner counted anything still counts as a failure.
+        if ! grep -aqE '[0-9]+ failed' "$out"; then
+            failed=$((failed + 1))
+        fi
+    fi
+}
+
+# Static checks: one pass each, counted as one test each.
+check() {
+    local name=$1
+    shift
+    echo "=== check $name: $*"
+    if "$@"; then
+        passed=$((passed + 1))
+    else
+        failed=$((failed + 1))
+        failed_tiers+=("$name")
+    fi
+}
+
+check fmt cargo fmt --all --check
+check clippy cargo clippy --workspace --all-targets --quiet -- -D warnings
+check build cargo build --workspace --quiet
+check cnidriver scripts/build-cnidriver.sh "$target/cnidriver"
+check shellcheck shellcheck scripts/*.sh .ci/run
+
+# Unit tests and the namespace tests on this machine's kernel (everything but the VRF tier).
+tier host cargo nextest run --workspace --no-fail-fast -E 'not binary(vrf)'
+
+# The VRF tier: Debian's kernel in a VM, sharing this filesystem. One boot runs the lot.
+vrf_tests() {
+    local binary
+    binary=$(cargo test -p krafty-tests --test vrf --no-run --message-format=json 2>/dev/null |
+        jq -r 'select(.reason == "compiler-artifact" and .target.name == "vrf" and .executable != null) | .executable' |
+        tail -n 1)
+    if [[ -z "$binary" || ! -x "$binary" ]]; then
+        echo "cannot build the VRF test binary" >&2
+        return 1
+    fi
+    scripts/vm-run.sh --rwdir "$target" -- env KRAFTY_BIN_DIR="$target/debug" "$binary" --test-threads=2
+}
+tier vm vrf_tests
+
+echo
+if [[ ${#skipped_tiers[@]} -gt 0 ]]; then
+    echo "skipped on request: ${skipped_tiers[*]}"
+fi
+if [[ ${#failed_tiers[@]} -gt 0 ]]; then
+    echo "failed: ${failed_tiers[*]}"
+fi
+echo "krafty: $passed passed, $failed failed"
+[[ $failed -eq 0 && ${#failed_tiers[@]} -eq 0 ]]
