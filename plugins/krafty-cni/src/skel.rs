@@ -305,3 +305,139 @@ fn dispatch<P: Plugin>(plugin: &P, request: &Request<P::Config>) -> Result<Optio
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::result::Interface;
+    use serde::Deserialize;
+    use std::collections::HashMap;
+
+    /// A plugin that records nothing and reports one interface, to exercise the skeleton.
+    struct Probe;
+
+    #[derive(Deserialize)]
+    struct ProbeConfig {
+        #[serde(default)]
+        fail: bool,
+    }
+
+    impl Plugin for Probe {
+        const NAME: &'static str = "krafty-probe";
+        type Config = ProbeConfig;
+
+        async fn add(&self, request: &Request<ProbeConfig>) -> Result<CniResult, Error> {
+            if request.config.fail {
+                return Err(Error::invalid_config("asked to fail"));
+            }
+            let mut result = request.result_to_extend();
+            result.push_interface(Interface {
+                name: "probe0".into(),
+                ..Interface::default()
+            });
+            Ok(result)
+        }
+        async fn del(&self, _: &Request<ProbeConfig>) -> Result<(), Error> {
+            Ok(())
+        }
+        async fn check(&self, _: &Request<ProbeConfig>) -> Result<(), Error> {
+            Ok(())
+        }
+    }
+
+    fn invoke_probe(command: &str, stdin: &str) -> (i32, Value) {
+        let log_root = std::env::temp_dir().join(format!("krafty-skel-{}", std::process::id()));
+        let env: HashMap<&str, String> = HashMap::from([
+            ("CNI_COMMAND", command.to_string()),
+            ("CNI_CONTAINERID", "abc123".into()),
+            ("CNI_NETNS", "/run/netns/x".into()),
+            ("CNI_IFNAME", "net1".into()),
+            (config::LOG_ROOT_ENV, log_root.display().to_string()),
+        ]);
+        let mut out = Vec::new();
+        let status = run(
+            &Probe,
+            |name| env.get(name).map(OsString::from),
+            &mut stdin.as_bytes(),
+            &mut out,
+        );
+        let value = if out.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&out).expect("stdout holds exactly one JSON document")
+        };
+        (status, value)
+    }
+
+    #[test]
+    fn add_prints_the_result_in_the_configs_version_and_keeps_prev_result() {
+        let config = r#"{"cniVersion":"0.4.0","name":"n","type":"krafty-probe",
+            "prevResult":{"cniVersion":"0.4.0","interfaces":[{"name":"eth0","sandbox":"/x"}],
+            "ips":[{"version":"4","address":"10.0.0.2/24","interface":0}],"custom":1}}"#;
+        let (status, out) = invoke_probe("ADD", config);
+        assert_eq!(status, 0, "{out}");
+        assert_eq!(out["cniVersion"], "0.4.0");
+        assert_eq!(out["interfaces"][1]["name"], "probe0");
+        assert_eq!(out["ips"][0]["version"], "4");
+        assert_eq!(out["custom"], 1, "unknown prevResult fields pass through");
+    }
+
+    #[test]
+    fn errors_are_the_specification_object_with_a_non_zero_exit() {
+        let (status, out) = invoke_probe("ADD", r#"{"cniVersion":"1.0.0","name":"n","fail":true}"#);
+        assert_eq!(status, 1);
+        assert_eq!(out["code"], 7);
+        assert_eq!(out["cniVersion"], "1.0.0");
+        assert!(out["msg"].as_str().unwrap().contains("asked to fail"));
+
+        let (status, out) = invoke_probe("ADD", r#"{"cniVersion":"0.1.0","name":"n"}"#);
+        assert_eq!((status, out["code"].as_u64()), (1, Some(1)));
+        assert_eq!(
+            out["cniVersion"], "1.1.0",
+            "an unsupported version is answered in the newest"
+        );
+
+        let (_, out) = invoke_probe("ADD", r#"{"name":"n"}"#);
+        assert_eq!(out["code"], 7);
+        let (_, out) = invoke_probe("ADD", r#"{"cniVersion":"1.0.0","name":"bad/name"}"#);
+        assert_eq!(out["code"], 7);
+        let (_, out) = invoke_probe("ADD", "{");
+        assert_eq!(out["code"], 6);
+        let (_, out) = invoke_probe(
+            "ADD",
+            r#"{"cniVersion":"1.0.0","name":"n","prevResult":{"ips":[{"address":"x"}]}}"#,
+        );
+        assert_eq!(out["code"], 6);
+    }
+
+    #[test]
+    fn del_and_check_print_nothing_and_check_needs_0_4_0() {
+        let (status, out) = invoke_probe("DEL", r#"{"cniVersion":"1.0.0","name":"n"}"#);
+        assert_eq!((status, out), (0, Value::Null));
+        let (status, out) = invoke_probe("CHECK", r#"{"cniVersion":"0.4.0","name":"n"}"#);
+        assert_eq!((status, out), (0, Value::Null));
+        let (status, out) = invoke_probe("CHECK", r#"{"cniVersion":"0.3.1","name":"n"}"#);
+        assert_eq!((status, out["code"].as_u64()), (1, Some(1)));
+    }
+
+    #[test]
+    fn version_lists_every_supported_version() {
+        let (status, out) = invoke_probe("VERSION", r#"{"cniVersion":"0.3.1"}"#);
+        assert_eq!(status, 0);
+        assert_eq!(out["cniVersion"], "0.3.1");
+        assert_eq!(
+            out["supportedVersions"].as_array().unwrap().len(),
+            CniVersion::ALL.len()
+        );
+    }
+
+    #[test]
+    fn oversized_input_is_refused() {
+        let huge = format!(
+            r#"{{"cniVersion":"1.0.0","name":"n","pad":"{}"}}"#,
+            "x".repeat(2 << 20)
+        );
+        let (status, out) = invoke_probe("ADD", &huge);
+        assert_eq!((status, out["code"].as_u64()), (1, Some(6)));
+    }
+}
