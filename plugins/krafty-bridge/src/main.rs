@@ -1,14 +1,17 @@
-//! krafty-bridge: the bridge on the node that the pod's veth plugs into.
+//! krafty-bridge: the bridge on the node that pods' veths plug into.
 //!
-//! ADD creates (idempotently) the bridge `krb<id>`, enslaves it to the VRF an earlier
+//! ADD creates (idempotently) the bridge — `krb<id>` for one attachment (`scope: pod`) or one
+//! per network shared by its pods (`scope: network`) — enslaves it to the VRF an earlier
 //! krafty-vrf reported in `prevResult` (without one the bridge stays in the main table), gives
-//! it the gateway address(es) with the subnet's prefix and brings it up. DEL removes it; CHECK
-//! verifies kind, VRF, addresses and state.
+//! it the gateway address(es) with the subnet's prefix and brings it up. DEL removes a pod's
+//! bridge; GC removes bridges nothing uses any more; CHECK verifies kind, VRF, addresses and
+//! state.
 
+use krafty_cni::chain::{self, NodeDeviceKind, Placement};
 use krafty_cni::config::{BridgeConfig, ValidBridgeConfig};
 use krafty_cni::netlink::{BridgeSpec, InfoKind, Link, Netlink};
 use krafty_cni::result::Interface;
-use krafty_cni::{chain, naming, CniResult, Error, Plugin, Request};
+use krafty_cni::{naming, CniResult, Error, Plugin, Request};
 
 struct Bridge;
 
@@ -18,44 +21,16 @@ impl Plugin for Bridge {
 
     async fn add(&self, request: &Request<BridgeConfig>) -> Result<CniResult, Error> {
         let config = request.config.validate()?;
-        let name = naming::bridge_name(&request.env.container_id);
-        let mark = request.attachment_mark();
-        let alias = alias_for(&mark, &config);
+        let place = Placement::of(NodeDeviceKind::Bridge, config.scope, request);
         let netlink = Netlink::connect()?;
-        let vrf = chain::find_node_device(
-            &netlink,
-            request.prev_result.as_ref(),
-            naming::VRF_PREFIX,
-            InfoKind::Vrf,
-        )
-        .await?;
+        let vrf = find_vrf(&netlink, request).await?;
 
-        let bridge = match netlink.link(&name).await? {
+        let _lock = place.lock(request)?;
+        let bridge = match place.existing(&netlink, NodeDeviceKind::Bridge).await? {
             Some(existing) => existing,
-            None => {
-                let spec = BridgeSpec {
-                    name: &name,
-                    alias: &alias,
-                    mtu: config.mtu,
-                    promiscuous: config.promisc,
-                    controller: vrf.as_ref().map(|v| v.index),
-                };
-                netlink.create_bridge(&spec).await?;
-                netlink.link(&name).await?.ok_or_else(|| {
-                    Error::TryAgainLater(format!(
-                        "bridge {name} vanished right after it was created"
-                    ))
-                })?
-            }
+            None => create(&netlink, &place, &config, vrf.as_ref()).await?,
         };
-        bridge.ensure_marked(&mark)?;
-        if !bridge.is_kind(&InfoKind::Bridge) {
-            return Err(Error::DeviceConflict {
-                name,
-                reason: "is not a bridge".into(),
-            });
-        }
-        // A bridge left by an interrupted ADD of this attachment is brought to the wanted state.
+        // A bridge left by an interrupted ADD, or a shared one, is brought to the wanted state.
         if let Some(vrf) = &vrf {
             if bridge.controller != Some(vrf.index) {
                 netlink.set_controller(&bridge, vrf.index).await?;
@@ -64,7 +39,7 @@ impl Plugin for Bridge {
         if !bridge.up {
             netlink.set_up(&bridge).await?;
         }
-        // Addresses go on after enslavement so their routes land in the VRF's table.
+        // Addresses go on after enslavement, so that their routes land in the VRF's table.
         for network in &config.networks {
             netlink
                 .add_address(bridge.index, network.gateway_address(), true)
@@ -73,7 +48,7 @@ impl Plugin for Bridge {
 
         let mut result = request.result_to_extend();
         result.push_interface(Interface {
-            name,
+            name: place.name,
             mac: bridge.mac,
             ..Interface::default()
         });
@@ -81,49 +56,88 @@ impl Plugin for Bridge {
     }
 
     async fn del(&self, request: &Request<BridgeConfig>) -> Result<(), Error> {
-        let name = naming::bridge_name(&request.env.container_id);
-        let netlink = Netlink::connect()?;
-        match netlink.link(&name).await? {
-            Some(bridge) if bridge.is_marked(&request.attachment_mark()) => {
-                netlink.delete(&bridge).await
-            }
-            Some(_) => {
-                tracing::warn!("{name} exists but is not this attachment's bridge; leaving it");
-                Ok(())
-            }
-            None => Ok(()),
-        }
+        let config = request.config.validate()?;
+        let place = Placement::of(NodeDeviceKind::Bridge, config.scope, request);
+        place.remove_with_attachment(&Netlink::connect()?).await
     }
 
     async fn check(&self, request: &Request<BridgeConfig>) -> Result<(), Error> {
         let config = request.config.validate()?;
-        let name = naming::bridge_name(&request.env.container_id);
+        let place = Placement::of(NodeDeviceKind::Bridge, config.scope, request);
+        let name = &place.name;
         let prev_result = request
             .prev_result
             .as_ref()
             .ok_or_else(|| Error::CheckFailed("CHECK needs a prevResult".into()))?;
-        if prev_result.interface_index(&name, "").is_none() {
+        if prev_result.interface_index(name, "").is_none() {
             return Err(Error::CheckFailed(format!(
                 "prevResult does not list the bridge {name}"
             )));
         }
         let netlink = Netlink::connect()?;
-        let bridge = netlink
-            .link(&name)
+        let bridge = place
+            .existing(&netlink, NodeDeviceKind::Bridge)
             .await?
             .ok_or_else(|| Error::CheckFailed(format!("bridge {name} does not exist")))?;
-        bridge.ensure_marked(&request.attachment_mark())?;
         verify(&netlink, &bridge, &config, request).await
+    }
+
+    async fn status(&self, _: &Request<BridgeConfig>) -> Result<(), Error> {
+        // Every kernel krafty runs on has bridges; being able to talk to it is what matters.
+        Netlink::connect()?
+            .links_of_kind(InfoKind::Bridge)
+            .await
+            .map(drop)
+    }
+
+    async fn gc(&self, request: &Request<BridgeConfig>) -> Result<(), Error> {
+        chain::collect_node_devices(&Netlink::connect()?, request, NodeDeviceKind::Bridge).await
     }
 }
 
-/// The bridge's alias: the attachment's mark, plus the flags krafty-veth reads off the bridge.
-fn alias_for(mark: &str, config: &ValidBridgeConfig) -> String {
-    if config.hairpin {
-        format!("{mark} {}", naming::HAIRPIN_FLAG)
+async fn find_vrf(
+    netlink: &Netlink,
+    request: &Request<BridgeConfig>,
+) -> Result<Option<Link>, Error> {
+    chain::find_node_device(
+        netlink,
+        request.prev_result.as_ref(),
+        naming::VRF_PREFIX,
+        InfoKind::Vrf,
+    )
+    .await
+}
+
+async fn create(
+    netlink: &Netlink,
+    place: &Placement,
+    config: &ValidBridgeConfig,
+    vrf: Option<&Link>,
+) -> Result<Link, Error> {
+    // The bridge's flags ride on its mark, where krafty-veth reads them for the ports it adds.
+    let alias = if config.hairpin {
+        format!("{} {}", place.mark, naming::HAIRPIN_FLAG)
     } else {
-        mark.to_string()
-    }
+        place.mark.clone()
+    };
+    let spec = BridgeSpec {
+        name: &place.name,
+        alias: &alias,
+        mtu: config.mtu,
+        promiscuous: config.promisc,
+        controller: vrf.map(|v| v.index),
+    };
+    netlink.create_bridge(&spec).await?;
+    // Created now or by a concurrent invocation since the lookup: either way it must be ours.
+    place
+        .existing(netlink, NodeDeviceKind::Bridge)
+        .await?
+        .ok_or_else(|| {
+            Error::TryAgainLater(format!(
+                "bridge {} vanished right after it was created",
+                place.name
+            ))
+        })
 }
 
 async fn verify(
@@ -133,19 +147,10 @@ async fn verify(
     request: &Request<BridgeConfig>,
 ) -> Result<(), Error> {
     let name = &bridge.name;
-    if !bridge.is_kind(&InfoKind::Bridge) {
-        return Err(Error::CheckFailed(format!("{name} is not a bridge")));
-    }
     if !bridge.up {
         return Err(Error::CheckFailed(format!("bridge {name} is down")));
     }
-    let vrf = chain::find_node_device(
-        netlink,
-        request.prev_result.as_ref(),
-        naming::VRF_PREFIX,
-        InfoKind::Vrf,
-    )
-    .await?;
+    let vrf = find_vrf(netlink, request).await?;
     if bridge.controller != vrf.as_ref().map(|v| v.index) {
         return Err(Error::CheckFailed(format!(
             "bridge {name} is enslaved to interface {:?}, expected {}",

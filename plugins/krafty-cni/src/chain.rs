@@ -1,9 +1,13 @@
-//! Finding what earlier plugins of the chain built, from `prevResult` and the kernel.
+//! What the plugins of one chain share about node devices: finding what earlier plugins
+//! built, placing devices by scope, creating or reusing them, and collecting garbage.
 
+use crate::config::Scope;
 use crate::error::Error;
+use crate::lock::NodeLock;
 use crate::naming;
 use crate::netlink::{InfoKind, Link, Netlink};
 use crate::result::CniResult;
+use crate::skel::Request;
 
 /// The node device (no `sandbox`) an earlier krafty plugin reported under a name starting with
 /// `prefix`, checked against the kernel: it must exist, be of `kind` and carry a krafty mark.
@@ -36,4 +40,139 @@ pub async fn find_node_device(
         });
     }
     Ok(Some(link))
+}
+
+/// A VRF or bridge of the chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeDeviceKind {
+    Vrf,
+    Bridge,
+}
+
+impl NodeDeviceKind {
+    pub fn info_kind(self) -> InfoKind {
+        match self {
+            NodeDeviceKind::Vrf => InfoKind::Vrf,
+            NodeDeviceKind::Bridge => InfoKind::Bridge,
+        }
+    }
+}
+
+/// Where a VRF or bridge goes: its name and the mark that says who owns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    pub name: String,
+    pub mark: String,
+    /// Shared by every pod of the network (`scope: network`): DEL leaves it, GC removes it.
+    pub shared: bool,
+}
+
+impl Placement {
+    pub fn of<C>(kind: NodeDeviceKind, scope: Scope, request: &Request<C>) -> Placement {
+        let network = &request.network;
+        let id = &request.env.container_id;
+        match (scope, kind) {
+            (Scope::Pod, NodeDeviceKind::Vrf) => Placement {
+                name: naming::vrf_name(id),
+                mark: request.attachment_mark(),
+                shared: false,
+            },
+            (Scope::Pod, NodeDeviceKind::Bridge) => Placement {
+                name: naming::bridge_name(id),
+                mark: request.attachment_mark(),
+                shared: false,
+            },
+            (Scope::Network, NodeDeviceKind::Vrf) => Placement {
+                name: naming::shared_vrf_name(network),
+                mark: naming::network_mark(network),
+                shared: true,
+            },
+            (Scope::Network, NodeDeviceKind::Bridge) => Placement {
+                name: naming::shared_bridge_name(network),
+                mark: naming::network_mark(network),
+                shared: true,
+            },
+        }
+    }
+
+    /// Holds the network's lock for shared devices, which concurrent invocations create and
+    /// use together; a pod's own devices need none.
+    pub fn lock<C>(&self, request: &Request<C>) -> Result<Option<NodeLock>, Error> {
+        if self.shared {
+            NodeLock::network(&request.run_dir, &request.network).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// The device if it exists, checked to be ours and of `kind`.
+    pub async fn existing(
+        &self,
+        netlink: &Netlink,
+        kind: NodeDeviceKind,
+    ) -> Result<Option<Link>, Error> {
+        let Some(link) = netlink.link(&self.name).await? else {
+            return Ok(None);
+        };
+        link.ensure_marked(&self.mark)?;
+        if !link.is_kind(&kind.info_kind()) {
+            return Err(Error::DeviceConflict {
+                name: link.name,
+                reason: format!("is not a {}", kind.info_kind()),
+            });
+        }
+        Ok(Some(link))
+    }
+
+    /// DEL: removes a device of one attachment; a shared one outlives the attachment, and a
+    /// device that is gone or not ours is left as it is.
+    pub async fn remove_with_attachment(&self, netlink: &Netlink) -> Result<(), Error> {
+        if self.shared {
+            return Ok(());
+        }
+        match netlink.link(&self.name).await? {
+            Some(link) if link.is_marked(&self.mark) => netlink.delete(&link).await,
+            Some(_) => {
+                tracing::warn!(
+                    "{} exists but is not this attachment's; leaving it",
+                    self.name
+                );
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+}
+
+/// GC of VRFs or bridges: removes this network's devices of attachments that are not valid
+/// any more, and its shared devices once no attachment of the network is valid. Devices of
+/// other networks and devices without krafty's mark are never touched. Keeps going past
+/// errors and reports them all.
+pub async fn collect_node_devices<C>(
+    netlink: &Netlink,
+    request: &Request<C>,
+    kind: NodeDeviceKind,
+) -> Result<(), Error> {
+    let _lock = NodeLock::network(&request.run_dir, &request.network)?;
+    let shared_mark = naming::network_mark(&request.network);
+    let mut errors = Vec::new();
+    for link in netlink.links_of_kind(kind.info_kind()).await? {
+        let Some(alias) = link.alias.as_deref() else {
+            continue;
+        };
+        let orphaned = match naming::attachment_of(alias, &request.network) {
+            Some(container_id) => !request.is_valid_attachment(container_id),
+            None => {
+                link.owner_mark() == Some(shared_mark.as_str())
+                    && request.valid_attachments.is_empty()
+            }
+        };
+        if orphaned {
+            tracing::info!("GC removes {}", link.name);
+            if let Err(error) = netlink.delete(&link).await {
+                errors.push(error);
+            }
+        }
+    }
+    Error::from_all(errors)
 }

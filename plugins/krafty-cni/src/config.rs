@@ -17,9 +17,15 @@ use crate::naming::RESERVED_TABLES;
 
 /// Where plugin logs may be written, unless the node's environment says otherwise.
 pub const DEFAULT_LOG_ROOT: &str = "/var/log/krafty";
-/// Set by whoever runs the plugins (the node, a test), never by a network config.
+/// The roots below are set by whoever runs the plugins (the node, a test), never by a config.
 pub const LOG_ROOT_ENV: &str = "KRAFTY_LOG_ROOT";
 pub const DEFAULT_LOG_FILE_NAME: &str = "krafty.log";
+/// Where attachment records may be kept.
+pub const DEFAULT_STATE_ROOT: &str = "/var/lib/krafty";
+pub const STATE_ROOT_ENV: &str = "KRAFTY_STATE_ROOT";
+/// Where per-network locks live (a tmpfs: locks must not survive a reboot).
+pub const DEFAULT_RUN_DIR: &str = "/run/krafty";
+pub const RUN_DIR_ENV: &str = "KRAFTY_RUN_DIR";
 
 /// The fields of every plugin config, around the plugin's own (`plugin`).
 #[derive(Debug, Deserialize)]
@@ -37,8 +43,23 @@ pub struct NetConf<T> {
     pub args: Option<Value>,
     #[serde(rename = "logFile", default)]
     pub log_file: Option<String>,
+    #[serde(rename = "stateDir", default)]
+    pub state_dir: Option<String>,
+    #[serde(rename = "disableGC", default)]
+    pub disable_gc: bool,
+    /// GC's list of the attachments that are still in use.
+    #[serde(rename = "cni.dev/valid-attachments", default)]
+    pub valid_attachments: Option<Vec<ValidAttachment>>,
     #[serde(flatten)]
     pub plugin: T,
+}
+
+/// An attachment the runtime still uses, as GC lists them.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ValidAttachment {
+    #[serde(rename = "containerID")]
+    pub container_id: String,
+    pub ifname: String,
 }
 
 /// One value or a list of them: `"10.0.0.0/24"` or `["10.0.0.0/24", "fd00::/64"]`.
@@ -67,23 +88,39 @@ pub fn log_file(
     log_root: Option<&Path>,
 ) -> Result<Option<PathBuf>, Error> {
     let root = log_root.unwrap_or(Path::new(DEFAULT_LOG_ROOT));
-    let path = match requested {
-        None => return Ok(Some(root.join(DEFAULT_LOG_FILE_NAME))),
-        Some("") => return Ok(None),
-        Some(path) => Path::new(path),
-    };
-    let normal = path.is_absolute()
-        && path
+    match requested {
+        None => Ok(Some(root.join(DEFAULT_LOG_FILE_NAME))),
+        Some("") => Ok(None),
+        Some(path) => confined("logFile", path, root, false).map(Some),
+    }
+}
+
+/// The directory attachment records are kept in: `stateDir`, at or below the state root.
+pub fn state_dir(requested: Option<&str>, state_root: Option<&Path>) -> Result<PathBuf, Error> {
+    let root = state_root.unwrap_or(Path::new(DEFAULT_STATE_ROOT));
+    match requested {
+        None => Ok(root.to_path_buf()),
+        Some(path) => confined("stateDir", path, root, true),
+    }
+}
+
+/// `path` if it is absolute, free of `.` and `..`, and below `root` (or `root` itself when
+/// `root_allowed`); the config's error otherwise.
+fn confined(field: &str, path: &str, root: &Path, root_allowed: bool) -> Result<PathBuf, Error> {
+    let candidate = Path::new(path);
+    let normal = candidate.is_absolute()
+        && !path.contains('\0')
+        && candidate
             .components()
             .all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
-    if !normal || !path.starts_with(root) || path == root {
+    let inside = candidate.starts_with(root) && (root_allowed || candidate != root);
+    if !normal || !inside {
         return Err(Error::invalid_config(format!(
-            "logFile {:?} must be an absolute path of a file below {} without '.' or '..'",
-            path.display(),
+            "{field} {path:?} must be an absolute path below {} without '.' or '..'",
             root.display()
         )));
     }
-    Ok(Some(path.to_path_buf()))
+    Ok(candidate.to_path_buf())
 }
 
 fn parse_cidr(field: &str, text: &str) -> Result<IpNet, Error> {
@@ -112,14 +149,18 @@ fn validate_mtu(field: &str, mtu: Option<i64>) -> Result<Option<u32>, Error> {
 /// Whether devices belong to one pod or are shared by every pod of the network on the node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {
+    /// Devices of one attachment, removed by its DEL (the default).
     Pod,
+    /// One VRF and bridge per network name on the node, shared by all its pods.
+    Network,
 }
 
 fn validate_scope(scope: Option<&str>) -> Result<Scope, Error> {
     match scope {
         None | Some("pod") => Ok(Scope::Pod),
+        Some("network") => Ok(Scope::Network),
         Some(other) => Err(Error::invalid_config(format!(
-            "scope {other:?} is not supported; use \"pod\""
+            "scope {other:?} is not one of \"pod\", \"network\""
         ))),
     }
 }
@@ -288,6 +329,8 @@ pub struct VethConfig {
     pub route_metric: Option<i64>,
     #[serde(default)]
     pub mtu: Option<i64>,
+    #[serde(rename = "enableDad", default)]
+    pub enable_dad: bool,
 }
 
 /// Where the pod's addresses come from.
@@ -295,6 +338,8 @@ pub struct VethConfig {
 pub enum AddressSource {
     Ipam(crate::ipam::Ipam),
     Static(Vec<IpNet>),
+    /// From the runtime: `runtimeConfig.ips` (the `ips` capability) or `args.cni.ips`.
+    Runtime,
 }
 
 /// Routes of the secondary interface get this metric unless the config says otherwise: higher
@@ -308,6 +353,8 @@ pub struct ValidVethConfig {
     pub routes: Vec<ValidRoute>,
     pub route_metric: u32,
     pub mtu: Option<u32>,
+    /// IPv6 duplicate address detection on the pod interface (off: addresses usable at once).
+    pub dad: bool,
 }
 
 impl VethConfig {
@@ -316,30 +363,10 @@ impl VethConfig {
             (Some(_), Some(_)) => {
                 return Err(Error::invalid_config("give either ipam or podIP, not both"))
             }
-            (None, None) => {
-                return Err(Error::invalid_config(
-                    "krafty-veth needs an address source: an ipam block or podIP",
-                ))
-            }
+            (None, None) => AddressSource::Runtime,
             (Some(ipam), None) => AddressSource::Ipam(crate::ipam::Ipam::from_config(ipam)?),
             (None, Some(pod_ip)) => {
-                let list = pod_ip.clone().into_vec();
-                if list.is_empty() {
-                    return Err(Error::invalid_config("podIP is an empty list"));
-                }
-                let mut addresses = Vec::with_capacity(list.len());
-                for text in &list {
-                    let address = parse_cidr("podIP", text)?;
-                    if address.addr() == address.network()
-                        && address.prefix_len() < address.max_prefix_len()
-                    {
-                        return Err(Error::invalid_config(format!(
-                            "podIP {address} is a network address, not a host address"
-                        )));
-                    }
-                    addresses.push(address);
-                }
-                AddressSource::Static(addresses)
+                AddressSource::Static(host_addresses("podIP", &pod_ip.clone().into_vec())?)
             }
         };
         let routes = self
@@ -377,8 +404,97 @@ impl VethConfig {
             routes,
             route_metric,
             mtu: validate_mtu("mtu", self.mtu)?,
+            dad: self.enable_dad,
         })
     }
+}
+
+/// Host addresses in CIDR form, at most one per address family.
+pub fn host_addresses(field: &str, list: &[String]) -> Result<Vec<IpNet>, Error> {
+    if list.is_empty() {
+        return Err(Error::invalid_config(format!("{field} is an empty list")));
+    }
+    let mut addresses: Vec<IpNet> = Vec::with_capacity(list.len());
+    for text in list {
+        let address = parse_cidr(field, text)?;
+        if address.addr() == address.network() && address.prefix_len() < address.max_prefix_len() {
+            return Err(Error::invalid_config(format!(
+                "{field} {address} is a network address, not a host address"
+            )));
+        }
+        if addresses
+            .iter()
+            .any(|a| a.addr().is_ipv4() == address.addr().is_ipv4())
+        {
+            return Err(Error::invalid_config(format!(
+                "{field} lists two addresses of one family ({address})"
+            )));
+        }
+        addresses.push(address);
+    }
+    Ok(addresses)
+}
+
+/// The addresses and MAC the runtime asks for: `runtimeConfig` (capabilities `ips`, `mac`,
+/// filled by Multus from the pod's network annotation) first, then `args.cni`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RuntimeRequest {
+    pub ips: Option<Vec<IpNet>>,
+    pub mac: Option<[u8; 6]>,
+}
+
+impl RuntimeRequest {
+    pub fn from_config(
+        runtime_config: &Map<String, Value>,
+        args: Option<&Value>,
+    ) -> Result<RuntimeRequest, Error> {
+        let args_cni = args.and_then(|a| a.get("cni"));
+        let field = |key: &str| -> Option<(&'static str, &Value)> {
+            if let Some(value) = runtime_config.get(key) {
+                Some(("runtimeConfig", value))
+            } else {
+                args_cni
+                    .and_then(|cni| cni.get(key))
+                    .map(|value| ("args.cni", value))
+            }
+        };
+        let ips = match field("ips") {
+            None => None,
+            Some((source, value)) => {
+                let list: Vec<String> = serde_json::from_value(value.clone()).map_err(|_| {
+                    Error::invalid_config(format!("{source}.ips must be a list of CIDR strings"))
+                })?;
+                Some(host_addresses(&format!("{source}.ips"), &list)?)
+            }
+        };
+        let mac = match field("mac") {
+            None => None,
+            Some((source, value)) => Some(parse_mac(&format!("{source}.mac"), value)?),
+        };
+        Ok(RuntimeRequest { ips, mac })
+    }
+}
+
+/// A unicast MAC address `aa:bb:cc:dd:ee:ff`.
+fn parse_mac(field: &str, value: &Value) -> Result<[u8; 6], Error> {
+    let invalid = || Error::invalid_config(format!("{field} {value} is not a unicast MAC address"));
+    let text = value.as_str().ok_or_else(invalid)?;
+    let parts: Vec<&str> = text.split(':').collect();
+    if parts.len() != 6 {
+        return Err(invalid());
+    }
+    let mut mac = [0u8; 6];
+    for (byte, part) in mac.iter_mut().zip(&parts) {
+        if part.len() != 2 {
+            return Err(invalid());
+        }
+        *byte = u8::from_str_radix(part, 16).map_err(|_| invalid())?;
+    }
+    // The multicast bit would make the interface unusable; all zeros is no address.
+    if mac[0] & 1 == 1 || mac == [0; 6] {
+        return Err(invalid());
+    }
+    Ok(mac)
 }
 
 #[cfg(test)]
@@ -510,7 +626,7 @@ mod tests {
 
     #[test]
     fn veth_bad_inputs() {
-        assert_invalid(veth(json!({})), "address source");
+        assert_eq!(veth(json!({})).unwrap().addresses, AddressSource::Runtime);
         assert_invalid(
             veth(json!({"podIP": "10.0.0.5/24", "ipam": {"type": "host-local"}})),
             "not both",
@@ -518,6 +634,10 @@ mod tests {
         assert_invalid(veth(json!({"podIP": "10.0.0.5"})), "CIDR");
         assert_invalid(veth(json!({"podIP": "10.0.0.0/24"})), "network address");
         assert_invalid(veth(json!({"podIP": []})), "empty");
+        assert_invalid(
+            veth(json!({"podIP": ["10.0.0.5/24", "10.0.1.5/24"]})),
+            "one family",
+        );
         assert_invalid(veth(json!({"ipam": {"type": "../evil"}})), "ipam.type");
         assert_invalid(
             veth(json!({"podIP": "10.0.0.5/24", "routes": [{"dst": "x"}]})),
@@ -533,6 +653,58 @@ mod tests {
             veth(json!({"podIP": "10.0.0.5/24", "routeMetric": -5})),
             "routeMetric",
         );
+    }
+
+    #[test]
+    fn runtime_addresses_and_mac() {
+        let runtime = json!({"ips": ["172.16.10.5/24", "fd10::5/64"], "mac": "02:00:00:00:00:05"});
+        let request = RuntimeRequest::from_config(runtime.as_object().unwrap(), None).unwrap();
+        assert_eq!(request.ips.unwrap().len(), 2);
+        assert_eq!(request.mac, Some([2, 0, 0, 0, 0, 5]));
+        let args = json!({"cni": {"ips": ["172.16.10.6/24"]}});
+        let from_args = RuntimeRequest::from_config(&Map::new(), Some(&args)).unwrap();
+        assert_eq!(from_args.ips.unwrap()[0].to_string(), "172.16.10.6/24");
+        assert_eq!(
+            RuntimeRequest::from_config(&Map::new(), None).unwrap(),
+            RuntimeRequest::default()
+        );
+        for (bad, mentions) in [
+            (json!({"ips": "172.16.10.5/24"}), "list of CIDR"),
+            (json!({"ips": ["172.16.10.5"]}), "CIDR"),
+            (json!({"mac": "01:00:00:00:00:01"}), "unicast"),
+            (json!({"mac": "02:00:00:00:00"}), "MAC"),
+            (json!({"mac": "zz:00:00:00:00:01"}), "MAC"),
+            (json!({"mac": 5}), "MAC"),
+        ] {
+            assert_invalid(
+                RuntimeRequest::from_config(bad.as_object().unwrap(), None),
+                mentions,
+            );
+        }
+    }
+
+    #[test]
+    fn state_dirs_stay_below_the_state_root() {
+        assert_eq!(
+            state_dir(None, None).unwrap(),
+            PathBuf::from("/var/lib/krafty")
+        );
+        assert_eq!(
+            state_dir(Some("/var/lib/krafty"), None).unwrap(),
+            PathBuf::from("/var/lib/krafty")
+        );
+        assert_eq!(
+            state_dir(Some("/var/lib/krafty/lab"), None).unwrap(),
+            PathBuf::from("/var/lib/krafty/lab")
+        );
+        for hostile in [
+            "/etc",
+            "/var/lib/krafty/../../../root",
+            "var/lib/krafty",
+            "/var/lib/kraftyx",
+        ] {
+            assert_invalid(state_dir(Some(hostile), None), "stateDir");
+        }
     }
 
     #[test]

@@ -104,6 +104,15 @@ impl CniArgs {
         Ok(args)
     }
 
+    /// The pairs in CNI_ARGS form again, for delegated plugins.
+    pub fn to_cni_args(&self) -> String {
+        self.pairs
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(";")
+    }
+
     pub fn get(&self, key: &str) -> Option<&str> {
         self.pairs
             .iter()

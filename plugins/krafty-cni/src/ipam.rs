@@ -95,14 +95,53 @@ impl Ipam {
         self.exec(Command::Check, env, stdin).map(drop)
     }
 
+    /// STATUS and GC exist from CNI 1.1.0 on; an IPAM plugin that does not speak 1.1.0 (such as
+    /// host-local before 1.2) has nothing to say to them, so they are only forwarded to one
+    /// that does.
+    pub fn forward_if_supported(
+        &self,
+        command: Command,
+        env: &Environment,
+        stdin: &[u8],
+    ) -> Result<(), Error> {
+        let answer = self.exec(Command::Version, env, br#"{"cniVersion":"1.1.0"}"#)?;
+        let speaks_1_1 = serde_json::from_slice::<Value>(&answer)
+            .ok()
+            .and_then(|v| v.get("supportedVersions").cloned())
+            .and_then(|v| v.as_array().cloned())
+            .is_some_and(|versions| versions.iter().any(|v| v == "1.1.0"));
+        if !speaks_1_1 {
+            tracing::debug!(
+                "{} does not speak CNI 1.1.0; {} not forwarded",
+                self.plugin,
+                command.as_str()
+            );
+            return Ok(());
+        }
+        self.exec(command, env, stdin).map(drop)
+    }
+
     fn exec(&self, command: Command, env: &Environment, stdin: &[u8]) -> Result<Vec<u8>, Error> {
         let path = self.find(env)?;
         let failed = |reason: String| Error::Ipam {
             plugin: self.plugin.clone(),
             reason,
         };
-        let mut child = Process::new(&path)
+        let mut process = Process::new(&path);
+        process
             .env("CNI_COMMAND", command.as_str())
+            .env("CNI_CONTAINERID", &env.container_id)
+            .env("CNI_IFNAME", &env.ifname)
+            .env(
+                "CNI_PATH",
+                std::env::join_paths(&env.cni_path).unwrap_or_default(),
+            )
+            .env("CNI_ARGS", env.args.to_cni_args());
+        match &env.netns {
+            Some(netns) => process.env("CNI_NETNS", netns),
+            None => process.env_remove("CNI_NETNS"),
+        };
+        let mut child = process
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -8,16 +8,19 @@
 //! - [`invocation_log`]: the JSON-lines history of every invocation.
 
 pub mod chain;
+pub mod cleanup;
 pub mod config;
 pub mod env;
 pub mod error;
 pub mod invocation_log;
 pub mod ipam;
+pub mod lock;
 pub mod naming;
 pub mod netlink;
 pub mod netns;
 pub mod result;
 pub mod skel;
+pub mod state;
 pub mod version;
 
 pub use error::Error;

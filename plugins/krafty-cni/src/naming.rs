@@ -46,6 +46,31 @@ pub fn host_veth_name(container_id: &str) -> String {
     format!("{HOST_VETH_PREFIX}{}", id_prefix(container_id, 11))
 }
 
+/// The shared VRF of a network (`scope: network`): see [`shared_name`].
+pub fn shared_vrf_name(network: &str) -> String {
+    shared_name(VRF_PREFIX, network)
+}
+
+/// The shared bridge of a network (`scope: network`).
+pub fn shared_bridge_name(network: &str) -> String {
+    shared_name(BRIDGE_PREFIX, network)
+}
+
+/// `<prefix>` + the network name's first 6 letters and digits + `-` + 5 hex digits of its
+/// FNV-1a hash: readable, 15 characters at most, and distinct for names that share their
+/// first letters. The `-` keeps these apart from per-pod names, which are hex only.
+fn shared_name(prefix: &str, network: &str) -> String {
+    let readable: String = network
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(6)
+        .collect();
+    format!(
+        "{prefix}{readable}-{:05x}",
+        fnv1a32(network.as_bytes()) & 0xf_ffff
+    )
+}
+
 /// FNV-1a, 32 bit: small, stable across releases and platforms, and what the original used.
 pub fn fnv1a32(bytes: &[u8]) -> u32 {
     bytes.iter().fold(0x811c_9dc5_u32, |hash, byte| {
@@ -73,6 +98,21 @@ pub fn first_free_table(preferred: u32, is_used: impl Fn(u32) -> bool) -> Option
 /// touches a device of that name again.
 pub fn attachment_mark(network: &str, container_id: &str) -> String {
     format!("krafty:{network}/{container_id}")
+}
+
+/// The alias of a network's shared devices: they belong to the network, not to one pod.
+pub fn network_mark(network: &str) -> String {
+    format!("krafty:{network}")
+}
+
+/// The container ID in a per-attachment mark of `network`, if `alias` is one.
+pub fn attachment_of<'a>(alias: &'a str, network: &str) -> Option<&'a str> {
+    alias
+        .split(' ')
+        .next()?
+        .strip_prefix("krafty:")?
+        .strip_prefix(network)?
+        .strip_prefix('/')
 }
 
 /// A flag after the mark on a bridge: ports added to it get hairpin mode.
@@ -218,6 +258,39 @@ mod tests {
         }
         validate_network_name("krafty").unwrap();
         assert!(validate_network_name("krafty/../../x").is_err());
+    }
+
+    #[test]
+    fn shared_names_are_readable_bounded_and_distinct() {
+        let name = shared_bridge_name("krafty");
+        assert!(name.starts_with("krbkrafty-"), "{name}");
+        assert_eq!(name.len(), MAX_IFNAME_LEN);
+        assert!(shared_vrf_name("krafty").starts_with("krvkrafty-"));
+        assert_ne!(
+            shared_bridge_name("lab-net-a"),
+            shared_bridge_name("lab-net-b")
+        );
+        for network in ["a", "x.y_z-1", &"long".repeat(25)] {
+            let name = shared_vrf_name(network);
+            validate_ifname(&name).unwrap();
+            assert!(
+                name.contains('-'),
+                "never mistaken for a per-pod name: {name}"
+            );
+        }
+    }
+
+    #[test]
+    fn attachment_marks_name_their_container() {
+        let mark = attachment_mark("net", "abc");
+        assert_eq!(attachment_of(&mark, "net"), Some("abc"));
+        assert_eq!(
+            attachment_of(&format!("{mark} hairpin"), "net"),
+            Some("abc")
+        );
+        assert_eq!(attachment_of(&mark, "ne"), None);
+        assert_eq!(attachment_of(&network_mark("net"), "net"), None);
+        assert_eq!(attachment_of("uplink", "net"), None);
     }
 
     #[test]

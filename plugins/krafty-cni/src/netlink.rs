@@ -160,6 +160,8 @@ pub struct VethSpec<'a> {
     pub alias: &'a str,
     pub bridge: u32,
     pub mtu: Option<u32>,
+    /// The pod end's MAC, when the runtime asks for one.
+    pub peer_mac: Option<[u8; 6]>,
 }
 
 /// A route krafty installs, in the form both families share.
@@ -351,6 +353,26 @@ impl Netlink {
     pub async fn create_vrf(&self, name: &str, table: u32, alias: &str) -> Result<bool, Error> {
         let message = LinkVrf::new(name, table).up().build();
         self.create(name, alias, message).await
+    }
+
+    /// Whether the kernel can make VRF devices, asked without making one: a request for a VRF
+    /// without a table is refused with EINVAL by a kernel that knows VRFs, and with
+    /// EOPNOTSUPP by one that does not (after trying to load the module).
+    pub async fn supports_vrf(&self) -> Result<bool, Error> {
+        let probe = "krafty-probe";
+        let message = LinkMessageBuilder::<LinkVrf>::new(probe).build();
+        match self.handle.link().add(message).execute().await {
+            Err(e) if errno(&e) == Some(libc::EINVAL) => Ok(true),
+            Err(e) if errno(&e) == Some(libc::EOPNOTSUPP) => Ok(false),
+            Err(e) => Err(failure("probing for VRF support", e)),
+            Ok(()) => {
+                // Never expected; a probe must leave nothing behind.
+                if let Some(link) = self.link(probe).await? {
+                    self.delete(&link).await?;
+                }
+                Ok(true)
+            }
+        }
     }
 
     /// Creates a bridge, up, marked, enslaved to `controller` when given.

@@ -11,12 +11,13 @@ use std::time::{Instant, SystemTime};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
-use crate::config::{self, NetConf};
+use crate::config::{self, NetConf, ValidAttachment};
 use crate::env::{Command, Environment};
 use crate::error::Error;
 use crate::invocation_log::{self, Entry, LoggedError};
 use crate::naming;
 use crate::result::CniResult;
+use crate::state::Records;
 use crate::version::CniVersion;
 
 /// A config larger than this is not a network config.
@@ -30,7 +31,15 @@ pub struct Request<C> {
     pub config: C,
     pub prev_result: Option<CniResult>,
     pub runtime_config: Map<String, Value>,
+    /// The config's `args` (`args.cni.ips`, `args.cni.mac`, ...).
+    pub args: Option<Value>,
+    /// GC: the attachments of this network still in use (`cni.dev/valid-attachments`).
+    pub valid_attachments: Vec<ValidAttachment>,
     pub env: Environment,
+    /// Where attachment records are kept (`stateDir`, below the node's state root).
+    pub state_dir: PathBuf,
+    /// Where per-network locks live.
+    pub run_dir: PathBuf,
     /// The config exactly as received, for delegated plugins (IPAM).
     pub stdin: Vec<u8>,
 }
@@ -45,6 +54,18 @@ impl<C> Request<C> {
     pub fn attachment_mark(&self) -> String {
         naming::attachment_mark(&self.network, &self.env.container_id)
     }
+
+    /// The attachment records of the node.
+    pub fn records(&self) -> Records {
+        Records::new(&self.state_dir)
+    }
+
+    /// Whether GC must keep the attachment of `container_id`.
+    pub fn is_valid_attachment(&self, container_id: &str) -> bool {
+        self.valid_attachments
+            .iter()
+            .any(|a| a.container_id == container_id)
+    }
 }
 
 /// What each krafty plugin implements. Every verb receives a checked request.
@@ -58,6 +79,11 @@ pub trait Plugin {
     async fn add(&self, request: &Request<Self::Config>) -> Result<CniResult, Error>;
     async fn del(&self, request: &Request<Self::Config>) -> Result<(), Error>;
     async fn check(&self, request: &Request<Self::Config>) -> Result<(), Error>;
+    /// STATUS: `Ok` when the plugin can serve ADD, `Error::NotAvailable` (50) when not.
+    async fn status(&self, request: &Request<Self::Config>) -> Result<(), Error>;
+    /// GC: removes what this plugin made for attachments of this network that are not in
+    /// `request.valid_attachments`, keeping going past errors.
+    async fn gc(&self, request: &Request<Self::Config>) -> Result<(), Error>;
 }
 
 /// Runs the plugin as a process: `--version` for humans, the CNI protocol otherwise.
@@ -227,8 +253,20 @@ fn invoke<P: Plugin>(
             reason: e.to_string(),
         })?;
         naming::validate_network_name(&conf.name).map_err(Error::invalid_config)?;
-        let log_root = lookup(config::LOG_ROOT_ENV).map(PathBuf::from);
-        config::log_file(conf.log_file.as_deref(), log_root.as_deref())?;
+        let node_path = |name: &str| lookup(name).map(PathBuf::from);
+        config::log_file(
+            conf.log_file.as_deref(),
+            node_path(config::LOG_ROOT_ENV).as_deref(),
+        )?;
+        let state_dir = config::state_dir(
+            conf.state_dir.as_deref(),
+            node_path(config::STATE_ROOT_ENV).as_deref(),
+        )?;
+        let run_dir =
+            node_path(config::RUN_DIR_ENV).unwrap_or_else(|| config::DEFAULT_RUN_DIR.into());
+        if env.command == Command::Gc && conf.disable_gc {
+            return Ok(None);
+        }
         let prev_result = conf
             .prev_result
             .map(|value| CniResult::from_value(value, "prevResult"))
@@ -239,7 +277,11 @@ fn invoke<P: Plugin>(
             config: conf.plugin,
             prev_result,
             runtime_config: conf.runtime_config.unwrap_or_default(),
+            args: conf.args,
+            valid_attachments: conf.valid_attachments.unwrap_or_default(),
             env,
+            state_dir,
+            run_dir,
             stdin: input,
         };
         dispatch(plugin, &request)
@@ -281,13 +323,12 @@ fn dispatch<P: Plugin>(plugin: &P, request: &Request<P::Config>) -> Result<Optio
             supported: "0.4.0 and later for CHECK".into(),
         });
     }
-    if matches!(command, Command::Status | Command::Gc) {
-        // STATUS and GC are the next milestone (issue 3); until then they are refused plainly.
-        return Err(Error::invalid_env(format!(
-            "{} does not implement {} yet",
-            P::NAME,
-            command.as_str()
-        )));
+    if matches!(command, Command::Status | Command::Gc) && !request.version.supports_status_and_gc()
+    {
+        return Err(Error::IncompatibleVersion {
+            requested: request.version.to_string(),
+            supported: format!("1.1.0 and later for {}", command.as_str()),
+        });
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
@@ -301,7 +342,9 @@ fn dispatch<P: Plugin>(plugin: &P, request: &Request<P::Config>) -> Result<Optio
             }
             Command::Del => plugin.del(request).await.map(|()| None),
             Command::Check => plugin.check(request).await.map(|()| None),
-            Command::Status | Command::Gc | Command::Version => Ok(None),
+            Command::Status => plugin.status(request).await.map(|()| None),
+            Command::Gc => plugin.gc(request).await.map(|()| None),
+            Command::Version => Ok(None),
         }
     })
 }
@@ -342,6 +385,16 @@ mod tests {
         }
         async fn check(&self, _: &Request<ProbeConfig>) -> Result<(), Error> {
             Ok(())
+        }
+        async fn status(&self, _: &Request<ProbeConfig>) -> Result<(), Error> {
+            Ok(())
+        }
+        async fn gc(&self, request: &Request<ProbeConfig>) -> Result<(), Error> {
+            if request.is_valid_attachment("keep") {
+                Ok(())
+            } else {
+                Err(Error::invalid_config("gc ran without the valid list"))
+            }
         }
     }
 
@@ -418,6 +471,20 @@ mod tests {
         assert_eq!((status, out), (0, Value::Null));
         let (status, out) = invoke_probe("CHECK", r#"{"cniVersion":"0.3.1","name":"n"}"#);
         assert_eq!((status, out["code"].as_u64()), (1, Some(1)));
+    }
+
+    #[test]
+    fn status_and_gc_need_1_1_0_and_gc_honours_disable_gc() {
+        let (status, out) = invoke_probe("STATUS", r#"{"cniVersion":"1.1.0","name":"n"}"#);
+        assert_eq!((status, out), (0, Value::Null));
+        let (status, out) = invoke_probe("STATUS", r#"{"cniVersion":"1.0.0","name":"n"}"#);
+        assert_eq!((status, out["code"].as_u64()), (1, Some(1)));
+        let gc = r#"{"cniVersion":"1.1.0","name":"n","cni.dev/valid-attachments":[{"containerID":"keep","ifname":"net1"}]}"#;
+        assert_eq!(invoke_probe("GC", gc).0, 0);
+        let (status, _) = invoke_probe("GC", r#"{"cniVersion":"1.1.0","name":"n"}"#);
+        assert_eq!(status, 1, "the probe's GC saw no valid list");
+        let disabled = r#"{"cniVersion":"1.1.0","name":"n","disableGC":true}"#;
+        assert_eq!(invoke_probe("GC", disabled), (0, Value::Null));
     }
 
     #[test]

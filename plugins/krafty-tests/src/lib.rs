@@ -235,9 +235,26 @@ impl Node {
         format!("{}:{REFERENCE_PLUGIN_DIR}", bin_dir().display())
     }
 
-    /// Environment every plugin of this node gets (the node's own log root).
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.join("state")
+    }
+
+    pub fn run_dir(&self) -> PathBuf {
+        self.dir.join("run")
+    }
+
+    /// Environment every plugin of this node gets: the node's own log, state and lock roots.
     fn plugin_env(&self) -> Vec<(String, String)> {
-        vec![("KRAFTY_LOG_ROOT".into(), self.log_dir().display().to_string())]
+        vec![
+            ("KRAFTY_LOG_ROOT".into(), self.log_dir().display().to_string()),
+            ("KRAFTY_STATE_ROOT".into(), self.state_dir().display().to_string()),
+            ("KRAFTY_RUN_DIR".into(), self.run_dir().display().to_string()),
+        ]
+    }
+
+    /// The attachment records krafty keeps on this node (file names, every network).
+    pub fn records(&self) -> Vec<String> {
+        files_below(&self.state_dir().join("attachments"))
     }
 
     /// Writes a conflist and returns its path. Every `ipam` block gets this node's `dataDir`,
@@ -352,10 +369,13 @@ impl Node {
             .collect()
     }
 
-    /// Asserts the node holds nothing but its loopback and host-local holds no lease.
+    /// Asserts the node holds nothing but its loopback, host-local holds no lease, and krafty
+    /// keeps no attachment record and no lock file.
     pub fn assert_clean(&self) {
         assert_eq!(self.link_names(), vec!["lo".to_string()], "devices left on the node");
         assert_eq!(self.leases(NETWORK), Vec::<String>::new(), "leases left");
+        assert_eq!(self.records(), Vec::<String>::new(), "attachment records left");
+        assert_eq!(files_below(&self.run_dir()), Vec::<String>::new(), "lock files left");
     }
 
     /// The invocation log's entries.
@@ -379,6 +399,27 @@ impl Drop for Node {
         let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// The files below `dir`, recursively, as paths relative to it.
+fn files_below(dir: &Path) -> Vec<String> {
+    let mut files = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(current) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&current) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                files.push(path.strip_prefix(dir).unwrap_or(&path).display().to_string());
+            }
+        }
+    }
+    files.sort();
+    files
 }
 
 /// The IPAM block of the original krafty network (host-local, .10-.250, default route).

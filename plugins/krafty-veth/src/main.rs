@@ -6,14 +6,25 @@
 //! that leaves the pod's primary interface alone. If anything fails after IPAM handed out an
 //! address, the address is released and the pair removed before the error is returned.
 //! DEL removes the pair and releases the address, whatever is already gone.
+//!
+//! Addresses come from, in order: the `ipam` block; the runtime (`runtimeConfig.ips` through
+//! the `ips` capability, or `args.cni.ips`); `podIP`. A MAC from the runtime (`mac`) is given
+//! to the pod end. Each attachment leaves a record under `stateDir` (see
+//! `krafty_cni::state`) so that GC and the node agent can undo it without the runtime.
 
 use std::net::IpAddr;
+use std::time::SystemTime;
 
 use ipnet::IpNet;
-use krafty_cni::config::{AddressSource, ValidVethConfig, VethConfig};
+use krafty_cni::cleanup::undo_attachment;
+use krafty_cni::config::{AddressSource, RuntimeRequest, ValidVethConfig, VethConfig};
+use krafty_cni::env::Command;
+use krafty_cni::invocation_log::rfc3339;
+use krafty_cni::lock::NodeLock;
 use krafty_cni::netlink::{InfoKind, Link, Netlink, RouteSpec, VethSpec};
 use krafty_cni::netns::NetNs;
 use krafty_cni::result::{Dns, Interface, IpConfig, Route};
+use krafty_cni::state::{AttachmentRecord, RecordedDevice, RecordedIpam};
 use krafty_cni::{chain, naming, CniResult, Error, Plugin, Request};
 
 struct Veth;
@@ -48,11 +59,21 @@ impl Plugin for Veth {
             });
         }
 
+        let runtime = RuntimeRequest::from_config(&request.runtime_config, request.args.as_ref())?;
         let ipam_result = match &config.addresses {
             AddressSource::Ipam(ipam) => Some(ipam.add(&request.env, &request.stdin)?),
-            AddressSource::Static(_) => None,
+            AddressSource::Static(_) | AddressSource::Runtime => None,
         };
-        let attached = attach(&netlink, &netns, &bridge, &config, ipam_result, request).await;
+        let attached = attach(
+            &netlink,
+            &netns,
+            &bridge,
+            &config,
+            ipam_result,
+            &runtime,
+            request,
+        )
+        .await;
         if let Err(error) = &attached {
             tracing::warn!("ADD failed, undoing it: {error}");
             undo(&netlink, &host_name, &mark, &config, request).await;
@@ -65,14 +86,23 @@ impl Plugin for Veth {
         let host_name = naming::host_veth_name(&request.env.container_id);
         let mut errors = Vec::new();
         // The pair goes first, so that the address is never handed out while still in use.
-        match remove_pair(&Netlink::connect()?, &host_name, &request.attachment_mark()).await {
-            Ok(()) => {}
-            Err(error) => errors.push(error),
+        if let Err(error) =
+            remove_pair(&Netlink::connect()?, &host_name, &request.attachment_mark()).await
+        {
+            errors.push(error);
         }
         if let AddressSource::Ipam(ipam) = &config.addresses {
             if let Err(error) = ipam.del(&request.env, &request.stdin) {
                 errors.push(error);
             }
+        }
+        // The record goes last: while anything above failed, it still says what to undo.
+        if errors.is_empty() {
+            request.records().remove(
+                &request.network,
+                &request.env.container_id,
+                &request.env.ifname,
+            )?;
         }
         Error::from_all(errors)
     }
@@ -131,6 +161,56 @@ impl Plugin for Veth {
             }
         })
     }
+
+    async fn status(&self, request: &Request<VethConfig>) -> Result<(), Error> {
+        match &request.config.validate()?.addresses {
+            AddressSource::Ipam(ipam) => {
+                ipam.forward_if_supported(Command::Status, &request.env, &request.stdin)
+            }
+            AddressSource::Static(_) | AddressSource::Runtime => Ok(()),
+        }
+    }
+
+    async fn gc(&self, request: &Request<VethConfig>) -> Result<(), Error> {
+        let config = request.config.validate()?;
+        let netlink = Netlink::connect()?;
+        let records = request.records();
+        let mut errors = Vec::new();
+        {
+            let _lock = NodeLock::network(&request.run_dir, &request.network)?;
+            let (found, unreadable) = records.list(&request.network);
+            errors.extend(unreadable);
+            let orphans = found
+                .iter()
+                .filter(|r| !request.is_valid_attachment(&r.container_id));
+            for record in orphans {
+                tracing::info!("GC undoes {}/{}", record.container_id, record.ifname);
+                if let Err(error) = undo_attachment(&netlink, &records, record).await {
+                    errors.push(error);
+                }
+            }
+            // Pairs of an ADD cut short before it wrote its record.
+            for link in netlink.links_of_kind(InfoKind::Veth).await? {
+                let orphaned = link
+                    .alias
+                    .as_deref()
+                    .and_then(|alias| naming::attachment_of(alias, &request.network))
+                    .is_some_and(|id| !request.is_valid_attachment(id));
+                if orphaned {
+                    if let Err(error) = netlink.delete(&link).await {
+                        errors.push(error);
+                    }
+                }
+            }
+        }
+        if let AddressSource::Ipam(ipam) = &config.addresses {
+            let forwarded = ipam.forward_if_supported(Command::Gc, &request.env, &request.stdin);
+            if let Err(error) = forwarded {
+                errors.push(error);
+            }
+        }
+        Error::from_all(errors)
+    }
 }
 
 fn netns_path(request: &Request<VethConfig>) -> Result<&std::path::Path, Error> {
@@ -160,6 +240,7 @@ async fn find_bridge(netlink: &Netlink, request: &Request<VethConfig>) -> Result
 fn plan(
     config: &ValidVethConfig,
     ipam_result: Option<CniResult>,
+    runtime: &RuntimeRequest,
     bridge_networks: &[IpNet],
 ) -> Result<Addressing, Error> {
     let subnet_gateway = |address: &IpNet| -> Result<IpAddr, Error> {
@@ -197,17 +278,21 @@ fn plan(
             plan.dns = result.dns;
         }
         None => {
-            if let AddressSource::Static(addresses) = &config.addresses {
-                for address in addresses {
-                    plan.addresses
-                        .push((*address, Some(subnet_gateway(address)?)));
-                }
+            let addresses = match (&runtime.ips, &config.addresses) {
+                (Some(ips), _) => ips.as_slice(),
+                (None, AddressSource::Static(addresses)) => addresses.as_slice(),
+                (None, _) => &[],
+            };
+            for address in addresses {
+                plan.addresses
+                    .push((*address, Some(subnet_gateway(address)?)));
             }
         }
     }
     if plan.addresses.is_empty() {
         return Err(Error::invalid_config(
-            "the address source gave the pod no address",
+            "the pod has no address: give an ipam block or podIP, or pass ips through \
+             runtimeConfig (capability \"ips\") or args.cni.ips",
         ));
     }
     plan.routes
@@ -232,10 +317,11 @@ async fn attach(
     bridge: &Link,
     config: &ValidVethConfig,
     ipam_result: Option<CniResult>,
+    runtime: &RuntimeRequest,
     request: &Request<VethConfig>,
 ) -> Result<CniResult, Error> {
     let bridge_networks = netlink.addresses(bridge.index).await?;
-    let plan = plan(config, ipam_result, &bridge_networks)?;
+    let plan = plan(config, ipam_result, runtime, &bridge_networks)?;
     let ifname = request.env.ifname.as_str();
     let host_name = naming::host_veth_name(&request.env.container_id);
     let mark = request.attachment_mark();
@@ -247,6 +333,7 @@ async fn attach(
         alias: &mark,
         bridge: bridge.index,
         mtu: config.mtu,
+        peer_mac: runtime.mac,
     };
     if !netlink.create_veth(&spec).await? {
         return Err(Error::DeviceConflict {
@@ -261,7 +348,7 @@ async fn attach(
         netlink.set_hairpin(&host).await?;
     }
 
-    let metric = config.route_metric;
+    let (metric, no_dad) = (config.route_metric, !config.dad);
     let (addresses, routes) = (&plan.addresses, &plan.routes);
     let pod_mac = netns.run(|pod| async move {
         let link = pod.link(ifname).await?.ok_or_else(|| {
@@ -270,7 +357,7 @@ async fn attach(
             ))
         })?;
         for (address, _) in addresses {
-            pod.add_address(link.index, *address, true).await?;
+            pod.add_address(link.index, *address, no_dad).await?;
         }
         pod.set_up(&link).await?;
         for (destination, gateway) in routes {
@@ -288,7 +375,7 @@ async fn attach(
 
     let mut result = request.result_to_extend();
     result.push_interface(Interface {
-        name: host_name,
+        name: host_name.clone(),
         mac: host.mac,
         ..Interface::default()
     });
@@ -314,9 +401,76 @@ async fn attach(
             extra: Default::default(),
         }));
     if !plan.dns.is_empty() {
-        result.dns = plan.dns;
+        result.dns = plan.dns.clone();
     }
+    request
+        .records()
+        .write(&record(netlink, request, config, bridge, &host_name, &plan).await?)?;
     Ok(result)
+}
+
+/// What GC and the node agent need to undo this attachment without the runtime.
+async fn record(
+    netlink: &Netlink,
+    request: &Request<VethConfig>,
+    config: &ValidVethConfig,
+    bridge: &Link,
+    host_name: &str,
+    plan: &Addressing,
+) -> Result<AttachmentRecord, Error> {
+    let shared_mark = naming::network_mark(&request.network);
+    let device = |link: &Link, kind: &str| RecordedDevice {
+        name: link.name.clone(),
+        kind: kind.to_string(),
+        shared: link.owner_mark() == Some(shared_mark.as_str()),
+    };
+    let vrf = chain::find_node_device(
+        netlink,
+        request.prev_result.as_ref(),
+        naming::VRF_PREFIX,
+        InfoKind::Vrf,
+    )
+    .await?;
+    let mut devices: Vec<RecordedDevice> = vrf.iter().map(|v| device(v, "vrf")).collect();
+    devices.push(device(bridge, "bridge"));
+    devices.push(RecordedDevice {
+        name: host_name.to_string(),
+        kind: "veth".into(),
+        shared: false,
+    });
+    let ipam = match &config.addresses {
+        AddressSource::Ipam(ipam) => Some(RecordedIpam {
+            plugin: ipam.plugin.clone(),
+            config: serde_json::from_slice(&request.stdin)
+                .map_err(|e| Error::State(format!("the config to replay is not JSON: {e}")))?,
+            cni_path: request.env.cni_path.clone(),
+        }),
+        AddressSource::Static(_) | AddressSource::Runtime => None,
+    };
+    let pod = &request.env.args.pod;
+    Ok(AttachmentRecord {
+        network: request.network.clone(),
+        container_id: request.env.container_id.clone(),
+        ifname: request.env.ifname.clone(),
+        netns: request
+            .env
+            .netns
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
+        pod_namespace: pod.namespace.clone(),
+        pod_name: pod.name.clone(),
+        pod_uid: pod.uid.clone(),
+        devices,
+        addresses: plan.addresses.iter().map(|(address, _)| *address).collect(),
+        gateways: plan
+            .addresses
+            .iter()
+            .filter_map(|(_, gateway)| *gateway)
+            .collect(),
+        ipam,
+        created: rfc3339(SystemTime::now()),
+    })
 }
 
 async fn remove_pair(netlink: &Netlink, host_name: &str, mark: &str) -> Result<(), Error> {
@@ -330,7 +484,7 @@ async fn remove_pair(netlink: &Netlink, host_name: &str, mark: &str) -> Result<(
     }
 }
 
-/// Rolls back a failed ADD: the pair (the peer goes with it) and the IPAM lease.
+/// Rolls back a failed ADD: the pair (the peer goes with it), the IPAM lease and the record.
 async fn undo(
     netlink: &Netlink,
     host_name: &str,
@@ -345,6 +499,13 @@ async fn undo(
         if let Err(error) = ipam.del(&request.env, &request.stdin) {
             tracing::error!("undo: releasing the address: {error}");
         }
+    }
+    let env = &request.env;
+    if let Err(error) = request
+        .records()
+        .remove(&request.network, &env.container_id, &env.ifname)
+    {
+        tracing::error!("undo: {error}");
     }
 }
 

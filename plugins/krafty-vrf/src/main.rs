@@ -1,10 +1,15 @@
-//! krafty-vrf: a Linux VRF on the node for one attachment, first link of the krafty chain.
+//! krafty-vrf: a Linux VRF on the node, first link of the krafty chain.
 //!
-//! ADD creates (idempotently) the VRF `krv<id>` with a routing table of its own and reports it
-//! as a node interface; DEL removes it; CHECK verifies it. The table is `vrfTable` when the
-//! config names one, else derived from the VRF's name (see `krafty_cni::naming`).
+//! ADD creates (idempotently) the VRF with a routing table of its own and reports it as a node
+//! interface: `krv<id>` for one attachment (`scope: pod`), or one per network shared by its
+//! pods (`scope: network`). DEL removes a pod's VRF; GC removes VRFs nothing uses any more;
+//! CHECK verifies it; STATUS tells whether this kernel can make VRFs at all. The table is
+//! `vrfTable` when the config names one, else derived from the VRF's name (see
+//! `krafty_cni::naming`).
 
+use krafty_cni::chain::{self, NodeDeviceKind, Placement};
 use krafty_cni::config::VrfConfig;
+use krafty_cni::lock::NodeLock;
 use krafty_cni::netlink::{InfoKind, Link, Netlink};
 use krafty_cni::result::Interface;
 use krafty_cni::{naming, CniResult, Error, Plugin, Request};
@@ -17,17 +22,17 @@ impl Plugin for Vrf {
 
     async fn add(&self, request: &Request<VrfConfig>) -> Result<CniResult, Error> {
         let config = request.config.validate()?;
-        let name = naming::vrf_name(&request.env.container_id);
-        let mark = request.attachment_mark();
+        let place = Placement::of(NodeDeviceKind::Vrf, config.scope, request);
         let netlink = Netlink::connect()?;
 
-        let vrf = match netlink.link(&name).await? {
-            Some(existing) => reuse(existing, &mark, config.table)?,
-            None => create(&netlink, &name, &mark, config.table).await?,
+        let _lock = place.lock(request)?;
+        let vrf = match place.existing(&netlink, NodeDeviceKind::Vrf).await? {
+            Some(existing) => keep_table(existing, config.table)?,
+            None => create(&netlink, &place, config.table, request).await?,
         };
         let mut result = request.result_to_extend();
         result.push_interface(Interface {
-            name,
+            name: place.name,
             mac: vrf.mac,
             ..Interface::default()
         });
@@ -35,38 +40,28 @@ impl Plugin for Vrf {
     }
 
     async fn del(&self, request: &Request<VrfConfig>) -> Result<(), Error> {
-        let name = naming::vrf_name(&request.env.container_id);
-        let netlink = Netlink::connect()?;
-        match netlink.link(&name).await? {
-            Some(vrf) if vrf.is_marked(&request.attachment_mark()) => netlink.delete(&vrf).await,
-            Some(_) => {
-                tracing::warn!("{name} exists but is not this attachment's VRF; leaving it");
-                Ok(())
-            }
-            None => Ok(()),
-        }
+        let config = request.config.validate()?;
+        let place = Placement::of(NodeDeviceKind::Vrf, config.scope, request);
+        place.remove_with_attachment(&Netlink::connect()?).await
     }
 
     async fn check(&self, request: &Request<VrfConfig>) -> Result<(), Error> {
         let config = request.config.validate()?;
-        let name = naming::vrf_name(&request.env.container_id);
+        let place = Placement::of(NodeDeviceKind::Vrf, config.scope, request);
+        let name = &place.name;
         let reported = request
             .prev_result
             .as_ref()
-            .is_some_and(|r| r.interface_index(&name, "").is_some());
+            .is_some_and(|r| r.interface_index(name, "").is_some());
         if !reported {
             return Err(Error::CheckFailed(format!(
                 "prevResult does not list the VRF {name}"
             )));
         }
-        let vrf = Netlink::connect()?
-            .link(&name)
+        let vrf = place
+            .existing(&Netlink::connect()?, NodeDeviceKind::Vrf)
             .await?
             .ok_or_else(|| Error::CheckFailed(format!("VRF {name} does not exist")))?;
-        vrf.ensure_marked(&request.attachment_mark())?;
-        if !vrf.is_kind(&InfoKind::Vrf) {
-            return Err(Error::CheckFailed(format!("{name} is not a VRF")));
-        }
         if !vrf.up {
             return Err(Error::CheckFailed(format!("VRF {name} is down")));
         }
@@ -80,34 +75,47 @@ impl Plugin for Vrf {
         }
         Ok(())
     }
-}
 
-/// An ADD repeated for the same attachment finds its VRF already there.
-fn reuse(existing: Link, mark: &str, table: Option<u32>) -> Result<Link, Error> {
-    existing.ensure_marked(mark)?;
-    if !existing.is_kind(&InfoKind::Vrf) {
-        return Err(Error::DeviceConflict {
-            name: existing.name,
-            reason: "is not a VRF".into(),
-        });
-    }
-    if let Some(table) = table {
-        if existing.vrf_table != Some(table) {
-            return Err(Error::invalid_config(format!(
-                "VRF {} already exists with table {:?}, not vrfTable {table}",
-                existing.name, existing.vrf_table
-            )));
+    async fn status(&self, _: &Request<VrfConfig>) -> Result<(), Error> {
+        if Netlink::connect()?.supports_vrf().await? {
+            Ok(())
+        } else {
+            Err(no_vrf_support())
         }
     }
-    Ok(existing)
+
+    async fn gc(&self, request: &Request<VrfConfig>) -> Result<(), Error> {
+        chain::collect_node_devices(&Netlink::connect()?, request, NodeDeviceKind::Vrf).await
+    }
+}
+
+fn no_vrf_support() -> Error {
+    Error::NotAvailable(
+        "this kernel cannot create VRF devices (CONFIG_NET_VRF is off or the vrf module is missing)"
+            .into(),
+    )
+}
+
+/// An existing VRF (a repeated ADD, or the network's shared one) keeps its table; a config
+/// that names another one is wrong.
+fn keep_table(existing: Link, table: Option<u32>) -> Result<Link, Error> {
+    match table {
+        Some(table) if existing.vrf_table != Some(table) => Err(Error::invalid_config(format!(
+            "VRF {} already exists with table {:?}, not vrfTable {table}",
+            existing.name, existing.vrf_table
+        ))),
+        _ => Ok(existing),
+    }
 }
 
 async fn create(
     netlink: &Netlink,
-    name: &str,
-    mark: &str,
+    place: &Placement,
     explicit: Option<u32>,
+    request: &Request<VrfConfig>,
 ) -> Result<Link, Error> {
+    // Choosing a free table and taking it must not interleave with another ADD doing the same.
+    let _tables = NodeLock::vrf_tables(&request.run_dir)?;
     let vrfs = netlink.links_of_kind(InfoKind::Vrf).await?;
     let table = match explicit {
         Some(table) => {
@@ -119,39 +127,34 @@ async fn create(
             }
             table
         }
-        None => naming::first_free_table(naming::derived_table(name), |table| {
+        None => naming::first_free_table(naming::derived_table(&place.name), |table| {
             vrfs.iter().any(|v| v.vrf_table == Some(table))
         })
         .ok_or_else(|| {
             Error::TryAgainLater("every table of krafty's derived range is in use".into())
         })?,
     };
-    let created = netlink
-        .create_vrf(name, table, mark)
-        .await
-        .map_err(explain_missing_vrf)?;
-    let vrf = netlink.link(name).await?.ok_or_else(|| {
-        Error::TryAgainLater(format!("VRF {name} vanished right after it was created"))
-    })?;
-    if created {
-        Ok(vrf)
-    } else {
-        // Another invocation for this attachment created it between the lookup and now.
-        reuse(vrf, mark, explicit)
-    }
-}
-
-/// A kernel without VRF support answers "operation not supported": say what that means.
-fn explain_missing_vrf(error: Error) -> Error {
-    match error {
-        Error::Netlink {
+    let created = match netlink.create_vrf(&place.name, table, &place.mark).await {
+        Err(Error::Netlink {
             errno: Some(libc::EOPNOTSUPP),
             ..
-        } => Error::NotAvailable(
-            "this kernel cannot create VRF devices (CONFIG_NET_VRF is off or the vrf module is missing)".into(),
-        ),
-        other => other,
+        }) => return Err(no_vrf_support()),
+        other => other?,
+    };
+    if !created {
+        // A VRF of this name appeared since the lookup: only ours may be adopted.
+        return place
+            .existing(netlink, NodeDeviceKind::Vrf)
+            .await?
+            .ok_or_else(|| Error::TryAgainLater(format!("VRF {} came and went", place.name)))
+            .and_then(|vrf| keep_table(vrf, explicit));
     }
+    netlink.link(&place.name).await?.ok_or_else(|| {
+        Error::TryAgainLater(format!(
+            "VRF {} vanished right after it was created",
+            place.name
+        ))
+    })
 }
 
 fn main() {
