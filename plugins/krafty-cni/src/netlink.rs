@@ -392,6 +392,9 @@ impl Netlink {
     pub async fn create_veth(&self, spec: &VethSpec<'_>) -> Result<bool, Error> {
         let mut peer =
             LinkUnspec::new_with_name(spec.peer_name).setns_by_fd(spec.peer_netns.as_raw_fd());
+        if let Some(mac) = spec.peer_mac {
+            peer = peer.address(mac.to_vec());
+        }
         let mut host = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
             .name(spec.host_name.to_string())
             .controller(spec.bridge)

@@ -306,6 +306,24 @@ impl Node {
         Outcome::from_output(command.output().expect("the driver runs"))
     }
 
+    /// GC of `conflist` (re-versioned to 1.1.0, which libcni 1.1.2 cannot ADD with) keeping
+    /// the attachments of `valid` container IDs.
+    pub fn gc(&self, conflist: &Value, valid: &[&str]) -> Outcome {
+        let attachments: Vec<Value> = valid
+            .iter()
+            .map(|id| json!({ "containerID": id, "ifname": "net1" }))
+            .collect();
+        let list = self.conflist(with_version(conflist, "1.1.0"));
+        let attachments = Value::Array(attachments).to_string();
+        self.cni_with("gc", &list, "", "", &["--valid-attachments", &attachments])
+    }
+
+    /// STATUS of `conflist`, re-versioned to 1.1.0.
+    pub fn status(&self, conflist: &Value) -> Outcome {
+        let list = self.conflist(with_version(conflist, "1.1.0"));
+        self.cni("status", &list, "", "")
+    }
+
     /// Runs one plugin binary directly inside the node, with the given CNI variables.
     pub fn plugin(&self, plugin: &str, env: &[(&str, &str)], stdin: &str) -> Outcome {
         let mut command = Command::new("ip");
@@ -369,11 +387,23 @@ impl Node {
             .collect()
     }
 
+    /// Every lease host-local holds on this node, of every network, as `network/address`.
+    pub fn all_leases(&self) -> Vec<String> {
+        files_below(&self.ipam_dir())
+            .into_iter()
+            .filter(|f| {
+                f.rsplit('/')
+                    .next()
+                    .is_some_and(|name| name.parse::<std::net::IpAddr>().is_ok())
+            })
+            .collect()
+    }
+
     /// Asserts the node holds nothing but its loopback, host-local holds no lease, and krafty
     /// keeps no attachment record and no lock file.
     pub fn assert_clean(&self) {
         assert_eq!(self.link_names(), vec!["lo".to_string()], "devices left on the node");
-        assert_eq!(self.leases(NETWORK), Vec::<String>::new(), "leases left");
+        assert_eq!(self.all_leases(), Vec::<String>::new(), "leases left");
         assert_eq!(self.records(), Vec::<String>::new(), "attachment records left");
         assert_eq!(files_below(&self.run_dir()), Vec::<String>::new(), "lock files left");
     }
@@ -420,6 +450,13 @@ fn files_below(dir: &Path) -> Vec<String> {
     }
     files.sort();
     files
+}
+
+/// `conflist` with another `cniVersion`.
+pub fn with_version(conflist: &Value, version: &str) -> Value {
+    let mut copy = conflist.clone();
+    copy["cniVersion"] = json!(version);
+    copy
 }
 
 /// The IPAM block of the original krafty network (host-local, .10-.250, default route).

@@ -152,3 +152,132 @@ fn the_chain_works_in_every_result_version() {
         node.assert_clean();
     }
 }
+
+/// A shared (`scope: network`) VRF + bridge + veth network.
+fn shared_vrf_network(name: &str, subnets: &[(&str, &str)]) -> Value {
+    let ranges: Vec<Value> = subnets
+        .iter()
+        .map(|(subnet, gateway)| json!([{ "subnet": subnet, "gateway": gateway }]))
+        .collect();
+    let (subnet, gateway): (Vec<&str>, Vec<&str>) = subnets.iter().copied().unzip();
+    json!({
+        "cniVersion": "1.0.0", "name": name, "plugins": [
+            { "type": "krafty-vrf", "scope": "network" },
+            { "type": "krafty-bridge", "scope": "network", "subnet": subnet, "gateway": gateway },
+            { "type": "krafty-veth", "ipam": { "type": "host-local", "ranges": ranges,
+                                                "routes": [{ "dst": "0.0.0.0/0" }] } }
+        ]
+    })
+}
+
+fn first_address(result: &Value, v6: bool) -> String {
+    result["ips"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|ip| ip["address"].as_str())
+        .find(|a| a.contains(':') == v6)
+        .and_then(|a| a.split('/').next())
+        .expect("an address of that family")
+        .to_string()
+}
+
+#[test]
+fn a_shared_network_in_a_vrf_connects_its_pods_and_isolates_others() {
+    let node = Node::new();
+    let blue = shared_vrf_network("blue", &[("172.16.31.0/24", "172.16.31.1")]);
+    let red = shared_vrf_network("red", &[("172.16.32.0/24", "172.16.32.1")]);
+    let (a, b, c) = (node.pod("a"), node.pod("b"), node.pod("c"));
+    let (blue_list, red_list) = (node.conflist(blue.clone()), node.conflist(red.clone()));
+    let (id_a, id_b, id_c) = (container_id(), container_id(), container_id());
+    let result_a = node.cni("add", &blue_list, &id_a, &a.netns_path()).ok();
+    let result_b = node.cni("add", &blue_list, &id_b, &b.netns_path()).ok();
+    let result_c = node.cni("add", &red_list, &id_c, &c.netns_path()).ok();
+
+    let vrf = naming::shared_vrf_name("blue");
+    assert_eq!(node.link(&naming::shared_bridge_name("blue")).unwrap()["master"], vrf.as_str());
+    assert!(a.ping(&first_address(&result_b, false)), "pods of one network reach each other");
+    assert!(!c.ping(&first_address(&result_a, false)), "red cannot reach blue");
+    assert!(!a.ping(&first_address(&result_c, false)), "blue cannot reach red");
+    assert!(!main_table_reaches(&node, "172.16.31.0/24"));
+    assert!(!main_table_reaches(&node, "172.16.32.0/24"));
+    let table = vrf_table(&node, &vrf).to_string();
+    assert!(node.ip(&["route", "show", "table", &table]).contains("172.16.31.0/24"));
+
+    node.cni("check", &blue_list, &id_a, &a.netns_path()).ok();
+    node.cni("del", &blue_list, &id_a, &a.netns_path()).ok();
+    assert!(node.link(&vrf).is_some(), "DEL keeps the shared VRF");
+    assert!(b.ping("172.16.31.1"));
+    node.cni("del", &blue_list, &id_b, &b.netns_path()).ok();
+    node.cni("del", &red_list, &id_c, &c.netns_path()).ok();
+    node.gc(&blue, &[]).ok();
+    node.gc(&red, &[]).ok();
+    node.assert_clean();
+}
+
+#[test]
+fn dual_stack_inside_a_vrf() {
+    let node = Node::new();
+    let network = shared_vrf_network(
+        "dual",
+        &[("172.16.33.0/24", "172.16.33.1"), ("fd10:16:33::/64", "fd10:16:33::1")],
+    );
+    let list = node.conflist(network.clone());
+    let (a, b) = (node.pod("a"), node.pod("b"));
+    let (id_a, id_b) = (container_id(), container_id());
+    node.cni("add", &list, &id_a, &a.netns_path()).ok();
+    let result_b = node.cni("add", &list, &id_b, &b.netns_path()).ok();
+    assert!(a.ping(&first_address(&result_b, false)));
+    assert!(a.ping(&first_address(&result_b, true)), "IPv6 between pods inside the VRF");
+    assert!(a.ping("fd10:16:33::1"), "the IPv6 gateway survived enslavement");
+    let table = vrf_table(&node, &naming::shared_vrf_name("dual")).to_string();
+    assert!(node.ip(&["-6", "route", "show", "table", &table]).contains("fd10:16:33::/64"));
+    assert!(!node.ip(&["-6", "route", "show", "table", "main"]).contains("fd10:16:33::"));
+    node.cni("del", &list, &id_a, &a.netns_path()).ok();
+    node.cni("del", &list, &id_b, &b.netns_path()).ok();
+    node.gc(&network, &[]).ok();
+    node.assert_clean();
+}
+
+#[test]
+fn gc_removes_an_orphan_and_the_shared_devices_once_unused() {
+    let node = Node::new();
+    let network = shared_vrf_network("gcvrf", &[("172.16.34.0/24", "172.16.34.1")]);
+    let list = node.conflist(network.clone());
+    let (a, b) = (node.pod("a"), node.pod("b"));
+    let (id_a, id_b) = (container_id(), container_id());
+    node.cni("add", &list, &id_a, &a.netns_path()).ok();
+    node.cni("add", &list, &id_b, &b.netns_path()).ok();
+    // Pod b's DEL never comes; its namespace is gone.
+    drop(b);
+    node.gc(&network, &[&id_a]).ok();
+    assert!(node.link(&naming::host_veth_name(&id_b)).is_none());
+    assert_eq!(node.all_leases().len(), 1, "b's lease is released, a's kept");
+    assert!(a.ping("172.16.34.1"), "the valid attachment is intact");
+    assert!(node.link(&naming::shared_vrf_name("gcvrf")).is_some());
+
+    node.cni("del", &list, &id_a, &a.netns_path()).ok();
+    node.gc(&network, &[]).ok();
+    node.assert_clean();
+}
+
+#[test]
+fn gc_of_pod_scoped_vrfs() {
+    let node = Node::new();
+    let pod = node.pod("a");
+    let conflist = full_conflist("1.0.0");
+    let list = node.conflist(conflist.clone());
+    let id = container_id();
+    node.cni("add", &list, &id, &pod.netns_path()).ok();
+    node.gc(&conflist, &[&id]).ok();
+    assert!(node.link(&naming::vrf_name(&id)).is_some(), "a valid attachment keeps its VRF");
+    node.gc(&conflist, &[]).ok();
+    node.assert_clean();
+}
+
+#[test]
+fn status_of_the_full_chain_succeeds_where_vrf_exists() {
+    let node = Node::new();
+    node.status(&full_conflist("1.0.0")).ok();
+    node.assert_clean();
+}
