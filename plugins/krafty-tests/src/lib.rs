@@ -112,13 +112,20 @@ impl Outcome {
     /// stdout as one JSON document (the protocol allows nothing else on stdout).
     pub fn json(&self) -> Value {
         serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
-            panic!("stdout is not one JSON document ({e}): {:?}\nstderr: {}", self.stdout, self.stderr)
+            panic!(
+                "stdout is not one JSON document ({e}): {:?}\nstderr: {}",
+                self.stdout, self.stderr
+            )
         })
     }
 
     /// Asserts success and returns stdout's JSON (or Null when stdout is empty).
     pub fn ok(&self) -> Value {
-        assert!(self.success, "expected success, got {:?}\nstderr: {}", self.stdout, self.stderr);
+        assert!(
+            self.success,
+            "expected success, got {:?}\nstderr: {}",
+            self.stdout, self.stderr
+        );
         if self.stdout.trim().is_empty() {
             Value::Null
         } else {
@@ -128,9 +135,17 @@ impl Outcome {
 
     /// Asserts a CNI error with `code` whose message mentions `mentions`; returns the error.
     pub fn error(&self, code: u64, mentions: &str) -> Value {
-        assert!(!self.success, "expected error {code}, got success: {}", self.stdout);
+        assert!(
+            !self.success,
+            "expected error {code}, got success: {}",
+            self.stdout
+        );
         let error = self.json();
-        assert_eq!(error["code"], code, "wrong code in {error}\nstderr: {}", self.stderr);
+        assert_eq!(
+            error["code"], code,
+            "wrong code in {error}\nstderr: {}",
+            self.stderr
+        );
         let msg = error["msg"].as_str().unwrap_or_default();
         assert!(
             msg.contains(mentions),
@@ -185,7 +200,9 @@ impl Pod {
 
     /// Removes the pod's namespace now (as a runtime does after a pod dies).
     pub fn destroy(&self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
     }
 }
 
@@ -204,7 +221,11 @@ pub struct Node {
 impl Node {
     pub fn new() -> Node {
         require_root_and_reference_plugins();
-        let id = format!("{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst));
+        let id = format!(
+            "{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        );
         let name = format!("kt-node-{id}");
         let dir = target_dir().join("krafty-tests").join(&name);
         let _ = std::fs::remove_dir_all(&dir);
@@ -246,9 +267,18 @@ impl Node {
     /// Environment every plugin of this node gets: the node's own log, state and lock roots.
     fn plugin_env(&self) -> Vec<(String, String)> {
         vec![
-            ("KRAFTY_LOG_ROOT".into(), self.log_dir().display().to_string()),
-            ("KRAFTY_STATE_ROOT".into(), self.state_dir().display().to_string()),
-            ("KRAFTY_RUN_DIR".into(), self.run_dir().display().to_string()),
+            (
+                "KRAFTY_LOG_ROOT".into(),
+                self.log_dir().display().to_string(),
+            ),
+            (
+                "KRAFTY_STATE_ROOT".into(),
+                self.state_dir().display().to_string(),
+            ),
+            (
+                "KRAFTY_RUN_DIR".into(),
+                self.run_dir().display().to_string(),
+            ),
         ]
     }
 
@@ -267,9 +297,10 @@ impl Node {
                 }
             }
         }
-        let path = self
-            .dir
-            .join(format!("conflist-{}.json", COUNTER.fetch_add(1, Ordering::SeqCst)));
+        let path = self.dir.join(format!(
+            "conflist-{}.json",
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        ));
         std::fs::write(&path, serde_json::to_vec_pretty(&conflist).unwrap()).unwrap();
         path
     }
@@ -295,7 +326,12 @@ impl Node {
             .arg("--conflist")
             .arg(conflist)
             .args(["--id", container_id, "--netns", netns, "--ifname", "net1"])
-            .args(["--pod-namespace", "default", "--pod-name", &format!("pod-{container_id}")])
+            .args([
+                "--pod-namespace",
+                "default",
+                "--pod-name",
+                &format!("pod-{container_id}"),
+            ])
             .args(["--pod-uid", &format!("uid-{container_id}")])
             .arg("--cni-path")
             .arg(self.cni_path())
@@ -350,7 +386,8 @@ impl Node {
 
     /// `ip -j -d link show` in the node, as JSON objects.
     pub fn links(&self) -> Vec<Value> {
-        let out = run_checked(Command::new("ip").args(["-n", &self.name, "-j", "-d", "link", "show"]));
+        let out =
+            run_checked(Command::new("ip").args(["-n", &self.name, "-j", "-d", "link", "show"]));
         serde_json::from_slice::<Value>(&out.stdout)
             .ok()
             .and_then(|v| v.as_array().cloned())
@@ -402,10 +439,22 @@ impl Node {
     /// Asserts the node holds nothing but its loopback, host-local holds no lease, and krafty
     /// keeps no attachment record and no lock file.
     pub fn assert_clean(&self) {
-        assert_eq!(self.link_names(), vec!["lo".to_string()], "devices left on the node");
+        assert_eq!(
+            self.link_names(),
+            vec!["lo".to_string()],
+            "devices left on the node"
+        );
         assert_eq!(self.all_leases(), Vec::<String>::new(), "leases left");
-        assert_eq!(self.records(), Vec::<String>::new(), "attachment records left");
-        assert_eq!(files_below(&self.run_dir()), Vec::<String>::new(), "lock files left");
+        assert_eq!(
+            self.records(),
+            Vec::<String>::new(),
+            "attachment records left"
+        );
+        assert_eq!(
+            files_below(&self.run_dir()),
+            Vec::<String>::new(),
+            "lock files left"
+        );
     }
 
     /// The invocation log's entries.
@@ -426,7 +475,9 @@ impl Default for Node {
 
 impl Drop for Node {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -444,7 +495,12 @@ fn files_below(dir: &Path) -> Vec<String> {
             if path.is_dir() {
                 pending.push(path);
             } else {
-                files.push(path.strip_prefix(dir).unwrap_or(&path).display().to_string());
+                files.push(
+                    path.strip_prefix(dir)
+                        .unwrap_or(&path)
+                        .display()
+                        .to_string(),
+                );
             }
         }
     }
@@ -489,6 +545,38 @@ pub fn full_conflist(cni_version: &str) -> Value {
         .expect("plugins is a list")
         .insert(0, json!({ "type": "krafty-vrf" }));
     conflist
+}
+
+/// A shared (`scope: network`) network with host-local IPAM and a default route: one
+/// `(subnet, gateway)` per address family, behind a shared VRF when `with_vrf`.
+pub fn shared_network(name: &str, subnets: &[(&str, &str)], with_vrf: bool) -> Value {
+    let ranges: Vec<Value> = subnets
+        .iter()
+        .map(|(subnet, gateway)| json!([{ "subnet": subnet, "gateway": gateway }]))
+        .collect();
+    let (subnet, gateway): (Vec<&str>, Vec<&str>) = subnets.iter().copied().unzip();
+    let mut plugins = vec![
+        json!({ "type": "krafty-bridge", "scope": "network", "subnet": subnet, "gateway": gateway }),
+        json!({ "type": "krafty-veth", "ipam": { "type": "host-local", "ranges": ranges,
+                                                 "routes": [{ "dst": "0.0.0.0/0" }] } }),
+    ];
+    if with_vrf {
+        plugins.insert(0, json!({ "type": "krafty-vrf", "scope": "network" }));
+    }
+    json!({ "cniVersion": "1.0.0", "name": name, "plugins": plugins })
+}
+
+/// The pod's IPv4 (or, with `v6`, IPv6) address in a result, without its prefix length.
+pub fn address_of(result: &Value, v6: bool) -> String {
+    result["ips"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|ip| ip["address"].as_str())
+        .find(|address| address.contains(':') == v6)
+        .and_then(|address| address.split('/').next())
+        .unwrap_or_else(|| panic!("no IPv{} address in {result}", if v6 { 6 } else { 4 }))
+        .to_string()
 }
 
 /// A container ID as runtimes make them: 64 hex characters, unique per call.

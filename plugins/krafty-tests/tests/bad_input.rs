@@ -25,7 +25,11 @@ impl Attachment {
 /// Asserts the error contract and that the node kept nothing.
 fn refused(node: &Node, outcome: Outcome, code: u64, mentions: &str) {
     let error = outcome.error(code, mentions);
-    assert_eq!(error["cniVersion"].as_str().map(str::len), Some(5), "{error}");
+    assert_eq!(
+        error["cniVersion"].as_str().map(str::len),
+        Some(5),
+        "{error}"
+    );
     assert!(!outcome.stderr.contains("panicked"), "{}", outcome.stderr);
     node.assert_clean();
 }
@@ -56,13 +60,29 @@ fn bridge_with(fields: Value) -> String {
 fn malformed_json_is_code_6_for_every_plugin() {
     let (node, _pod, at) = setup();
     for plugin in ["krafty-vrf", "krafty-bridge", "krafty-veth"] {
-        for garbage in ["{", "not json", "", "[1,2", r#"{"cniVersion":"1.0.0","name":7}"#] {
-            refused(&node, node.plugin(plugin, &at.env("ADD"), garbage), 6, "decode");
+        for garbage in [
+            "{",
+            "not json",
+            "",
+            "[1,2",
+            r#"{"cniVersion":"1.0.0","name":7}"#,
+        ] {
+            refused(
+                &node,
+                node.plugin(plugin, &at.env("ADD"), garbage),
+                6,
+                "decode",
+            );
         }
     }
     // Valid JSON of the wrong shape for one plugin's own fields.
     let wrong_type = r#"{"cniVersion":"1.0.0","name":"krafty","subnet":5,"gateway":"172.16.10.1"}"#;
-    refused(&node, node.plugin("krafty-bridge", &at.env("ADD"), wrong_type), 6, "decode");
+    refused(
+        &node,
+        node.plugin("krafty-bridge", &at.env("ADD"), wrong_type),
+        6,
+        "decode",
+    );
 }
 
 #[test]
@@ -79,7 +99,12 @@ fn bridge_config_errors_are_code_7() {
     ];
     for (fields, mentions) in cases {
         let config = bridge_with(fields);
-        refused(&node, node.plugin("krafty-bridge", &at.env("ADD"), &config), 7, mentions);
+        refused(
+            &node,
+            node.plugin("krafty-bridge", &at.env("ADD"), &config),
+            7,
+            mentions,
+        );
     }
 }
 
@@ -88,7 +113,12 @@ fn unknown_cni_version_is_code_1() {
     let (node, _pod, at) = setup();
     for version in ["0.2.0", "9.9.9", "banana"] {
         let config = bridge_with(json!({"cniVersion": version}));
-        refused(&node, node.plugin("krafty-bridge", &at.env("ADD"), &config), 1, version);
+        refused(
+            &node,
+            node.plugin("krafty-bridge", &at.env("ADD"), &config),
+            1,
+            version,
+        );
     }
 }
 
@@ -96,20 +126,34 @@ fn unknown_cni_version_is_code_1() {
 fn missing_or_bad_environment_is_code_4() {
     let (node, _pod, at) = setup();
     for missing in ["CNI_NETNS", "CNI_IFNAME", "CNI_CONTAINERID", "CNI_COMMAND"] {
-        let env: Vec<_> = at.env("ADD").into_iter().filter(|(k, _)| *k != missing).collect();
+        let env: Vec<_> = at
+            .env("ADD")
+            .into_iter()
+            .filter(|(k, _)| *k != missing)
+            .collect();
         for plugin in ["krafty-vrf", "krafty-bridge", "krafty-veth"] {
             refused(&node, node.plugin(plugin, &env, BRIDGE), 4, missing);
         }
     }
     let mut long_ifname = at.env("ADD");
     long_ifname[3] = ("CNI_IFNAME", "a-much-too-long-name");
-    refused(&node, node.plugin("krafty-bridge", &long_ifname, BRIDGE), 4, "CNI_IFNAME");
+    refused(
+        &node,
+        node.plugin("krafty-bridge", &long_ifname, BRIDGE),
+        4,
+        "CNI_IFNAME",
+    );
     let mut no_such_netns = at.env("ADD");
     no_such_netns[2] = ("CNI_NETNS", "/run/netns/krafty-no-such-namespace");
     let veth = json!({
         "cniVersion": "1.0.0", "name": NETWORK, "type": "krafty-veth", "podIP": "172.16.10.5/24"
     });
-    refused(&node, node.plugin("krafty-veth", &no_such_netns, &veth.to_string()), 4, "no such network namespace");
+    refused(
+        &node,
+        node.plugin("krafty-veth", &no_such_netns, &veth.to_string()),
+        4,
+        "no such network namespace",
+    );
 }
 
 #[test]
@@ -117,19 +161,32 @@ fn a_reserved_vrf_table_is_code_7_before_the_kernel_is_asked() {
     let (node, _pod, at) = setup();
     for table in [0, 253, 254, 255] {
         let config = json!({"cniVersion": "1.0.0", "name": NETWORK, "type": "krafty-vrf", "vrfTable": table});
-        refused(&node, node.plugin("krafty-vrf", &at.env("ADD"), &config.to_string()), 7, "reserved");
+        refused(
+            &node,
+            node.plugin("krafty-vrf", &at.env("ADD"), &config.to_string()),
+            7,
+            "reserved",
+        );
     }
 }
 
 #[test]
 fn veth_without_a_bridge_in_prev_result_is_code_7() {
     let (node, _pod, at) = setup();
-    for prev in [None, Some(json!({"cniVersion": "1.0.0", "interfaces": [{"name": "eth0", "sandbox": "/x"}]}))] {
+    for prev in [
+        None,
+        Some(json!({"cniVersion": "1.0.0", "interfaces": [{"name": "eth0", "sandbox": "/x"}]})),
+    ] {
         let mut config = json!({"cniVersion": "1.0.0", "name": NETWORK, "type": "krafty-veth", "ipam": host_local_ipam()});
         if let Some(prev) = prev {
             config["prevResult"] = prev;
         }
-        refused(&node, node.plugin("krafty-veth", &at.env("ADD"), &config.to_string()), 7, "krafty-bridge");
+        refused(
+            &node,
+            node.plugin("krafty-veth", &at.env("ADD"), &config.to_string()),
+            7,
+            "krafty-bridge",
+        );
     }
 }
 
@@ -166,7 +223,11 @@ fn an_ipam_address_outside_the_subnet_is_released_again() {
     let config = veth_after_bridge(&node, &at, json!({"ipam": ipam}));
     node.plugin("krafty-veth", &at.env("ADD"), &config.to_string())
         .error(7, "outside the bridge's subnets");
-    assert_eq!(node.leases(NETWORK), Vec::<String>::new(), "the lease was released");
+    assert_eq!(
+        node.leases(NETWORK),
+        Vec::<String>::new(),
+        "the lease was released"
+    );
     undo_bridge_and_expect_clean(&node, &at);
 }
 
@@ -189,7 +250,10 @@ fn a_failing_ipam_plugin_keeps_its_code_and_leaves_nothing() {
     let outcome = node.plugin("krafty-veth", &at.env("ADD"), &config.to_string());
     assert!(!outcome.success);
     let error = outcome.json();
-    assert!(error["msg"].as_str().unwrap().contains("host-local"), "{error}");
+    assert!(
+        error["msg"].as_str().unwrap().contains("host-local"),
+        "{error}"
+    );
     assert_ne!(error["code"], 0);
     undo_bridge_and_expect_clean(&node, &at);
 }
@@ -198,23 +262,39 @@ fn a_failing_ipam_plugin_keeps_its_code_and_leaves_nothing() {
 fn an_exhausted_range_fails_the_second_pod_and_spares_the_first() {
     let node = Node::new();
     let (a, b) = (node.pod("a"), node.pod("b"));
-    let first = Attachment { id: container_id(), netns: a.netns_path() };
-    let second = Attachment { id: container_id(), netns: b.netns_path() };
+    let first = Attachment {
+        id: container_id(),
+        netns: a.netns_path(),
+    };
+    let second = Attachment {
+        id: container_id(),
+        netns: b.netns_path(),
+    };
     let mut ipam = json!({"type": "host-local", "ranges": [[{"subnet": "172.16.10.0/24", "rangeStart": "172.16.10.10", "rangeEnd": "172.16.10.10"}]]});
     ipam["dataDir"] = json!(node.ipam_dir());
     let config_a = veth_after_bridge(&node, &first, json!({"ipam": ipam.clone()}));
-    node.plugin("krafty-veth", &first.env("ADD"), &config_a.to_string()).ok();
+    node.plugin("krafty-veth", &first.env("ADD"), &config_a.to_string())
+        .ok();
     let config_b = veth_after_bridge(&node, &second, json!({"ipam": ipam}));
     let outcome = node.plugin("krafty-veth", &second.env("ADD"), &config_b.to_string());
     assert!(!outcome.success);
-    assert!(outcome.json()["msg"].as_str().unwrap().contains("host-local"));
+    assert!(outcome.json()["msg"]
+        .as_str()
+        .unwrap()
+        .contains("host-local"));
     assert!(node.link(&format!("veth{}", &second.id[..11])).is_none());
-    assert_eq!(node.leases(NETWORK), vec!["172.16.10.10"], "the first pod keeps its address");
+    assert_eq!(
+        node.leases(NETWORK),
+        vec!["172.16.10.10"],
+        "the first pod keeps its address"
+    );
     assert!(a.ping("172.16.10.1"));
 
-    node.plugin("krafty-veth", &first.env("DEL"), &config_a.to_string()).ok();
+    node.plugin("krafty-veth", &first.env("DEL"), &config_a.to_string())
+        .ok();
     node.plugin("krafty-bridge", &first.env("DEL"), BRIDGE).ok();
-    node.plugin("krafty-bridge", &second.env("DEL"), BRIDGE).ok();
+    node.plugin("krafty-bridge", &second.env("DEL"), BRIDGE)
+        .ok();
     node.assert_clean();
 }
 
@@ -222,11 +302,23 @@ fn an_exhausted_range_fails_the_second_pod_and_spares_the_first() {
 fn a_device_krafty_did_not_create_is_never_touched() {
     let (node, _pod, at) = setup();
     let squatter = format!("krb{}", &at.id[..12]);
-    node.ip(&["link", "add", &squatter, "type", "veth", "peer", "name", "squatpeer"]);
+    node.ip(&[
+        "link",
+        "add",
+        &squatter,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "squatpeer",
+    ]);
     node.plugin("krafty-bridge", &at.env("ADD"), BRIDGE)
         .error(103, "not created by krafty");
     node.plugin("krafty-bridge", &at.env("DEL"), BRIDGE).ok();
-    assert!(node.link(&squatter).is_some(), "DEL left the foreign device alone");
+    assert!(
+        node.link(&squatter).is_some(),
+        "DEL left the foreign device alone"
+    );
     node.ip(&["link", "del", &squatter]);
     node.assert_clean();
 }
@@ -235,7 +327,12 @@ fn a_device_krafty_did_not_create_is_never_touched() {
 fn a_hostile_log_file_is_refused() {
     let (node, _pod, at) = setup();
     let config = bridge_with(json!({"logFile": "/etc/krafty-should-not-exist.log"}));
-    refused(&node, node.plugin("krafty-bridge", &at.env("ADD"), &config), 7, "logFile");
+    refused(
+        &node,
+        node.plugin("krafty-bridge", &at.env("ADD"), &config),
+        7,
+        "logFile",
+    );
     assert!(!std::path::Path::new("/etc/krafty-should-not-exist.log").exists());
 }
 
@@ -243,9 +340,18 @@ fn a_hostile_log_file_is_refused() {
 fn version_needs_no_attachment_and_answers_in_the_asked_version() {
     let node = Node::new();
     for plugin in ["krafty-vrf", "krafty-bridge", "krafty-veth"] {
-        let answer = node.plugin(plugin, &[("CNI_COMMAND", "VERSION")], r#"{"cniVersion":"0.4.0"}"#).ok();
+        let answer = node
+            .plugin(
+                plugin,
+                &[("CNI_COMMAND", "VERSION")],
+                r#"{"cniVersion":"0.4.0"}"#,
+            )
+            .ok();
         assert_eq!(answer["cniVersion"], "0.4.0");
-        assert_eq!(answer["supportedVersions"], json!(["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]));
+        assert_eq!(
+            answer["supportedVersions"],
+            json!(["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"])
+        );
         let empty = node.plugin(plugin, &[("CNI_COMMAND", "VERSION")], "").ok();
         assert_eq!(empty["cniVersion"], "1.1.0");
     }

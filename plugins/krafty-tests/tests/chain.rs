@@ -28,19 +28,33 @@ fn add_gives_the_pod_an_address_and_del_removes_everything() {
         .iter()
         .map(|i| i["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, vec![format!("krb{}", &id[..12]), format!("veth{}", &id[..11]), "net1".into()]);
+    assert_eq!(
+        names,
+        vec![
+            format!("krb{}", &id[..12]),
+            format!("veth{}", &id[..11]),
+            "net1".into()
+        ]
+    );
     assert_eq!(pod_interface(&result)["sandbox"], pod.netns_path());
     assert_eq!(result["ips"][0]["address"], "172.16.10.10/24");
     assert_eq!(result["ips"][0]["gateway"], "172.16.10.1");
     assert_eq!(result["ips"][0]["interface"], 2);
-    assert!(result["ips"][0].get("version").is_none(), "1.0.0 IPs carry no version");
+    assert!(
+        result["ips"][0].get("version").is_none(),
+        "1.0.0 IPs carry no version"
+    );
 
     // The kernel agrees with the result.
     assert_eq!(pod.addresses("net1")[0], "172.16.10.10/24");
-    let bridge = node.link(&format!("krb{}", &id[..12])).expect("bridge exists");
+    let bridge = node
+        .link(&format!("krb{}", &id[..12]))
+        .expect("bridge exists");
     assert_eq!(bridge["linkinfo"]["info_kind"], "bridge");
     assert_eq!(bridge["ifalias"], format!("krafty:{NETWORK}/{id}"));
-    let veth = node.link(&format!("veth{}", &id[..11])).expect("host veth exists");
+    let veth = node
+        .link(&format!("veth{}", &id[..11]))
+        .expect("host veth exists");
     assert_eq!(veth["master"], bridge["ifname"]);
     assert!(pod.ping("172.16.10.1"), "the pod reaches its gateway");
     assert_eq!(node.leases(NETWORK), vec!["172.16.10.10"]);
@@ -94,7 +108,8 @@ fn check_names_a_missing_pod_address() {
     let conflist = node.conflist(bridge_veth_conflist("1.0.0"));
     let id = container_id();
     node.cni("add", &conflist, &id, &pod.netns_path()).ok();
-    pod.exec(&["ip", "addr", "del", "172.16.10.10/24", "dev", "net1"]).ok();
+    pod.exec(&["ip", "addr", "del", "172.16.10.10/24", "dev", "net1"])
+        .ok();
     node.cni("check", &conflist, &id, &pod.netns_path())
         .error(104, "172.16.10.10/24");
     node.cni("del", &conflist, &id, &pod.netns_path()).ok();
@@ -118,7 +133,8 @@ fn del_without_add_succeeds() {
     let node = Node::new();
     let pod = node.pod("a");
     let conflist = node.conflist(bridge_veth_conflist("1.0.0"));
-    node.cni("del", &conflist, &container_id(), &pod.netns_path()).ok();
+    node.cni("del", &conflist, &container_id(), &pod.netns_path())
+        .ok();
     node.assert_clean();
 }
 
@@ -212,8 +228,14 @@ fn a_static_pod_ip_needs_no_ipam() {
     let id = container_id();
     let result = node.cni("add", &conflist, &id, &pod.netns_path()).ok();
     assert_eq!(result["ips"][0]["address"], "172.16.10.77/24");
-    assert_eq!(result["ips"][0]["gateway"], "172.16.10.1", "the bridge's address is the gateway");
-    assert_eq!(result["routes"][0], json!({ "dst": "10.99.0.0/16", "gw": "172.16.10.1" }));
+    assert_eq!(
+        result["ips"][0]["gateway"], "172.16.10.1",
+        "the bridge's address is the gateway"
+    );
+    assert_eq!(
+        result["routes"][0],
+        json!({ "dst": "10.99.0.0/16", "gw": "172.16.10.1" })
+    );
     assert!(pod.ping("172.16.10.1"));
     node.cni("check", &conflist, &id, &pod.netns_path()).ok();
     node.cni("del", &conflist, &id, &pod.netns_path()).ok();

@@ -39,7 +39,9 @@ fn collect(dir: &Path, files: &mut Vec<String>) {
             let path = entry.path();
             if path.is_dir() {
                 collect(&path, files);
-            } else if !path.to_string_lossy().contains("conflist-") && !path.ends_with("log/krafty.log") {
+            } else if !path.to_string_lossy().contains("conflist-")
+                && !path.ends_with("log/krafty.log")
+            {
                 files.push(path.display().to_string());
             }
         }
@@ -62,8 +64,13 @@ fn refused(node: &Node, plugin: &str, config: &Value, code: u64, mentions: &str)
     if config.get("logFile").is_none() {
         config["logFile"] = json!("");
     }
-    node.plugin(plugin, &env, &config.to_string()).error(code, mentions);
-    assert_eq!(snapshot(node), before, "{plugin} with {config} changed the node");
+    node.plugin(plugin, &env, &config.to_string())
+        .error(code, mentions);
+    assert_eq!(
+        snapshot(node),
+        before,
+        "{plugin} with {config} changed the node"
+    );
 }
 
 fn bridge(extra: Value) -> Value {
@@ -78,8 +85,22 @@ fn bridge(extra: Value) -> Value {
 #[test]
 fn odd_and_overlong_names_are_refused() {
     let node = Node::new();
-    for name in ["../../etc", "a/b", "white space", ".hidden", "semi;colon", &"n".repeat(101), ""] {
-        refused(&node, "krafty-bridge", &bridge(json!({"name": name})), 7, "name");
+    for name in [
+        "../../etc",
+        "a/b",
+        "white space",
+        ".hidden",
+        "semi;colon",
+        &"n".repeat(101),
+        "",
+    ] {
+        refused(
+            &node,
+            "krafty-bridge",
+            &bridge(json!({"name": name})),
+            7,
+            "name",
+        );
     }
 }
 
@@ -95,12 +116,24 @@ fn path_tricks_are_refused() {
         ("stateDir", "/var/lib/krafty/../../../root"),
         ("stateDir", "relative/state"),
     ] {
-        refused(&node, "krafty-bridge", &bridge(json!({ field: value })), 7, field);
+        refused(
+            &node,
+            "krafty-bridge",
+            &bridge(json!({ field: value })),
+            7,
+            field,
+        );
     }
     let after = std::fs::metadata("/etc/passwd").unwrap();
-    assert_eq!((passwd.len(), passwd.modified().unwrap()), (after.len(), after.modified().unwrap()));
+    assert_eq!(
+        (passwd.len(), passwd.modified().unwrap()),
+        (after.len(), after.modified().unwrap())
+    );
     let refusals = node.log_entries();
-    assert!(refusals.iter().any(|e| e["error"]["msg"].as_str().unwrap_or("").contains("/etc/passwd")));
+    assert!(refusals.iter().any(|e| e["error"]["msg"]
+        .as_str()
+        .unwrap_or("")
+        .contains("/etc/passwd")));
     let veth = |ipam_type: &str| {
         json!({"cniVersion": "1.0.0", "name": "krafty", "type": "krafty-veth",
                "ipam": {"type": ipam_type}})
@@ -127,7 +160,13 @@ fn an_interface_krafty_did_not_create_is_never_taken_over() {
     let shared = naming::shared_bridge_name("krafty");
     node.ip(&["link", "add", &shared, "type", "bridge"]);
     node.ip(&["addr", "add", "192.0.2.1/24", "dev", &shared]);
-    refused(&node, "krafty-bridge", &bridge(json!({"scope": "network"})), 103, "not created by krafty");
+    refused(
+        &node,
+        "krafty-bridge",
+        &bridge(json!({"scope": "network"})),
+        103,
+        "not created by krafty",
+    );
 
     // A device marked for another network is not ours either.
     let other = naming::shared_bridge_name("other");
@@ -148,12 +187,27 @@ fn a_prev_result_naming_a_foreign_device_is_refused() {
     // A config may carry its own prevResult: it must not make krafty-veth plug into, or
     // krafty-bridge enslave to, a device krafty did not make.
     node.ip(&["link", "add", "krbuplink", "type", "bridge"]);
-    node.ip(&["link", "add", "krvuplink", "type", "veth", "peer", "name", "krvuplinkpeer"]);
+    node.ip(&[
+        "link",
+        "add",
+        "krvuplink",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "krvuplinkpeer",
+    ]);
     let prev = |name: &str| json!({"cniVersion": "1.0.0", "interfaces": [{"name": name}]});
     let veth = json!({"cniVersion": "1.0.0", "name": "krafty", "type": "krafty-veth",
                       "podIP": "172.16.10.5/24", "prevResult": prev("krbuplink")});
     refused(&node, "krafty-veth", &veth, 103, "krbuplink");
-    refused(&node, "krafty-bridge", &bridge(json!({"prevResult": prev("krvuplink")})), 103, "krvuplink");
+    refused(
+        &node,
+        "krafty-bridge",
+        &bridge(json!({"prevResult": prev("krvuplink")})),
+        103,
+        "krvuplink",
+    );
 }
 
 #[test]

@@ -4,35 +4,10 @@
 use std::thread;
 
 use krafty_cni::naming;
-use krafty_tests::{bridge_veth_conflist, container_id, full_conflist, Node, Pod};
+use krafty_tests::{
+    address_of, bridge_veth_conflist, container_id, full_conflist, shared_network, Node, Pod,
+};
 use serde_json::{json, Value};
-
-/// A shared (`scope: network`) bridge + veth network with host-local IPAM.
-fn shared_network(name: &str, subnets: &[(&str, &str)]) -> Value {
-    let ranges: Vec<Value> = subnets
-        .iter()
-        .map(|(subnet, gateway)| json!([{ "subnet": subnet, "gateway": gateway }]))
-        .collect();
-    let (subnet, gateway): (Vec<&str>, Vec<&str>) = subnets.iter().copied().unzip();
-    json!({
-        "cniVersion": "1.0.0", "name": name, "plugins": [
-            { "type": "krafty-bridge", "scope": "network", "subnet": subnet, "gateway": gateway },
-            { "type": "krafty-veth", "ipam": { "type": "host-local", "ranges": ranges } }
-        ]
-    })
-}
-
-fn address_of(result: &Value, family: &str) -> String {
-    result["ips"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|ip| ip["address"].as_str().unwrap())
-        .find(|a| (family == "6") == a.contains(':'))
-        .and_then(|a| a.split('/').next())
-        .unwrap_or_else(|| panic!("no IPv{family} address in {result}"))
-        .to_string()
-}
 
 fn attach(node: &Node, conflist: &Value, pod: &Pod) -> (String, Value) {
     let id = container_id();
@@ -49,7 +24,7 @@ fn detach(node: &Node, conflist: &Value, id: &str, pod: &Pod) {
 #[test]
 fn pods_of_a_shared_network_reach_each_other_and_del_keeps_the_bridge() {
     let node = Node::new();
-    let network = shared_network("labnet", &[("172.16.20.0/24", "172.16.20.1")]);
+    let network = shared_network("labnet", &[("172.16.20.0/24", "172.16.20.1")], false);
     let (a, b) = (node.pod("a"), node.pod("b"));
     let (id_a, result_a) = attach(&node, &network, &a);
     let (id_b, result_b) = attach(&node, &network, &b);
@@ -58,8 +33,11 @@ fn pods_of_a_shared_network_reach_each_other_and_del_keeps_the_bridge() {
     assert_eq!(result_a["interfaces"][0]["name"], bridge.as_str());
     assert_eq!(result_b["interfaces"][0]["name"], bridge.as_str());
     assert_eq!(node.link(&bridge).unwrap()["ifalias"], "krafty:labnet");
-    assert!(a.ping(&address_of(&result_b, "4")), "pod a reaches pod b over the bridge");
-    assert!(b.ping(&address_of(&result_a, "4")));
+    assert!(
+        a.ping(&address_of(&result_b, false)),
+        "pod a reaches pod b over the bridge"
+    );
+    assert!(b.ping(&address_of(&result_a, false)));
 
     detach(&node, &network, &id_a, &a);
     assert!(node.link(&bridge).is_some(), "DEL leaves the shared bridge");
@@ -74,22 +52,31 @@ fn pods_of_a_shared_network_reach_each_other_and_del_keeps_the_bridge() {
 #[test]
 fn two_shared_networks_stay_isolated() {
     let node = Node::new();
-    let blue = shared_network("blue", &[("172.16.21.0/24", "172.16.21.1")]);
-    let green = shared_network("green", &[("172.16.22.0/24", "172.16.22.1")]);
+    let blue = shared_network("blue", &[("172.16.21.0/24", "172.16.21.1")], false);
+    let green = shared_network("green", &[("172.16.22.0/24", "172.16.22.1")], false);
     let (a, b, c) = (node.pod("a"), node.pod("b"), node.pod("c"));
     let (id_a, result_a) = attach(&node, &blue, &a);
     let (id_b, result_b) = attach(&node, &blue, &b);
     let (id_c, _) = attach(&node, &green, &c);
-    assert!(a.ping(&address_of(&result_b, "4")));
-    assert!(!c.ping(&address_of(&result_a, "4")), "green cannot reach blue");
-    assert!(!c.ping(&address_of(&result_b, "4")));
-    assert_ne!(naming::shared_bridge_name("blue"), naming::shared_bridge_name("green"));
+    assert!(a.ping(&address_of(&result_b, false)));
+    assert!(
+        !c.ping(&address_of(&result_a, false)),
+        "green cannot reach blue"
+    );
+    assert!(!c.ping(&address_of(&result_b, false)));
+    assert_ne!(
+        naming::shared_bridge_name("blue"),
+        naming::shared_bridge_name("green")
+    );
 
     detach(&node, &blue, &id_a, &a);
     detach(&node, &blue, &id_b, &b);
     detach(&node, &green, &id_c, &c);
     node.gc(&blue, &[]).ok();
-    assert!(node.link(&naming::shared_bridge_name("green")).is_some(), "GC of blue leaves green alone");
+    assert!(
+        node.link(&naming::shared_bridge_name("green")).is_some(),
+        "GC of blue leaves green alone"
+    );
     node.gc(&green, &[]).ok();
     node.assert_clean();
 }
@@ -99,16 +86,30 @@ fn dual_stack_pods_reach_each_other_over_both_families() {
     let node = Node::new();
     let network = shared_network(
         "dual",
-        &[("172.16.23.0/24", "172.16.23.1"), ("fd10:16:23::/64", "fd10:16:23::1")],
+        &[
+            ("172.16.23.0/24", "172.16.23.1"),
+            ("fd10:16:23::/64", "fd10:16:23::1"),
+        ],
+        false,
     );
     let (a, b) = (node.pod("a"), node.pod("b"));
     let (id_a, result_a) = attach(&node, &network, &a);
     let (id_b, result_b) = attach(&node, &network, &b);
     assert_eq!(result_a["ips"].as_array().unwrap().len(), 2);
-    assert!(a.ping(&address_of(&result_b, "4")));
-    assert!(a.ping(&address_of(&result_b, "6")), "IPv6 works at once: DAD is off");
-    assert!(b.ping("fd10:16:23::1"), "the IPv6 gateway on the bridge answers");
-    let v6 = b.exec(&["ip", "-j", "-6", "addr", "show", "dev", "net1", "scope", "global"]).ok();
+    assert!(a.ping(&address_of(&result_b, false)));
+    assert!(
+        a.ping(&address_of(&result_b, true)),
+        "IPv6 works at once: DAD is off"
+    );
+    assert!(
+        b.ping("fd10:16:23::1"),
+        "the IPv6 gateway on the bridge answers"
+    );
+    let v6 = b
+        .exec(&[
+            "ip", "-j", "-6", "addr", "show", "dev", "net1", "scope", "global",
+        ])
+        .ok();
     let flags = v6[0]["addr_info"][0].to_string();
     assert!(!flags.contains("tentative"), "{flags}");
 
@@ -121,12 +122,19 @@ fn dual_stack_pods_reach_each_other_over_both_families() {
 #[test]
 fn enable_dad_keeps_duplicate_address_detection() {
     let node = Node::new();
-    let mut network = shared_network("daddy", &[("fd10:16:24::/64", "fd10:16:24::1")]);
+    let mut network = shared_network("daddy", &[("fd10:16:24::/64", "fd10:16:24::1")], false);
     network["plugins"][1]["enableDad"] = json!(true);
     let pod = node.pod("a");
     let (id, _) = attach(&node, &network, &pod);
-    let v6 = pod.exec(&["ip", "-j", "-6", "addr", "show", "dev", "net1", "scope", "global"]).ok();
-    assert!(v6[0]["addr_info"][0].to_string().contains("tentative"), "{v6}");
+    let v6 = pod
+        .exec(&[
+            "ip", "-j", "-6", "addr", "show", "dev", "net1", "scope", "global",
+        ])
+        .ok();
+    assert!(
+        v6[0]["addr_info"][0].to_string().contains("tentative"),
+        "{v6}"
+    );
     detach(&node, &network, &id, &pod);
     node.gc(&network, &[]).ok();
     node.assert_clean();
@@ -146,14 +154,26 @@ fn addresses_and_mac_from_the_runtime() {
     let id = container_id();
     let runtime = r#"{"ips":["172.16.10.55/24"],"mac":"02:aa:bb:cc:dd:ee"}"#;
     let result = node
-        .cni_with("add", &list, &id, &pod.netns_path(), &["--runtime-config", runtime])
+        .cni_with(
+            "add",
+            &list,
+            &id,
+            &pod.netns_path(),
+            &["--runtime-config", runtime],
+        )
         .ok();
     assert_eq!(result["ips"][0]["address"], "172.16.10.55/24");
     let link = pod.exec(&["ip", "-j", "link", "show", "net1"]).ok();
     assert_eq!(link[0]["address"], "02:aa:bb:cc:dd:ee");
     assert!(pod.ping("172.16.10.1"));
-    node.cni_with("del", &list, &id, &pod.netns_path(), &["--runtime-config", runtime])
-        .ok();
+    node.cni_with(
+        "del",
+        &list,
+        &id,
+        &pod.netns_path(),
+        &["--runtime-config", runtime],
+    )
+    .ok();
     node.assert_clean();
 }
 
@@ -170,7 +190,10 @@ fn addresses_from_args_cni() {
     }));
     let id = container_id();
     let result = node.cni("add", &conflist, &id, &pod.netns_path()).ok();
-    assert_eq!(result["ips"][0]["address"], "172.16.10.66/24", "the runtime's address wins over podIP");
+    assert_eq!(
+        result["ips"][0]["address"], "172.16.10.66/24",
+        "the runtime's address wins over podIP"
+    );
     node.cni("del", &conflist, &id, &pod.netns_path()).ok();
     node.assert_clean();
 }
@@ -179,24 +202,37 @@ fn addresses_from_args_cni() {
 fn thirty_two_concurrent_adds_then_dels_on_one_network() {
     const PODS: usize = 32;
     let node = Node::new();
-    let network = shared_network("busy", &[("172.16.25.0/24", "172.16.25.1")]);
+    let network = shared_network("busy", &[("172.16.25.0/24", "172.16.25.1")], false);
     let list = node.conflist(network.clone());
-    let pods: Vec<(Pod, String)> = (0..PODS).map(|i| (node.pod(&format!("p{i}")), container_id())).collect();
+    let pods: Vec<(Pod, String)> = (0..PODS)
+        .map(|i| (node.pod(&format!("p{i}")), container_id()))
+        .collect();
 
     let results: Vec<Value> = thread::scope(|scope| {
         let handles: Vec<_> = pods
             .iter()
             .map(|(pod, id)| scope.spawn(|| node.cni("add", &list, id, &pod.netns_path()).ok()))
             .collect();
-        handles.into_iter().map(|h| h.join().expect("ADD thread")).collect()
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("ADD thread"))
+            .collect()
     });
-    let mut addresses: Vec<String> = results.iter().map(|r| address_of(r, "4")).collect();
+    let mut addresses: Vec<String> = results.iter().map(|r| address_of(r, false)).collect();
     addresses.sort();
     addresses.dedup();
     assert_eq!(addresses.len(), PODS, "every pod got its own address");
     assert_eq!(node.records().len(), PODS);
-    let bridges: Vec<String> = node.link_names().into_iter().filter(|n| n.starts_with("krb")).collect();
-    assert_eq!(bridges.len(), 1, "one shared bridge, created once: {bridges:?}");
+    let bridges: Vec<String> = node
+        .link_names()
+        .into_iter()
+        .filter(|n| n.starts_with("krb"))
+        .collect();
+    assert_eq!(
+        bridges.len(),
+        1,
+        "one shared bridge, created once: {bridges:?}"
+    );
     assert!(pods[0].0.ping(&addresses[PODS - 1]));
 
     thread::scope(|scope| {
@@ -206,7 +242,11 @@ fn thirty_two_concurrent_adds_then_dels_on_one_network() {
             scope.spawn(move || node.cni("del", list, id, &pod.netns_path()).ok());
         }
     });
-    let veths: Vec<String> = node.link_names().into_iter().filter(|n| n.starts_with("veth")).collect();
+    let veths: Vec<String> = node
+        .link_names()
+        .into_iter()
+        .filter(|n| n.starts_with("veth"))
+        .collect();
     assert!(veths.is_empty(), "veths left: {veths:?}");
     assert!(node.all_leases().is_empty());
     assert!(node.records().is_empty());
@@ -226,21 +266,30 @@ fn status_says_whether_the_chain_can_serve_add() {
 #[test]
 fn gc_removes_what_the_runtime_forgot_and_keeps_valid_attachments() {
     let node = Node::new();
-    let network = shared_network("gcnet", &[("172.16.26.0/24", "172.16.26.1")]);
+    let network = shared_network("gcnet", &[("172.16.26.0/24", "172.16.26.1")], false);
     let (a, b) = (node.pod("a"), node.pod("b"));
     let (id_a, _) = attach(&node, &network, &a);
     let (id_b, result_b) = attach(&node, &network, &b);
-    let lease_b = format!("gcnet/{}", address_of(&result_b, "4"));
+    let lease_b = format!("gcnet/{}", address_of(&result_b, false));
     assert!(node.all_leases().contains(&lease_b));
 
     // The runtime lost pod b without a DEL; GC with only pod a valid cleans b up.
     node.gc(&network, &[&id_a]).ok();
-    assert!(node.link(&naming::host_veth_name(&id_b)).is_none(), "b's veth is gone");
-    assert!(!node.all_leases().contains(&lease_b), "b's address is released");
+    assert!(
+        node.link(&naming::host_veth_name(&id_b)).is_none(),
+        "b's veth is gone"
+    );
+    assert!(
+        !node.all_leases().contains(&lease_b),
+        "b's address is released"
+    );
     assert_eq!(node.records().len(), 1, "only a's record is left");
     assert!(node.link(&naming::host_veth_name(&id_a)).is_some());
     assert!(a.ping("172.16.26.1"), "pod a is untouched");
-    assert!(node.link(&naming::shared_bridge_name("gcnet")).is_some(), "still used by a");
+    assert!(
+        node.link(&naming::shared_bridge_name("gcnet")).is_some(),
+        "still used by a"
+    );
 
     // Once nothing is valid, the shared bridge goes too.
     node.gc(&network, &[]).ok();
@@ -271,14 +320,22 @@ fn gc_honours_disable_gc() {
     let (id, _) = attach(&node, &network, &pod);
     network["disableGC"] = json!(true);
     node.gc(&network, &[]).ok();
-    assert!(node.link(&naming::host_veth_name(&id)).is_some(), "GC did nothing");
+    assert!(
+        node.link(&naming::host_veth_name(&id)).is_some(),
+        "GC did nothing"
+    );
     network.as_object_mut().unwrap().remove("disableGC");
     // Each plugin honours disableGC on its own too, whoever calls it.
     let plugin_config = json!({
         "cniVersion": "1.1.0", "name": "krafty", "type": "krafty-veth", "disableGC": true,
         "podIP": "172.16.10.9/24", "cni.dev/valid-attachments": []
     });
-    node.plugin("krafty-veth", &[("CNI_COMMAND", "GC")], &plugin_config.to_string()).ok();
+    node.plugin(
+        "krafty-veth",
+        &[("CNI_COMMAND", "GC")],
+        &plugin_config.to_string(),
+    )
+    .ok();
     assert!(node.link(&naming::host_veth_name(&id)).is_some());
     detach(&node, &network, &id, &pod);
     node.assert_clean();
@@ -310,12 +367,26 @@ fn a_node_without_ipv6_still_serves_ipv4_networks() {
     let pod = node.pod("a");
     for (netns, _) in [(&node.name, ()), (&pod.name, ())] {
         let out = std::process::Command::new("ip")
-            .args(["netns", "exec", netns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"])
+            .args([
+                "netns",
+                "exec",
+                netns,
+                "sysctl",
+                "-qw",
+                "net.ipv6.conf.all.disable_ipv6=1",
+            ])
             .output()
             .unwrap();
         assert!(out.status.success());
         let out = std::process::Command::new("ip")
-            .args(["netns", "exec", netns, "sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"])
+            .args([
+                "netns",
+                "exec",
+                netns,
+                "sysctl",
+                "-qw",
+                "net.ipv6.conf.default.disable_ipv6=1",
+            ])
             .output()
             .unwrap();
         assert!(out.status.success());

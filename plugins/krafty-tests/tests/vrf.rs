@@ -2,17 +2,20 @@
 //! Debian's kernel loads the vrf module. On a kernel without VRF these tests fail, loudly.
 
 use krafty_cni::naming;
-use krafty_tests::{container_id, full_conflist, Node};
+use krafty_tests::{address_of, container_id, full_conflist, shared_network, Node};
 use serde_json::{json, Value};
 
 fn vrf_table(node: &Node, vrf: &str) -> u64 {
     let link = node.link(vrf).unwrap_or_else(|| panic!("VRF {vrf} exists"));
     assert_eq!(link["linkinfo"]["info_kind"], "vrf", "{link}");
-    link["linkinfo"]["info_data"]["table"].as_u64().expect("a VRF has a table")
+    link["linkinfo"]["info_data"]["table"]
+        .as_u64()
+        .expect("a VRF has a table")
 }
 
 fn main_table_reaches(node: &Node, prefix: &str) -> bool {
-    node.ip(&["route", "show", "table", "main"]).contains(prefix)
+    node.ip(&["route", "show", "table", "main"])
+        .contains(prefix)
 }
 
 #[test]
@@ -25,16 +28,47 @@ fn the_full_chain_puts_the_pod_behind_a_bridge_in_its_own_vrf() {
 
     let vrf = naming::vrf_name(&id);
     let bridge = naming::bridge_name(&id);
-    let names: Vec<&str> = result["interfaces"].as_array().unwrap().iter().map(|i| i["name"].as_str().unwrap()).collect();
-    assert_eq!(names, vec![vrf.as_str(), bridge.as_str(), &naming::host_veth_name(&id), "net1"]);
-    assert!(result["interfaces"][0].get("sandbox").is_none(), "the VRF lives on the node");
+    let names: Vec<&str> = result["interfaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        vec![
+            vrf.as_str(),
+            bridge.as_str(),
+            &naming::host_veth_name(&id),
+            "net1"
+        ]
+    );
+    assert!(
+        result["interfaces"][0].get("sandbox").is_none(),
+        "the VRF lives on the node"
+    );
 
-    assert_eq!(vrf_table(&node, &vrf), u64::from(naming::derived_table(&vrf)));
-    assert_eq!(node.link(&bridge).unwrap()["master"], vrf.as_str(), "bridge enslaved to the VRF");
-    assert!(pod.ping("172.16.10.1"), "the pod reaches its gateway inside the VRF");
-    assert!(!main_table_reaches(&node, "172.16.10.0/24"), "the main table knows nothing of the pod subnet");
+    assert_eq!(
+        vrf_table(&node, &vrf),
+        u64::from(naming::derived_table(&vrf))
+    );
+    assert_eq!(
+        node.link(&bridge).unwrap()["master"],
+        vrf.as_str(),
+        "bridge enslaved to the VRF"
+    );
+    assert!(
+        pod.ping("172.16.10.1"),
+        "the pod reaches its gateway inside the VRF"
+    );
+    assert!(
+        !main_table_reaches(&node, "172.16.10.0/24"),
+        "the main table knows nothing of the pod subnet"
+    );
     let table = vrf_table(&node, &vrf).to_string();
-    assert!(node.ip(&["route", "show", "table", &table]).contains("172.16.10.0/24"));
+    assert!(node
+        .ip(&["route", "show", "table", &table])
+        .contains("172.16.10.0/24"));
 
     node.cni("check", &conflist, &id, &pod.netns_path()).ok();
     node.cni("del", &conflist, &id, &pod.netns_path()).ok();
@@ -95,7 +129,15 @@ fn a_derived_table_in_use_moves_to_the_next_free_one() {
     let vrf = naming::vrf_name(&id);
     let derived = naming::derived_table(&vrf);
     // Somebody else's VRF already uses the table krafty would derive.
-    node.ip(&["link", "add", "foreign-vrf", "type", "vrf", "table", &derived.to_string()]);
+    node.ip(&[
+        "link",
+        "add",
+        "foreign-vrf",
+        "type",
+        "vrf",
+        "table",
+        &derived.to_string(),
+    ]);
 
     let conflist = node.conflist(full_conflist("1.0.0"));
     node.cni("add", &conflist, &id, &pod.netns_path()).ok();
@@ -104,7 +146,11 @@ fn a_derived_table_in_use_moves_to_the_next_free_one() {
     assert!(pod.ping("172.16.10.1"));
 
     node.cni("del", &conflist, &id, &pod.netns_path()).ok();
-    assert_eq!(vrf_table(&node, "foreign-vrf"), u64::from(derived), "the foreign VRF is untouched");
+    assert_eq!(
+        vrf_table(&node, "foreign-vrf"),
+        u64::from(derived),
+        "the foreign VRF is untouched"
+    );
     node.ip(&["link", "del", "foreign-vrf"]);
     node.assert_clean();
 }
@@ -153,40 +199,11 @@ fn the_chain_works_in_every_result_version() {
     }
 }
 
-/// A shared (`scope: network`) VRF + bridge + veth network.
-fn shared_vrf_network(name: &str, subnets: &[(&str, &str)]) -> Value {
-    let ranges: Vec<Value> = subnets
-        .iter()
-        .map(|(subnet, gateway)| json!([{ "subnet": subnet, "gateway": gateway }]))
-        .collect();
-    let (subnet, gateway): (Vec<&str>, Vec<&str>) = subnets.iter().copied().unzip();
-    json!({
-        "cniVersion": "1.0.0", "name": name, "plugins": [
-            { "type": "krafty-vrf", "scope": "network" },
-            { "type": "krafty-bridge", "scope": "network", "subnet": subnet, "gateway": gateway },
-            { "type": "krafty-veth", "ipam": { "type": "host-local", "ranges": ranges,
-                                                "routes": [{ "dst": "0.0.0.0/0" }] } }
-        ]
-    })
-}
-
-fn first_address(result: &Value, v6: bool) -> String {
-    result["ips"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|ip| ip["address"].as_str())
-        .find(|a| a.contains(':') == v6)
-        .and_then(|a| a.split('/').next())
-        .expect("an address of that family")
-        .to_string()
-}
-
 #[test]
 fn a_shared_network_in_a_vrf_connects_its_pods_and_isolates_others() {
     let node = Node::new();
-    let blue = shared_vrf_network("blue", &[("172.16.31.0/24", "172.16.31.1")]);
-    let red = shared_vrf_network("red", &[("172.16.32.0/24", "172.16.32.1")]);
+    let blue = shared_network("blue", &[("172.16.31.0/24", "172.16.31.1")], true);
+    let red = shared_network("red", &[("172.16.32.0/24", "172.16.32.1")], true);
     let (a, b, c) = (node.pod("a"), node.pod("b"), node.pod("c"));
     let (blue_list, red_list) = (node.conflist(blue.clone()), node.conflist(red.clone()));
     let (id_a, id_b, id_c) = (container_id(), container_id(), container_id());
@@ -195,14 +212,28 @@ fn a_shared_network_in_a_vrf_connects_its_pods_and_isolates_others() {
     let result_c = node.cni("add", &red_list, &id_c, &c.netns_path()).ok();
 
     let vrf = naming::shared_vrf_name("blue");
-    assert_eq!(node.link(&naming::shared_bridge_name("blue")).unwrap()["master"], vrf.as_str());
-    assert!(a.ping(&first_address(&result_b, false)), "pods of one network reach each other");
-    assert!(!c.ping(&first_address(&result_a, false)), "red cannot reach blue");
-    assert!(!a.ping(&first_address(&result_c, false)), "blue cannot reach red");
+    assert_eq!(
+        node.link(&naming::shared_bridge_name("blue")).unwrap()["master"],
+        vrf.as_str()
+    );
+    assert!(
+        a.ping(&address_of(&result_b, false)),
+        "pods of one network reach each other"
+    );
+    assert!(
+        !c.ping(&address_of(&result_a, false)),
+        "red cannot reach blue"
+    );
+    assert!(
+        !a.ping(&address_of(&result_c, false)),
+        "blue cannot reach red"
+    );
     assert!(!main_table_reaches(&node, "172.16.31.0/24"));
     assert!(!main_table_reaches(&node, "172.16.32.0/24"));
     let table = vrf_table(&node, &vrf).to_string();
-    assert!(node.ip(&["route", "show", "table", &table]).contains("172.16.31.0/24"));
+    assert!(node
+        .ip(&["route", "show", "table", &table])
+        .contains("172.16.31.0/24"));
 
     node.cni("check", &blue_list, &id_a, &a.netns_path()).ok();
     node.cni("del", &blue_list, &id_a, &a.netns_path()).ok();
@@ -218,21 +249,35 @@ fn a_shared_network_in_a_vrf_connects_its_pods_and_isolates_others() {
 #[test]
 fn dual_stack_inside_a_vrf() {
     let node = Node::new();
-    let network = shared_vrf_network(
+    let network = shared_network(
         "dual",
-        &[("172.16.33.0/24", "172.16.33.1"), ("fd10:16:33::/64", "fd10:16:33::1")],
+        &[
+            ("172.16.33.0/24", "172.16.33.1"),
+            ("fd10:16:33::/64", "fd10:16:33::1"),
+        ],
+        true,
     );
     let list = node.conflist(network.clone());
     let (a, b) = (node.pod("a"), node.pod("b"));
     let (id_a, id_b) = (container_id(), container_id());
     node.cni("add", &list, &id_a, &a.netns_path()).ok();
     let result_b = node.cni("add", &list, &id_b, &b.netns_path()).ok();
-    assert!(a.ping(&first_address(&result_b, false)));
-    assert!(a.ping(&first_address(&result_b, true)), "IPv6 between pods inside the VRF");
-    assert!(a.ping("fd10:16:33::1"), "the IPv6 gateway survived enslavement");
+    assert!(a.ping(&address_of(&result_b, false)));
+    assert!(
+        a.ping(&address_of(&result_b, true)),
+        "IPv6 between pods inside the VRF"
+    );
+    assert!(
+        a.ping("fd10:16:33::1"),
+        "the IPv6 gateway survived enslavement"
+    );
     let table = vrf_table(&node, &naming::shared_vrf_name("dual")).to_string();
-    assert!(node.ip(&["-6", "route", "show", "table", &table]).contains("fd10:16:33::/64"));
-    assert!(!node.ip(&["-6", "route", "show", "table", "main"]).contains("fd10:16:33::"));
+    assert!(node
+        .ip(&["-6", "route", "show", "table", &table])
+        .contains("fd10:16:33::/64"));
+    assert!(!node
+        .ip(&["-6", "route", "show", "table", "main"])
+        .contains("fd10:16:33::"));
     node.cni("del", &list, &id_a, &a.netns_path()).ok();
     node.cni("del", &list, &id_b, &b.netns_path()).ok();
     node.gc(&network, &[]).ok();
@@ -242,7 +287,7 @@ fn dual_stack_inside_a_vrf() {
 #[test]
 fn gc_removes_an_orphan_and_the_shared_devices_once_unused() {
     let node = Node::new();
-    let network = shared_vrf_network("gcvrf", &[("172.16.34.0/24", "172.16.34.1")]);
+    let network = shared_network("gcvrf", &[("172.16.34.0/24", "172.16.34.1")], true);
     let list = node.conflist(network.clone());
     let (a, b) = (node.pod("a"), node.pod("b"));
     let (id_a, id_b) = (container_id(), container_id());
@@ -252,7 +297,11 @@ fn gc_removes_an_orphan_and_the_shared_devices_once_unused() {
     drop(b);
     node.gc(&network, &[&id_a]).ok();
     assert!(node.link(&naming::host_veth_name(&id_b)).is_none());
-    assert_eq!(node.all_leases().len(), 1, "b's lease is released, a's kept");
+    assert_eq!(
+        node.all_leases().len(),
+        1,
+        "b's lease is released, a's kept"
+    );
     assert!(a.ping("172.16.34.1"), "the valid attachment is intact");
     assert!(node.link(&naming::shared_vrf_name("gcvrf")).is_some());
 
@@ -270,7 +319,10 @@ fn gc_of_pod_scoped_vrfs() {
     let id = container_id();
     node.cni("add", &list, &id, &pod.netns_path()).ok();
     node.gc(&conflist, &[&id]).ok();
-    assert!(node.link(&naming::vrf_name(&id)).is_some(), "a valid attachment keeps its VRF");
+    assert!(
+        node.link(&naming::vrf_name(&id)).is_some(),
+        "a valid attachment keeps its VRF"
+    );
     node.gc(&conflist, &[]).ok();
     node.assert_clean();
 }
