@@ -1,0 +1,405 @@
+// Command cnidriver drives a CNI network configuration list through the real
+// libcni (github.com/containernetworking/cni/libcni 1.1.2), the way container
+// runtimes (containerd, CRI-O) and Multus do. It is test infrastructure for
+// the krafty plugins: tests run it instead of hand-rolling CNI_* environments,
+// so the plugins see exactly what a runtime would send them (name/cniVersion
+// injection, prevResult chaining, result caching, runtimeConfig filtering by
+// capability, CNI_ARGS as kubelet/CRI pass them).
+//
+// Usage:
+//
+//	cnidriver add|check|del|status|gc --conflist FILE [flags]
+//	cnidriver version --plugin NAME [--cni-path DIRS]
+//
+// stdout carries exactly one thing: the ADD result (add), nothing (other verbs
+// on success), the VERSION reply (version), or on failure ONE JSON object
+// {"code":N,"msg":"...","details":"..."} followed by exit status 1. Plugin
+// errors keep the code/msg/details libcni reports; driver-side failures (bad
+// flags, unreadable conflist, libcni errors that are not CNI errors such as
+// "plugin not found") use code 999 with details == driverDetails.
+// Diagnostics go to stderr.
+//
+// Build (offline, no modules): see scripts/build-cnidriver.sh.
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/cni/pkg/invoke"
+	"github.com/containernetworking/cni/pkg/types"
+	"github.com/containernetworking/cni/pkg/version"
+)
+
+// driverErrCode marks failures of the driver itself (as opposed to errors
+// reported by a plugin). NB: it equals types.ErrInternal; see driverDetails.
+const driverErrCode = 999
+
+// driverDetails marks errors raised by the driver itself. It is needed
+// because 999 is also types.ErrInternal, the code the Go skel library gives
+// any untyped plugin error (e.g. "failed to open netns"), so the code alone
+// does not tell a driver failure from a plugin failure.
+const driverDetails = "cnidriver: driver-side failure, not a plugin error"
+
+// driverError builds a code-999 error.
+func driverError(format string, a ...interface{}) *types.Error {
+	return &types.Error{Code: driverErrCode, Msg: fmt.Sprintf(format, a...), Details: driverDetails}
+}
+
+// gcAttachment mirrors types.GCAttachment from libcni >= 1.2 (absent in 1.1.2).
+type gcAttachment struct {
+	ContainerID string `json:"containerID"`
+	IfName      string `json:"ifname"`
+}
+
+type options struct {
+	verb             string
+	conflist         string
+	containerID      string
+	netns            string
+	ifname           string
+	podNamespace     string
+	podName          string
+	podUID           string
+	cniPath          []string
+	cacheDir         string
+	runtimeConfig    map[string]interface{}
+	validAttachments []gcAttachment
+	plugin           string
+}
+
+const usageText = `usage:
+  cnidriver add|check|del --conflist FILE --id ID [--netns PATH] [--ifname IF]
+            [--pod-namespace NS] [--pod-name NAME] [--pod-uid UID]
+            [--runtime-config JSON] [--cni-path DIRS] [--cache-dir DIR]
+  cnidriver status --conflist FILE [--cni-path DIRS]
+  cnidriver gc --conflist FILE [--valid-attachments JSON] [--cni-path DIRS]
+  cnidriver version --plugin NAME [--cni-path DIRS]
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run executes one verb and returns the process exit status.
+func run(args []string, stdout, stderr io.Writer) int {
+	opts, err := parseArgs(args, stderr)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return fail(stdout, stderr, err)
+	}
+
+	out, err := dispatch(context.Background(), opts)
+	if err != nil {
+		return fail(stdout, stderr, err)
+	}
+	if out != nil {
+		if _, err := stdout.Write(append(out, '\n')); err != nil {
+			fmt.Fprintf(stderr, "cnidriver: writing stdout: %v\n", err)
+			return 1
+		}
+	}
+	return 0
+}
+
+// fail prints err as a single CNI-style JSON error object on stdout and
+// returns exit status 1. The full (possibly wrapped) error text goes to
+// stderr, because libcni wraps plugin errors with context such as
+// `plugin type="bridge" failed (add): ...` that is not part of the CNI error.
+func fail(stdout, stderr io.Writer, err error) int {
+	fmt.Fprintf(stderr, "cnidriver: %v\n", err)
+	var cniErr *types.Error
+	if !errors.As(err, &cniErr) {
+		// Not a CNI error (e.g. plugin binary not found, result parsing
+		// failure, CHECK refused by version): a driver-side failure.
+		cniErr = &types.Error{Code: driverErrCode, Msg: err.Error(), Details: driverDetails}
+	}
+	// Note: when a plugin exits non-zero without JSON on stdout, libcni
+	// (RawExec.pluginErr) synthesizes a types.Error with code 0 and the
+	// plugin's stderr in msg; that is passed through unchanged.
+	b, mErr := json.Marshal(struct {
+		Code    uint   `json:"code"`
+		Msg     string `json:"msg"`
+		Details string `json:"details"`
+	}{cniErr.Code, cniErr.Msg, cniErr.Details})
+	if mErr != nil { // cannot happen for these field types
+		b = []byte(`{"code":999,"msg":"cannot encode error","details":""}`)
+	}
+	fmt.Fprintln(stdout, string(b))
+	return 1
+}
+
+// parseArgs parses `<verb> [flags]`. Flag errors are returned as driver
+// errors; the flag package's own messages/usage go to stderr.
+func parseArgs(args []string, stderr io.Writer) (*options, error) {
+	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
+		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "-help") {
+			fmt.Fprint(stderr, usageText)
+			return nil, flag.ErrHelp
+		}
+		fmt.Fprint(stderr, usageText)
+		return nil, driverError("missing verb (add, check, del, status, gc, version)")
+	}
+	o := &options{verb: args[0]}
+	switch o.verb {
+	case "add", "check", "del", "status", "gc", "version":
+	default:
+		fmt.Fprint(stderr, usageText)
+		return nil, driverError("unknown verb %q (want add, check, del, status, gc, version)", o.verb)
+	}
+
+	fs := flag.NewFlagSet("cnidriver "+o.verb, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, usageText); fs.PrintDefaults() }
+	fs.StringVar(&o.conflist, "conflist", "", "network configuration list file (required except for version)")
+	fs.StringVar(&o.containerID, "id", "", "container ID (CNI_CONTAINERID)")
+	fs.StringVar(&o.netns, "netns", "", "network namespace path (CNI_NETNS)")
+	fs.StringVar(&o.ifname, "ifname", "net1", "interface name inside the container (CNI_IFNAME)")
+	fs.StringVar(&o.podNamespace, "pod-namespace", "", "K8S_POD_NAMESPACE passed in CNI_ARGS")
+	fs.StringVar(&o.podName, "pod-name", "", "K8S_POD_NAME passed in CNI_ARGS")
+	fs.StringVar(&o.podUID, "pod-uid", "", "K8S_POD_UID passed in CNI_ARGS")
+	cniPath := fs.String("cni-path", os.Getenv("CNI_PATH"), "colon-separated plugin directories (default $CNI_PATH)")
+	fs.StringVar(&o.cacheDir, "cache-dir", "", "libcni result cache directory (default "+libcni.CacheDir+")")
+	runtimeConfig := fs.String("runtime-config", "", "JSON object of capability args (RuntimeConf.CapabilityArgs)")
+	validAttachments := fs.String("valid-attachments", "[]", `gc: JSON list of {"containerID":..,"ifname":..}`)
+	fs.StringVar(&o.plugin, "plugin", "", "version: plugin binary name to query")
+
+	if err := fs.Parse(args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, err
+		}
+		return nil, driverError("%v", err)
+	}
+	if fs.NArg() > 0 {
+		return nil, driverError("unexpected arguments: %q", fs.Args())
+	}
+
+	for _, dir := range strings.Split(*cniPath, string(os.PathListSeparator)) {
+		if dir != "" {
+			o.cniPath = append(o.cniPath, dir)
+		}
+	}
+	if len(o.cniPath) == 0 {
+		return nil, driverError("no plugin directories: pass --cni-path or set CNI_PATH")
+	}
+
+	if o.verb == "version" {
+		if o.plugin == "" {
+			return nil, driverError("version requires --plugin NAME")
+		}
+		return o, nil
+	}
+	if o.conflist == "" {
+		return nil, driverError("%s requires --conflist FILE", o.verb)
+	}
+	if *runtimeConfig != "" {
+		// A JSON object is required: libcni looks capabilities up by key.
+		if err := json.Unmarshal([]byte(*runtimeConfig), &o.runtimeConfig); err != nil || o.runtimeConfig == nil {
+			return nil, driverError("--runtime-config must be a JSON object: %v", err)
+		}
+	}
+	// Default is an empty list (= no attachment is valid). It must not be
+	// null: libcni's InjectConf rejects nil values.
+	if err := json.Unmarshal([]byte(*validAttachments), &o.validAttachments); err != nil {
+		return nil, driverError("--valid-attachments must be a JSON list of {\"containerID\",\"ifname\"}: %v", err)
+	}
+	if o.validAttachments == nil {
+		o.validAttachments = []gcAttachment{}
+	}
+	return o, nil
+}
+
+// runtimeConf builds the libcni RuntimeConf, with CNI_ARGS as kubelet/CRI
+// (containerd's go-cni, CRI-O's ocicni) send them: IgnoreUnknown=1 first so
+// plugins that parse CNI_ARGS strictly accept the K8S_* keys, then the pod
+// identity. Keys whose value is empty are omitted.
+func (o *options) runtimeConf() *libcni.RuntimeConf {
+	cniArgs := [][2]string{{"IgnoreUnknown", "1"}}
+	for _, kv := range [][2]string{
+		{"K8S_POD_NAMESPACE", o.podNamespace},
+		{"K8S_POD_NAME", o.podName},
+		{"K8S_POD_INFRA_CONTAINER_ID", o.containerID},
+		{"K8S_POD_UID", o.podUID},
+	} {
+		if kv[1] != "" {
+			cniArgs = append(cniArgs, kv)
+		}
+	}
+	return &libcni.RuntimeConf{
+		ContainerID:    o.containerID,
+		NetNS:          o.netns,
+		IfName:         o.ifname,
+		Args:           cniArgs,
+		CapabilityArgs: o.runtimeConfig,
+	}
+}
+
+// dispatch runs the verb; the returned bytes (if any) go to stdout.
+func dispatch(ctx context.Context, o *options) ([]byte, error) {
+	// nil exec => libcni's default exec (invoke.RawExec): exactly what
+	// runtimes use. Note it forwards plugin stderr only when the plugin
+	// succeeds; on failure stderr is folded into msg only if stdout was empty.
+	cni := libcni.NewCNIConfigWithCacheDir(o.cniPath, o.cacheDir, nil)
+
+	if o.verb == "version" {
+		info, err := cni.GetVersionInfo(ctx, o.plugin)
+		if err != nil {
+			return nil, err
+		}
+		// libcni keeps only the supported versions; Encode re-emits them as
+		// {"cniVersion":<libcni's current version>,"supportedVersions":[...]}.
+		var buf bytes.Buffer
+		if err := info.Encode(&buf); err != nil {
+			return nil, driverError("encoding version info: %v", err)
+		}
+		return bytes.TrimSpace(buf.Bytes()), nil
+	}
+
+	list, err := libcni.ConfListFromFile(o.conflist)
+	if err != nil {
+		return nil, driverError("loading conflist %s: %v", o.conflist, err)
+	}
+
+	switch o.verb {
+	case "add":
+		result, err := cni.AddNetworkList(ctx, list, o.runtimeConf())
+		if err != nil {
+			return nil, err
+		}
+		// Printed as libcni returns it (the last plugin's result, decoded in
+		// the version that plugin reported), not converted. libcni 1.1.2
+		// does not enforce that this equals the conflist's cniVersion, so
+		// flag a mismatch on stderr rather than hide it.
+		if result.Version() != list.CNIVersion {
+			fmt.Fprintf(os.Stderr, "cnidriver: warning: result cniVersion %q != conflist cniVersion %q\n",
+				result.Version(), list.CNIVersion)
+		}
+		return json.Marshal(result)
+	case "check":
+		// libcni refuses CHECK for cniVersion < 0.4.0 and silently skips
+		// it when the list sets "disableCheck": true.
+		return nil, cni.CheckNetworkList(ctx, list, o.runtimeConf())
+	case "del":
+		return nil, cni.DelNetworkList(ctx, list, o.runtimeConf())
+	case "status":
+		return nil, statusNetworkList(ctx, o, list)
+	case "gc":
+		return nil, gcNetworkList(ctx, o, list)
+	}
+	return nil, driverError("unreachable verb %q", o.verb)
+}
+
+// requireV110 rejects STATUS/GC for lists older than CNI spec 1.1.0, where
+// those verbs do not exist. (libcni 1.2 silently returns success instead; a
+// test driver is more useful if it fails loudly.)
+func requireV110(list *libcni.NetworkConfigList, verb string) error {
+	ok, err := version.GreaterThanOrEqualTo(list.CNIVersion, "1.1.0")
+	if err != nil {
+		return driverError("conflist cniVersion %q: %v", list.CNIVersion, err)
+	}
+	if !ok {
+		return driverError("%s requires a conflist with cniVersion 1.1.0, got %q", verb, list.CNIVersion)
+	}
+	return nil
+}
+
+// execNoResult runs one plugin for STATUS/GC. Per CNI spec 1.1.0 these verbs
+// carry only CNI_COMMAND and CNI_PATH; invoke.Args.AsEnv also exports
+// CNI_CONTAINERID/CNI_NETNS/CNI_IFNAME/CNI_ARGS, here as empty strings,
+// which is identical to what libcni >= 1.2 does (c.args(verb, &RuntimeConf{})).
+func execNoResult(ctx context.Context, o *options, verb string, conf *libcni.NetworkConfig) error {
+	pluginPath, err := invoke.FindInPath(conf.Network.Type, o.cniPath)
+	if err != nil {
+		return err
+	}
+	args := &invoke.Args{
+		Command: verb,
+		Path:    strings.Join(o.cniPath, string(os.PathListSeparator)),
+	}
+	return invoke.ExecPluginWithoutResult(ctx, pluginPath, conf.Bytes, args, nil)
+}
+
+// statusNetworkList implements STATUS (absent from libcni 1.1.2) the way
+// libcni 1.2 GetStatusNetworkList does: each plugin gets its own config with
+// "name" and "cniVersion" injected from the list (no prevResult, no
+// runtimeConfig), plugins run in list order, and the FIRST error stops the
+// walk and is returned unwrapped so its code (e.g. 50/51) is preserved.
+func statusNetworkList(ctx context.Context, o *options, list *libcni.NetworkConfigList) error {
+	if err := requireV110(list, "status"); err != nil {
+		return err
+	}
+	inject := map[string]interface{}{"name": list.Name, "cniVersion": list.CNIVersion}
+	for _, plugin := range list.Plugins {
+		conf, err := libcni.InjectConf(plugin, inject)
+		if err != nil {
+			return driverError("building STATUS config for plugin %s: %v", plugin.Network.Type, err)
+		}
+		if err := execNoResult(ctx, o, "STATUS", conf); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// gcNetworkList implements GC (absent from libcni 1.1.2) following CNI spec
+// 1.1.0 and libcni 1.2 GCNetworkList: unless the list sets "disableGC": true,
+// every plugin gets its config with "name", "cniVersion" and
+// "cni.dev/valid-attachments" injected and is executed with CNI_COMMAND=GC.
+// ALL plugins are tried even if one fails; the FIRST error is returned
+// (later ones are logged to stderr), since GC is best-effort cleanup and one
+// broken plugin must not block cleanup by the others.
+//
+// Like libcni 1.2 we also inject "cni.dev/attachments" (the key name an
+// early draft of the 1.1.0 spec used, containernetworking/cni#1101), so the
+// plugins see the same bytes a current runtime sends.
+//
+// Deliberately NOT done: libcni 1.2 first issues DEL for every attachment in
+// its result cache that is not in the valid list. That would clean up the
+// resources before the plugins' GC ever runs and hide GC bugs, so the driver
+// only performs the plugin-level GC. Use `del` explicitly if needed.
+func gcNetworkList(ctx context.Context, o *options, list *libcni.NetworkConfigList) error {
+	if err := requireV110(list, "gc"); err != nil {
+		return err
+	}
+	var raw map[string]interface{}
+	if err := json.Unmarshal(list.Bytes, &raw); err != nil {
+		return driverError("re-reading conflist: %v", err)
+	}
+	if disable, ok := raw["disableGC"].(bool); ok && disable {
+		fmt.Fprintln(os.Stderr, "cnidriver: disableGC is set, not calling GC")
+		return nil
+	}
+
+	inject := map[string]interface{}{
+		"name":                      list.Name,
+		"cniVersion":                list.CNIVersion,
+		"cni.dev/valid-attachments": o.validAttachments,
+		"cni.dev/attachments":       o.validAttachments,
+	}
+	var first error
+	for _, plugin := range list.Plugins {
+		conf, err := libcni.InjectConf(plugin, inject)
+		if err == nil {
+			err = execNoResult(ctx, o, "GC", conf)
+		} else {
+			err = driverError("building GC config for plugin %s: %v", plugin.Network.Type, err)
+		}
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "cnidriver: GC of plugin %s failed: %v\n", plugin.Network.Type, err)
+			if first == nil {
+				first = err
+			}
+		}
+	}
+	return first
+}
