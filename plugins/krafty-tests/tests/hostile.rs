@@ -21,9 +21,7 @@ struct Snapshot {
 
 fn snapshot(node: &Node) -> Snapshot {
     let mut files = Vec::new();
-    for dir in [node.dir.clone()] {
-        collect(&dir, &mut files);
-    }
+    collect(&node.dir, &mut files);
     files.sort();
     Snapshot {
         links: node.ip(&["-d", "link", "show"]),
