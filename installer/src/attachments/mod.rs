@@ -1,0 +1,15 @@
+//! Attachments the plugins recorded on this node, and the cleanup of those whose pod is gone.
+//!
+//! - [`record`]: the per-attachment JSON record and its lenient reader.
+//! - [`decision`]: when an attachment is orphaned (pure logic).
+//! - [`reconciler`]: a scan that hands orphans to an [`AttachmentCleaner`].
+
+pub mod decision;
+pub mod reconciler;
+pub mod record;
+
+pub use decision::{decide, PodsOnNode, Verdict};
+pub use reconciler::{
+    AttachmentCleaner, CleanupError, ReconcileSummary, Reconciler, ReportOnlyCleaner,
+};
+pub use record::{read_records, AttachmentRecord, StoredRecord};

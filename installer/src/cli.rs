@@ -1,0 +1,126 @@
+//! The command line. Every flag has an environment-variable fallback so a DaemonSet can set
+//! them from the downward API or a ConfigMap without rewriting `args`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use tracing::level_filters::LevelFilter;
+
+/// The plugins krafty ships, in chain order, as `--plugins` takes them.
+pub const DEFAULT_PLUGINS: &str = "krafty-vrf,krafty-bridge,krafty-veth";
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "krafty-installer",
+    version,
+    about = "Installs the krafty CNI plugins into a node's CNI bin directory and keeps them installed",
+    long_about = "Installs the krafty CNI plugins into a node's CNI bin directory and keeps them \
+                  installed.\n\nWithout --once it then watches the source and target directories \
+                  (inotify), restores deleted or altered plugins, installs rebuilt ones, and serves \
+                  /healthz, /readyz and /metrics until SIGTERM, which leaves the plugins in place. \
+                  With --node-name and in-cluster credentials it also annotates its Node, posts \
+                  Events and reconciles orphaned attachments."
+)]
+pub struct Args {
+    /// Directory in the image that holds the plugin binaries.
+    #[arg(long, env = "KRAFTY_SOURCE", default_value = "/opt/krafty/bin")]
+    pub source: PathBuf,
+
+    /// The node's CNI bin directory, mounted from the host.
+    #[arg(long, env = "KRAFTY_TARGET", default_value = "/host/opt/cni/bin")]
+    pub target: PathBuf,
+
+    /// Install and verify once, then exit: 0 when every plugin is installed, 1 otherwise.
+    #[arg(long, env = "KRAFTY_ONCE")]
+    pub once: bool,
+
+    /// Address for /healthz, /readyz and /metrics (daemon mode only).
+    #[arg(long, env = "KRAFTY_LISTEN", default_value = "0.0.0.0:9650")]
+    pub listen: SocketAddr,
+
+    /// This node's name (downward API `spec.nodeName`); enables the annotation, Events and
+    /// the orphaned-attachment reconciler when in-cluster credentials are present.
+    #[arg(long, env = "KRAFTY_NODE_NAME")]
+    pub node_name: Option<String>,
+
+    /// The plugin binaries to install, comma-separated.
+    #[arg(
+        long,
+        env = "KRAFTY_PLUGINS",
+        value_delimiter = ',',
+        default_value = DEFAULT_PLUGINS,
+        value_parser = parse_plugin_name
+    )]
+    pub plugins: Vec<String>,
+
+    /// Directory where the plugins keep one JSON record per attachment.
+    #[arg(long, env = "KRAFTY_STATE_DIR", default_value = "/var/lib/krafty")]
+    pub state_dir: PathBuf,
+
+    /// Quiet time after the last file event before installing, in milliseconds.
+    #[arg(long, env = "KRAFTY_DEBOUNCE_MS", default_value_t = 50)]
+    pub debounce_ms: u64,
+
+    /// Seconds between full orphan scans, on top of the scans that pod deletions trigger.
+    #[arg(long, env = "KRAFTY_RECONCILE_INTERVAL_SECS", default_value_t = 300)]
+    pub reconcile_interval_secs: u64,
+
+    /// Log level: error, warn, info, debug or trace. Logs go to stderr.
+    #[arg(long, env = "KRAFTY_LOG_LEVEL", default_value_t = LevelFilter::INFO)]
+    pub log_level: LevelFilter,
+}
+
+impl Args {
+    pub fn debounce(&self) -> Duration {
+        Duration::from_millis(self.debounce_ms)
+    }
+
+    pub fn reconcile_interval(&self) -> Duration {
+        Duration::from_secs(self.reconcile_interval_secs)
+    }
+}
+
+/// A plugin name becomes a file name in the target directory: it must not be able to reach
+/// outside it, nor collide with the installer's hidden temporary files.
+fn parse_plugin_name(name: &str) -> Result<String, String> {
+    if name.is_empty() {
+        return Err("a plugin name cannot be empty".into());
+    }
+    if name.starts_with('.') || name.contains('/') || name.contains('\0') {
+        return Err(format!(
+            "{name:?} is not a plain file name (no '/', no leading '.')"
+        ));
+    }
+    Ok(name.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_documented_ones() {
+        let args = Args::try_parse_from(["krafty-installer"]).unwrap();
+        assert_eq!(args.source, PathBuf::from("/opt/krafty/bin"));
+        assert_eq!(args.target, PathBuf::from("/host/opt/cni/bin"));
+        assert_eq!(args.listen, "0.0.0.0:9650".parse().unwrap());
+        assert_eq!(args.plugins, ["krafty-vrf", "krafty-bridge", "krafty-veth"]);
+        assert_eq!(args.state_dir, PathBuf::from("/var/lib/krafty"));
+        assert!(!args.once);
+        assert_eq!(args.node_name, None);
+    }
+
+    #[test]
+    fn plugin_list_is_comma_separated_and_names_are_checked() {
+        let args = Args::try_parse_from(["krafty-installer", "--plugins", "a,b"]).unwrap();
+        assert_eq!(args.plugins, ["a", "b"]);
+        for bad in ["../evil", ".krafty-tmp-x", "a/b", ""] {
+            assert!(
+                Args::try_parse_from(["krafty-installer", "--plugins", bad]).is_err(),
+                "{bad:?} was accepted"
+            );
+        }
+    }
+}
