@@ -1,0 +1,126 @@
+{{/*
+Names and labels.
+*/}}
+{{- define "krafty.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "krafty.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else if contains (include "krafty.name" .) .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name (include "krafty.name" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+
+{{- define "krafty.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "krafty.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "krafty.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "krafty.labels" -}}
+helm.sh/chart: {{ include "krafty.chart" . }}
+{{ include "krafty.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: krafty
+{{- end }}
+
+{{- define "krafty.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "krafty.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "krafty.image" -}}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- end }}
+
+{{/*
+The installer's --listen value; an IPv6 address needs brackets before the port.
+*/}}
+{{- define "krafty.listen" -}}
+{{- $address := .Values.installer.listenAddress }}
+{{- if contains ":" $address }}
+{{- printf "[%s]:%v" $address .Values.installer.port }}
+{{- else }}
+{{- printf "%s:%v" $address .Values.installer.port }}
+{{- end }}
+{{- end }}
+
+{{/*
+krafty.conflist: the CNI conflist (JSON) of one entry of .Values.networks, the chain
+krafty-vrf -> krafty-bridge -> krafty-veth. Built as a dict and serialised with toPrettyJson so
+that quoting and escaping are JSON's, never string concatenation's. Optional fields appear only
+when the entry sets them, leaving their defaults to the plugins. values.schema.json has already
+checked the entry (list lengths, address families, addressing mode).
+
+  {{ include "krafty.conflist" $network }}
+*/}}
+{{- define "krafty.conflist" -}}
+{{- $net := . }}
+{{- $scope := $net.scope | default "pod" }}
+{{- /* One subnet is written as a string, two (dual-stack) as a list, as the plugins take them. */}}
+{{- $subnet := $net.subnets }}
+{{- $gateway := $net.gateways }}
+{{- if eq (len $net.subnets) 1 }}
+{{- $subnet = first $net.subnets }}
+{{- $gateway = first $net.gateways }}
+{{- end }}
+{{- $plugins := list }}
+
+{{- if or (not (hasKey $net "vrf")) $net.vrf }}
+{{- $vrf := dict "type" "krafty-vrf" "scope" $scope }}
+{{- if hasKey $net "vrfTable" }}{{ $_ := set $vrf "vrfTable" $net.vrfTable }}{{ end }}
+{{- if hasKey $net "logFile" }}{{ $_ := set $vrf "logFile" $net.logFile }}{{ end }}
+{{- $plugins = append $plugins $vrf }}
+{{- end }}
+
+{{- $bridge := dict "type" "krafty-bridge" "scope" $scope "subnet" $subnet "gateway" $gateway }}
+{{- range $field := list "mtu" "hairpinMode" "promiscMode" "logFile" }}
+{{- if hasKey $net $field }}{{ $_ := set $bridge $field (get $net $field) }}{{ end }}
+{{- end }}
+{{- $plugins = append $plugins $bridge }}
+
+{{- $veth := dict "type" "krafty-veth" }}
+{{- range $field := list "mtu" "routeMetric" "logFile" }}
+{{- if hasKey $net $field }}{{ $_ := set $veth $field (get $net $field) }}{{ end }}
+{{- end }}
+{{- $addressing := $net.addressing | default "ipam" }}
+{{- if eq $addressing "ipam" }}
+{{- $ipamValues := $net.ipam | default dict }}
+{{- $configuredRanges := $ipamValues.ranges | default list }}
+{{- $ranges := list }}
+{{- range $i, $cidr := $net.subnets }}
+{{- $range := dict "subnet" $cidr "gateway" (index $net.gateways $i) }}
+{{- if lt $i (len $configuredRanges) }}
+{{- $range = merge $range (index $configuredRanges $i) }}
+{{- end }}
+{{- /* host-local: one range set per address family, each a list of ranges. */}}
+{{- $ranges = append $ranges (list $range) }}
+{{- end }}
+{{- $ipam := dict "type" ($ipamValues.type | default "host-local") "ranges" $ranges }}
+{{- with $ipamValues.dataDir }}{{ $_ := set $ipam "dataDir" . }}{{ end }}
+{{- with $net.routes }}{{ $_ := set $ipam "routes" . }}{{ end }}
+{{- $_ := set $veth "ipam" $ipam }}
+{{- else }}
+{{- if eq $addressing "static" }}
+{{- $_ := set $veth "podIP" (ternary (first $net.podIPs) $net.podIPs (eq (len $net.podIPs) 1)) }}
+{{- else }}
+{{- /* runtime: Multus passes the pod annotation's "ips" and "mac" as runtimeConfig. */}}
+{{- $_ := set $veth "capabilities" (dict "ips" true "mac" true) }}
+{{- end }}
+{{- with $net.routes }}{{ $_ := set $veth "routes" . }}{{ end }}
+{{- end }}
+{{- $plugins = append $plugins $veth }}
+
+{{- dict "cniVersion" ($net.cniVersion | default "1.0.0") "name" $net.name "plugins" $plugins | toPrettyJson }}
+{{- end }}

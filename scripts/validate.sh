@@ -1,0 +1,538 @@
+#!/usr/bin/env bash
+# validate.sh: checks, device by device, that a pod's krafty attachment is wired as designed.
+#
+# Against a cluster (the default), for the nettools Deployment of deploy/nettools.yaml:
+#
+#   scripts/validate.sh [--context CTX] [--namespace NS] [--deployment NAME] [--ifname net1] [--json]
+#
+#   the Deployment's readiness and its pod's phase; the pod's eth0 and net1 addresses and
+#   Multus' network-status for net1; the NetworkAttachmentDefinition's chain; then on the pod's
+#   node the host veth (found as net1's peer), the bridge it is enslaved to, the VRF the bridge
+#   is enslaved to and its routing table, the node's route back to the pod, a ping from the pod
+#   to each gateway; the installer pod on that node, its node annotation krafty.dev/plugins, and
+#   the plugins' log entries for this attachment.
+#
+#   Node-side checks need the node's network namespace. They run in a short-lived probe pod
+#   pinned to the pod's node (hostNetwork, the nettools image, deleted on exit): that works on
+#   any cluster whose nodes can run the nettools image, whereas `docker exec` into a node works
+#   on kind only, the installer pod is not on the host network (nor meant to carry tools), and
+#   `kubectl debug node/...` offers no reliable way to collect a command's output.
+#
+# Against this machine's network namespaces (--local; the sandbox and the tests), no kubectl:
+#
+#   scripts/validate.sh --local --pod-netns NS --container-id ID [--node-netns NS]
+#       [--ifname net1] [--scope pod|network] [--network NAME] [--expect-vrf yes|no]
+#       [--log-file PATH] [--json]
+#
+#   --node-netns  the namespace playing the node (default: this host's own)
+#   --scope       pod: devices named after the container ID (VRF krv+12, bridge krb+12 chars);
+#                 network: the network's shared VRF and bridge
+#   --expect-vrf  no on kernels without VRF support: the bridge then has no master
+#   --log-file    also check the plugins' invocation log for this container's ADDs
+#
+# Each check prints one line, `PASS name: detail` or `FAIL name: detail`, and the report ends
+# with `validate: N passed, M failed` (--json prints the same as one JSON document instead).
+# Exit status: 0 when every check passed, 1 when one failed (after the whole report), 2 for bad
+# usage or a missing tool.
+set -uo pipefail
+
+usage() {
+    sed -n '2,/^set -uo pipefail/{/^set -uo/d;s/^# \{0,1\}//;p}' "$0"
+}
+
+die_usage() {
+    echo "validate.sh: $*" >&2
+    echo "run scripts/validate.sh --help for usage" >&2
+    exit 2
+}
+
+mode=cluster
+json=no
+context=""
+namespace=default
+deployment=nettools
+ifname=net1
+node_netns=""
+pod_netns=""
+container_id=""
+scope=pod
+network=krafty
+expect_vrf=yes
+log_file=""
+
+while [[ $# -gt 0 ]]; do
+    case $1 in
+        -h | --help) usage; exit 0 ;;
+        --json) json=yes ;;
+        --local) mode=local ;;
+        --context | --namespace | --deployment | --ifname | --node-netns | --pod-netns | \
+            --container-id | --scope | --network | --expect-vrf | --log-file)
+            [[ $# -ge 2 && -n $2 ]] || die_usage "$1 needs a value"
+            case $1 in
+                --context) context=$2 ;;
+                --namespace) namespace=$2 ;;
+                --deployment) deployment=$2 ;;
+                --ifname) ifname=$2 ;;
+                --node-netns) node_netns=$2 ;;
+                --pod-netns) pod_netns=$2 ;;
+                --container-id) container_id=$2 ;;
+                --scope) scope=$2 ;;
+                --network) network=$2 ;;
+                --expect-vrf) expect_vrf=$2 ;;
+                --log-file) log_file=$2 ;;
+            esac
+            shift
+            ;;
+        *) die_usage "unknown argument: $1" ;;
+    esac
+    shift
+done
+
+[[ $scope == pod || $scope == network ]] || die_usage "--scope must be pod or network, not $scope"
+[[ $expect_vrf == yes || $expect_vrf == no ]] || die_usage "--expect-vrf must be yes or no, not $expect_vrf"
+if [[ $mode == local ]]; then
+    [[ -n $pod_netns ]] || die_usage "--local needs --pod-netns"
+    [[ -n $container_id ]] || die_usage "--local needs --container-id"
+    [[ $container_id =~ ^[A-Za-z0-9_.-]+$ ]] || die_usage "--container-id may hold letters, digits, '_', '.' and '-' only"
+    required_tools=(ip jq)
+else
+    required_tools=(kubectl jq)
+fi
+missing=()
+for tool in "${required_tools[@]}"; do
+    command -v "$tool" >/dev/null || missing+=("$tool")
+done
+[[ ${#missing[@]} -eq 0 ]] || { echo "validate.sh: missing tools: ${missing[*]}" >&2; exit 2; }
+
+# --- the report --------------------------------------------------------------------------------
+
+results=()
+
+record() {
+    local detail=${3//$'\t'/ }
+    detail=${detail//$'\n'/ }
+    results+=("$1"$'\t'"$2"$'\t'"$detail")
+    [[ $json == yes ]] || printf '%s %s: %s\n' "$1" "$2" "$detail"
+}
+pass() { record PASS "$1" "$2"; }
+fail() { record FAIL "$1" "$2"; }
+check() { # check NAME CONDITION-STATUS DETAIL...: PASS when the status is 0
+    local name=$1 status=$2
+    shift 2
+    if [[ $status -eq 0 ]]; then pass "$name" "$*"; else fail "$name" "$*"; fi
+}
+
+finish() {
+    local passed=0 failed=0 line
+    for line in "${results[@]}"; do
+        if [[ $line == PASS$'\t'* ]]; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
+    done
+    if [[ $json == yes ]]; then
+        printf '%s\n' "${results[@]}" | jq -R -s --argjson passed "$passed" --argjson failed "$failed" '
+            split("\n") | map(select(length > 0) | split("\t")
+                | {status: .[0], name: .[1], detail: .[2]})
+            | {checks: ., passed: $passed, failed: $failed}'
+    else
+        echo "validate: $passed passed, $failed failed"
+    fi
+    [[ $failed -eq 0 ]] && exit 0
+    exit 1
+}
+
+# --- where commands run -----------------------------------------------------------------------
+
+kube_args=()
+[[ -n $context ]] && kube_args+=(--context "$context")
+kube() { kubectl "${kube_args[@]}" "$@"; }
+
+pod=""        # cluster: the nettools pod
+container=""  # cluster: its first container
+probe_pod=""  # cluster: the hostNetwork pod on the same node
+
+# node_ip ARGS: `ip` in the node's network namespace.
+node_ip() {
+    if [[ $mode == local ]]; then
+        if [[ -n $node_netns ]]; then ip -n "$node_netns" "$@"; else ip "$@"; fi
+    else
+        kube -n "$namespace" exec "$probe_pod" -- ip "$@"
+    fi
+}
+
+# pod_run COMMAND...: a command in the pod's network namespace.
+pod_run() {
+    if [[ $mode == local ]]; then
+        ip netns exec "$pod_netns" "$@"
+    else
+        kube -n "$namespace" exec "$pod" -c "$container" -- "$@"
+    fi
+}
+
+# JSON of one link (ip -j -d), or nothing when it does not exist.
+node_link() { node_ip -j -d link show dev "$1" 2>/dev/null | jq -c '.[0] // empty' 2>/dev/null; }
+pod_link() { pod_run ip -j -d link show dev "$1" 2>/dev/null | jq -c '.[0] // empty' 2>/dev/null; }
+node_link_by_index() {
+    node_ip -j -d link show 2>/dev/null | jq -c --argjson index "$1" '.[] | select(.ifindex == $index)' 2>/dev/null
+}
+# Global addresses of a device as a JSON list of "address/prefix".
+# Reads `ip -j addr show dev X`; no input (no such device) gives [].
+global_addresses() {
+    jq -s -c '[.[0][0].addr_info[]? | select(.scope == "global") | "\(.local)/\(.prefixlen)"]' 2>/dev/null || echo '[]'
+}
+field() { jq -r "$1 // empty" <<<"$2"; }
+is_up() { jq -e '.flags | index("UP")' <<<"$1" >/dev/null; }
+
+# --- device names (plugins/krafty-cni/src/naming.rs) -------------------------------------------
+
+fnv1a32() {
+    local text=$1 hash=2166136261 i byte
+    for ((i = 0; i < ${#text}; i++)); do
+        printf -v byte '%d' "'${text:i:1}"
+        hash=$(((hash ^ byte) * 16777619 & 0xffffffff))
+    done
+    echo "$hash"
+}
+
+# The shared device of a network: prefix + the name's first 6 letters and digits + '-' + 5 hex
+# digits of its FNV-1a hash.
+shared_name() {
+    local readable
+    readable=$(tr -cd 'A-Za-z0-9' <<<"$2")
+    printf '%s%s-%05x' "$1" "${readable:0:6}" "$(($(fnv1a32 "$2") & 0xfffff))"
+}
+
+expected_names() { # sets vrf_name, bridge_name, veth_name, vrf_mark, bridge_mark, veth_mark
+    veth_name=veth${container_id:0:11}
+    veth_mark="krafty:$network/$container_id"
+    if [[ $scope == pod ]]; then
+        vrf_name=krv${container_id:0:12}
+        bridge_name=krb${container_id:0:12}
+        vrf_mark=$veth_mark
+        bridge_mark=$veth_mark
+    else
+        vrf_name=$(shared_name krv "$network")
+        bridge_name=$(shared_name krb "$network")
+        vrf_mark="krafty:$network"
+        bridge_mark=$vrf_mark
+    fi
+}
+
+# A device's mark is the first word of its alias; flags may follow.
+check_mark() { # check_mark CHECK-NAME LINK-JSON EXPECTED
+    local alias
+    alias=$(field .ifalias "$2")
+    if [[ ${alias%% *} == "$3" ]]; then
+        pass "$1" "marked $alias"
+    else
+        fail "$1" "alias ${alias:-<none>}, expected $3"
+    fi
+}
+
+# --- the checks shared by both modes ----------------------------------------------------------
+
+pod_addresses="[]"
+
+pod_side_checks() {
+    pod_if=$(pod_link "$ifname")
+    if [[ -z $pod_if ]]; then
+        fail pod-interface "no $ifname in the pod's network namespace"
+    else
+        local kind
+        kind=$(field .linkinfo.info_kind "$pod_if")
+        check pod-interface "$([[ $kind == veth ]] && is_up "$pod_if"; echo $?)" \
+            "$ifname: kind ${kind:-?}, $(is_up "$pod_if" && echo up || echo down)"
+    fi
+    pod_addresses=$(pod_run ip -j addr show dev "$ifname" 2>/dev/null | global_addresses)
+    check pod-addresses "$([[ $pod_addresses != "[]" ]]; echo $?)" \
+        "$ifname: $(jq -r 'if length == 0 then "no global address" else join(", ") end' <<<"$pod_addresses")"
+}
+
+node_side_checks() {
+    expected_names
+    local veth bridge vrf master kind table
+
+    # The host end of the pair, and that it is the peer of the pod's interface.
+    veth=$(node_link "$veth_name")
+    if [[ -z $veth ]]; then
+        fail host-veth "no $veth_name on the node"
+    else
+        kind=$(field .linkinfo.info_kind "$veth")
+        check host-veth "$([[ $kind == veth ]] && is_up "$veth"; echo $?)" \
+            "$veth_name: kind ${kind:-?}, $(is_up "$veth" && echo up || echo down)"
+        check_mark veth-mark "$veth" "$veth_mark"
+        if [[ -n ${pod_if:-} ]]; then
+            local veth_index veth_peer pod_index pod_peer
+            veth_index=$(field .ifindex "$veth")
+            veth_peer=$(field .link_index "$veth")
+            pod_index=$(field .ifindex "$pod_if")
+            pod_peer=$(field .link_index "$pod_if")
+            # Each end names the other as its link, and the host end's peer is in another
+            # namespace (link_netnsid).
+            local paired=1
+            [[ $veth_peer == "$pod_index" && $pod_peer == "$veth_index" &&
+                -n $(field .link_netnsid "$veth") ]] && paired=0
+            check veth-peer "$paired" "$veth_name (ifindex $veth_index, peer ${veth_peer:-?}) <->" \
+                "pod $ifname (ifindex $pod_index, peer ${pod_peer:-?})"
+        else
+            fail veth-peer "the pod has no $ifname to pair with"
+        fi
+        master=$(field .master "$veth")
+        check veth-master "$([[ $master == "$bridge_name" ]]; echo $?)" \
+            "$veth_name is enslaved to ${master:-nothing}, expected $bridge_name"
+    fi
+
+    # The bridge.
+    bridge=$(node_link "$bridge_name")
+    if [[ -z $bridge ]]; then
+        fail bridge "no $bridge_name on the node"
+        return
+    fi
+    kind=$(field .linkinfo.info_kind "$bridge")
+    check bridge "$([[ $kind == bridge ]] && is_up "$bridge"; echo $?)" \
+        "$bridge_name: kind ${kind:-?}, $(is_up "$bridge" && echo up || echo down)"
+    check_mark bridge-mark "$bridge" "$bridge_mark"
+    gateways=$(node_ip -j addr show dev "$bridge_name" 2>/dev/null | global_addresses)
+    check bridge-addresses "$([[ $gateways != "[]" ]]; echo $?)" \
+        "$bridge_name: $(jq -r 'if length == 0 then "no gateway address" else join(", ") end' <<<"$gateways")"
+
+    # The VRF, or its absence.
+    master=$(field .master "$bridge")
+    route_scope=()
+    if [[ $expect_vrf == yes ]]; then
+        check bridge-master "$([[ $master == "$vrf_name" ]]; echo $?)" \
+            "$bridge_name is enslaved to ${master:-nothing}, expected $vrf_name"
+        vrf=$(node_link "$vrf_name")
+        if [[ -z $vrf ]]; then
+            fail vrf "no $vrf_name on the node"
+            return
+        fi
+        kind=$(field .linkinfo.info_kind "$vrf")
+        table=$(field .linkinfo.info_data.table "$vrf")
+        check vrf "$([[ $kind == vrf && -n $table ]] && is_up "$vrf"; echo $?)" \
+            "$vrf_name: kind ${kind:-?}, table ${table:-?}, $(is_up "$vrf" && echo up || echo down)"
+        check_mark vrf-mark "$vrf" "$vrf_mark"
+        route_scope=(vrf "$vrf_name")
+    else
+        check bridge-master "$([[ -z $master ]]; echo $?)" \
+            "$bridge_name is enslaved to ${master:-nothing}; no VRF expected"
+        table=main
+    fi
+
+    # The table holds the subnet routes of the bridge, and the node routes each pod address
+    # through the bridge.
+    local family families=() routes
+    jq -e 'any(.[]; contains(":") | not)' <<<"$gateways" >/dev/null && families+=(4)
+    jq -e 'any(.[]; contains(":"))' <<<"$gateways" >/dev/null && families+=(6)
+    for family in "${families[@]}"; do
+        routes=$(node_ip -j "-$family" route show table "$table" 2>/dev/null |
+            jq -r --arg dev "$bridge_name" '[.[] | select(.dev == $dev) | .dst] | join(", ")' 2>/dev/null)
+        check "table-routes-ipv$family" "$([[ -n $routes ]]; echo $?)" \
+            "table $table via $bridge_name: ${routes:-none}"
+    done
+    local address dev
+    for address in $(jq -r '.[] | sub("/.*"; "")' <<<"$pod_addresses"); do
+        dev=$(node_ip -j route get "$address" "${route_scope[@]}" 2>/dev/null | jq -r '.[0].dev // empty' 2>/dev/null)
+        check route-to-pod "$([[ $dev == "$bridge_name" ]]; echo $?)" \
+            "the node routes $address via ${dev:-nothing}${route_scope[*]:+ in ${route_scope[*]}}, expected $bridge_name"
+    done
+
+    # The data path: the pod reaches each gateway over the pair and the bridge.
+    for address in $(jq -r '.[] | sub("/.*"; "")' <<<"$gateways"); do
+        pod_run ping -c 1 -W 2 "$address" >/dev/null 2>&1
+        check ping-gateway "$?" "pod -> $address"
+    done
+}
+
+# The plugins' invocation log: the latest ADD of each plugin of the chain for this container.
+log_checks() { # log_checks LOG-TEXT PLUGIN...
+    local text=$1 plugin outcome problems=()
+    shift
+    for plugin in "$@"; do
+        outcome=$(jq -r --arg id "$container_id" --arg plugin "$plugin" \
+            'select(.containerId == $id and .plugin == $plugin and .command == "ADD") | .outcome' \
+            <<<"$text" 2>/dev/null | tail -n 1)
+        [[ $outcome == ok ]] || problems+=("$plugin: ${outcome:-no ADD}")
+    done
+    if [[ ${#problems[@]} -eq 0 ]]; then
+        pass plugin-log "ADD ok by $*"
+    else
+        fail plugin-log "${problems[*]}"
+    fi
+}
+
+chain_plugins() {
+    if [[ $expect_vrf == yes ]]; then echo krafty-vrf krafty-bridge krafty-veth; else echo krafty-bridge krafty-veth; fi
+}
+
+# --- --local -----------------------------------------------------------------------------------
+
+if [[ $mode == local ]]; then
+    if ! ip netns exec "$pod_netns" true 2>/dev/null; then
+        fail pod-netns "no network namespace $pod_netns"
+        finish
+    fi
+    if [[ -n $node_netns ]] && ! ip netns exec "$node_netns" true 2>/dev/null; then
+        fail node-netns "no network namespace $node_netns"
+        finish
+    fi
+    pod_side_checks
+    node_side_checks
+    if [[ -n $log_file ]]; then
+        if [[ -r $log_file ]]; then
+            # shellcheck disable=SC2046 # one word per plugin
+            log_checks "$(cat "$log_file")" $(chain_plugins)
+        else
+            fail plugin-log "cannot read $log_file"
+        fi
+    fi
+    finish
+fi
+
+# --- cluster -----------------------------------------------------------------------------------
+
+if ! kube version --request-timeout=10s >/dev/null 2>&1; then
+    fail cluster "cannot reach the cluster${context:+ of context $context}"
+    finish
+fi
+
+deploy_json=$(kube -n "$namespace" get deployment "$deployment" -o json 2>/dev/null)
+if [[ -z $deploy_json ]]; then
+    fail deployment-ready "no deployment $namespace/$deployment (make deployment)"
+    finish
+fi
+ready=$(jq -r '"\(.status.readyReplicas // 0)/\(.spec.replicas // 1)"' <<<"$deploy_json")
+check deployment-ready "$([[ ${ready%/*} -ge 1 && ${ready%/*} == "${ready#*/}" ]]; echo $?)" \
+    "$namespace/$deployment: $ready ready"
+
+selector=$(jq -r '.spec.selector.matchLabels | to_entries | map("\(.key)=\(.value)") | join(",")' <<<"$deploy_json")
+pod_json=$(kube -n "$namespace" get pods -l "$selector" -o json 2>/dev/null |
+    jq -c '[.items[] | select(.metadata.deletionTimestamp == null)] | (map(select(.status.phase == "Running")) + .) | .[0] // empty')
+if [[ -z $pod_json ]]; then
+    fail pod-running "no pod of $namespace/$deployment"
+    finish
+fi
+pod=$(field .metadata.name "$pod_json")
+container=$(field '.spec.containers[0].name' "$pod_json")
+node=$(field .spec.nodeName "$pod_json")
+phase=$(field .status.phase "$pod_json")
+check pod-running "$([[ $phase == Running ]]; echo $?)" "$pod on node ${node:-?}: $phase"
+[[ $phase == Running ]] || finish
+
+# Multus' account of the attachment, and the network's chain from its NetworkAttachmentDefinition.
+status_entry=$(jq -r '.metadata.annotations["k8s.v1.cni.cncf.io/network-status"] // "[]"' <<<"$pod_json" |
+    jq -c --arg ifname "$ifname" '.[] | select(.interface == $ifname)' 2>/dev/null)
+check network-status "$([[ -n $status_entry ]]; echo $?)" \
+    "${status_entry:-Multus reports no $ifname}"
+nad=$(field .name "$status_entry")
+if [[ -n $nad ]]; then
+    config=$(kube -n "${nad%%/*}" get network-attachment-definitions "${nad#*/}" -o json 2>/dev/null | jq -r '.spec.config // empty')
+    chain=$(jq -r '[.plugins[].type] | join(",")' <<<"$config" 2>/dev/null)
+    check nad-config "$([[ $chain == *krafty-bridge*krafty-veth* ]]; echo $?)" "$nad: chain ${chain:-unreadable}"
+    network=$(jq -r '.name // empty' <<<"$config" 2>/dev/null)
+    scope=$(jq -r '[.plugins[] | select(.type == "krafty-bridge") | .scope // "pod"][0] // "pod"' <<<"$config" 2>/dev/null)
+    [[ $chain == *krafty-vrf* ]] && expect_vrf=yes || expect_vrf=no
+fi
+
+eth0=$(pod_run ip -j addr show dev eth0 2>/dev/null | global_addresses)
+check pod-eth0 "$([[ $eth0 != "[]" ]]; echo $?)" \
+    "eth0 (primary network): $(jq -r 'if length == 0 then "no global address" else join(", ") end' <<<"$eth0")"
+pod_side_checks
+if [[ -n $status_entry ]]; then
+    missing_ips=$(jq -r --argjson seen "$pod_addresses" '[.ips[]? as $ip | select([$seen[] | sub("/.*"; "")] | index($ip) | not) | $ip] | join(", ")' <<<"$status_entry")
+    if [[ -z $missing_ips ]]; then
+        pass network-status-ips "every address Multus reports is on $ifname"
+    else
+        fail network-status-ips "Multus reports $missing_ips, not on $ifname"
+    fi
+fi
+
+# What the pod itself reports over HTTP (nettools-server).
+served=$(pod_run curl -s --max-time 5 http://127.0.0.1:8080/ 2>/dev/null |
+    jq -r --arg ifname "$ifname" '[.interfaces[]? | select(.ifname == $ifname)] | length' 2>/dev/null)
+if [[ $served == 1 ]]; then
+    pass nettools-http "GET / on port 8080 lists $ifname"
+else
+    fail nettools-http "GET / on port 8080 does not list $ifname"
+fi
+
+# The probe pod on the same node.
+image=$(field '.spec.containers[0].image' "$pod_json")
+probe_pod="krafty-validate-$(date +%s)-$$"
+# shellcheck disable=SC2317 # run by the EXIT trap
+cleanup() { kube -n "$namespace" delete pod "$probe_pod" --wait=false --ignore-not-found >/dev/null 2>&1; }
+trap cleanup EXIT
+if ! kube -n "$namespace" apply -f - >/dev/null 2>&1 <<EOF
+apiVersion: v1
+kind: Pod
+metadata:
+  name: $probe_pod
+  labels:
+    app.kubernetes.io/name: krafty-validate
+spec:
+  nodeName: $node
+  hostNetwork: true
+  restartPolicy: Never
+  # Removes itself even if this script is killed before it can.
+  activeDeadlineSeconds: 300
+  terminationGracePeriodSeconds: 0
+  tolerations:
+    - operator: Exists
+  containers:
+    - name: probe
+      image: $image
+      imagePullPolicy: IfNotPresent
+      command: ["sleep", "300"]
+      volumeMounts:
+        - name: krafty-log
+          mountPath: /var/log/krafty
+          readOnly: true
+  volumes:
+    - name: krafty-log
+      hostPath:
+        path: /var/log/krafty
+        type: DirectoryOrCreate
+EOF
+then
+    fail node-probe "cannot create the probe pod $probe_pod on $node"
+    finish
+fi
+if ! kube -n "$namespace" wait --for=condition=Ready "pod/$probe_pod" --timeout=90s >/dev/null 2>&1; then
+    fail node-probe "the probe pod $probe_pod on $node did not become ready"
+    finish
+fi
+
+# The host veth is the pod interface's peer; its mark carries the container ID, which names
+# everything else.
+peer_index=$(field .link_index "${pod_if:-}")
+veth=""
+[[ -n $peer_index ]] && veth=$(node_link_by_index "$peer_index")
+alias=$(field .ifalias "$veth")
+if [[ $alias =~ ^krafty:[^/\ ]+/([A-Za-z0-9_.-]+) ]]; then
+    container_id=${BASH_REMATCH[1]}
+    pass node-devices "$(field .ifname "$veth") on $node is $ifname's peer, container ${container_id:0:12}"
+    node_side_checks
+else
+    fail node-devices "no krafty-marked peer of $ifname on $node (alias ${alias:-<none>})"
+fi
+
+# The installer on that node, and what it reported.
+installer=$(kube get pods -A -l app.kubernetes.io/name=krafty,app.kubernetes.io/component=installer \
+    --field-selector "spec.nodeName=$node" -o json 2>/dev/null |
+    jq -r '.items[0] | select(.) | "\(.metadata.namespace)/\(.metadata.name) \(any(.status.conditions[]?; .type == "Ready" and .status == "True"))"')
+if [[ -n $installer ]]; then
+    check installer "$([[ $installer == *" true" ]]; echo $?)" "${installer% *} ready: ${installer##* }"
+else
+    fail installer "no installer pod on $node"
+fi
+annotation=$(kube get node "$node" -o json 2>/dev/null | jq -r '.metadata.annotations["krafty.dev/plugins"] // empty')
+absent=()
+# Its value is a JSON object keyed by plugin name.
+for plugin in $(chain_plugins); do
+    jq -e --arg plugin "$plugin" 'has($plugin)' <<<"$annotation" >/dev/null 2>&1 || absent+=("$plugin")
+done
+check node-annotation "$([[ -n $annotation && ${#absent[@]} -eq 0 ]]; echo $?)" \
+    "krafty.dev/plugins on $node: ${annotation:-<none>}${absent[*]:+ (missing ${absent[*]})}"
+if [[ -n $container_id ]]; then
+    # shellcheck disable=SC2046 # one word per plugin
+    log_checks "$(kube -n "$namespace" exec "$probe_pod" -- tail -n 5000 /var/log/krafty/krafty.log 2>/dev/null)" $(chain_plugins)
+fi
+finish

@@ -1,0 +1,500 @@
+"""charts/krafty rendered offline by the real Helm SDK: lint, the NetworkAttachmentDefinitions'
+conflists against the plugins' contract, the installer DaemonSet, RBAC, labels, NOTES, and every
+object decoded into its Kubernetes type."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import helm_python as helm
+import kubernetes.client
+import pytest
+import yaml
+
+import chartlib
+
+VALUES_FILES = sorted(chartlib.VALUES_DIR.glob("*.yaml"))
+DEV_VALUES = chartlib.CHART / "values-dev.yaml"
+
+# The original network as the plugins' contract spells it, every optional field set.
+CONTRACT_EXAMPLE = {
+    "cniVersion": "1.0.0",
+    "name": "krafty",
+    "plugins": [
+        {"type": "krafty-vrf", "scope": "pod", "vrfTable": 1234},
+        {
+            "type": "krafty-bridge",
+            "scope": "pod",
+            "subnet": "172.16.10.0/24",
+            "gateway": "172.16.10.1",
+            "mtu": 1500,
+        },
+        {
+            "type": "krafty-veth",
+            "mtu": 1500,
+            "routeMetric": 4096,
+            "ipam": {
+                "type": "host-local",
+                "ranges": [
+                    [
+                        {
+                            "subnet": "172.16.10.0/24",
+                            "rangeStart": "172.16.10.10",
+                            "rangeEnd": "172.16.10.250",
+                            "gateway": "172.16.10.1",
+                        }
+                    ]
+                ],
+                "routes": [{"dst": "0.0.0.0/0"}],
+            },
+        },
+    ],
+}
+
+
+def by_kind(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [o for o in objects if o["kind"] == kind]
+
+
+def only(objects: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    found = by_kind(objects, kind)
+    assert len(found) == 1, f"{len(found)} objects of kind {kind}"
+    return found[0]
+
+
+def default_values() -> dict[str, Any]:
+    with helm.Chart.load(chartlib.CHART) as chart:
+        return chart.values
+
+
+def conflists(values: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """namespace/name -> parsed spec.config of every NetworkAttachmentDefinition."""
+    return {
+        f"{nad['metadata']['namespace']}/{nad['metadata']['name']}": chartlib.conflist(nad)
+        for nad in chartlib.network_attachments(values)
+    }
+
+
+def plugin(conf: dict[str, Any], plugin_type: str) -> dict[str, Any]:
+    return next(p for p in conf["plugins"] if p["type"] == plugin_type)
+
+
+# --- lint ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "values_file", [None, DEV_VALUES, *VALUES_FILES], ids=lambda p: p.name if p else "defaults"
+)
+def test_helm_lint_strict_passes(values_file):
+    values = chartlib.values_from_files([values_file]) if values_file else None
+    report = chartlib.lint(values)
+    assert report["total_charts_linted"] == 1
+    assert chartlib.lint_problems(report) == []
+
+
+def test_helm_lint_strict_reports_a_broken_template(tmp_path):
+    """The lint check can fail: a copy of the chart with a template error does not pass."""
+    broken = tmp_path / "krafty"
+    with helm.Chart.load(chartlib.CHART) as chart:
+        chart.save_dir(tmp_path)
+    (broken / "templates" / "broken.yaml").write_text("{{ .Values.nothing.here }}\n")
+    assert chartlib.lint_problems(helm.lint(broken, strict=True))
+
+
+# --- the NetworkAttachmentDefinitions ---------------------------------------------------------
+
+
+def test_defaults_reproduce_the_original_network():
+    nads = chartlib.network_attachments()
+    assert [(n["metadata"]["namespace"], n["metadata"]["name"]) for n in nads] == [("default", "krafty")]
+    assert nads[0]["apiVersion"] == "k8s.cni.cncf.io/v1"
+    expected = CONTRACT_EXAMPLE | {"plugins": [dict(p) for p in CONTRACT_EXAMPLE["plugins"]]}
+    # The defaults set no optional field: the plugins' own defaults apply.
+    del expected["plugins"][0]["vrfTable"]
+    del expected["plugins"][1]["mtu"]
+    del expected["plugins"][2]["mtu"]
+    del expected["plugins"][2]["routeMetric"]
+    assert chartlib.conflist(nads[0]) == expected
+
+
+def test_every_optional_field_renders_the_contract_example():
+    values = default_values()
+    values["networks"][0] |= {"vrfTable": 1234, "mtu": 1500, "routeMetric": 4096}
+    assert conflists(values) == {"default/krafty": CONTRACT_EXAMPLE}
+
+
+def test_two_networks():
+    confs = conflists(chartlib.values_from_files([chartlib.VALUES_DIR / "two-networks.yaml"]))
+    assert sorted(confs) == ["default/krafty", "lab/storage"]
+    storage = confs["lab/storage"]
+    assert storage["cniVersion"] == "0.4.0"
+    assert plugin(storage, "krafty-vrf") == {
+        "type": "krafty-vrf",
+        "scope": "network",
+        "vrfTable": 1234,
+        "logFile": "/var/log/krafty/storage.log",
+    }
+    assert plugin(storage, "krafty-bridge") == {
+        "type": "krafty-bridge",
+        "scope": "network",
+        "subnet": "172.16.30.0/24",
+        "gateway": "172.16.30.1",
+        "mtu": 9000,
+        "hairpinMode": True,
+        "promiscMode": False,
+        "logFile": "/var/log/krafty/storage.log",
+    }
+    assert plugin(storage, "krafty-veth") == {
+        "type": "krafty-veth",
+        "mtu": 9000,
+        "routeMetric": 100,
+        "logFile": "/var/log/krafty/storage.log",
+        "ipam": {
+            "type": "host-local",
+            "dataDir": "/var/lib/cni/krafty-storage",
+            # No configured range: host-local hands out the whole subnet.
+            "ranges": [[{"subnet": "172.16.30.0/24", "gateway": "172.16.30.1"}]],
+            "routes": [{"dst": "10.99.0.0/16", "gw": "172.16.30.254"}],
+        },
+    }
+    # Integers stay integers in the JSON (Helm reads YAML numbers as floats).
+    assert isinstance(plugin(storage, "krafty-vrf")["vrfTable"], int)
+
+
+def test_dual_stack_network_gets_lists_and_one_range_set_per_family():
+    conf = conflists(chartlib.values_from_files([chartlib.VALUES_DIR / "dual-stack.yaml"]))["default/lab"]
+    assert conf["cniVersion"] == "1.1.0"
+    assert plugin(conf, "krafty-vrf") == {"type": "krafty-vrf", "scope": "network"}
+    bridge = plugin(conf, "krafty-bridge")
+    assert bridge["subnet"] == ["172.16.20.0/24", "fd10:16:20::/64"]
+    assert bridge["gateway"] == ["172.16.20.1", "fd10:16:20::1"]
+    assert plugin(conf, "krafty-veth")["ipam"] == {
+        "type": "host-local",
+        "ranges": [
+            [
+                {
+                    "subnet": "172.16.20.0/24",
+                    "gateway": "172.16.20.1",
+                    "rangeStart": "172.16.20.10",
+                    "rangeEnd": "172.16.20.250",
+                }
+            ],
+            [
+                {
+                    "subnet": "fd10:16:20::/64",
+                    "gateway": "fd10:16:20::1",
+                    "rangeStart": "fd10:16:20::10",
+                    "rangeEnd": "fd10:16:20::ffff",
+                }
+            ],
+        ],
+        "routes": [{"dst": "0.0.0.0/0"}, {"dst": "::/0"}],
+    }
+
+
+def test_static_network_has_pod_ip_and_routes_instead_of_ipam():
+    conf = conflists(chartlib.values_from_files([chartlib.VALUES_DIR / "static.yaml"]))["default/static"]
+    assert conf["cniVersion"] == "0.3.1"
+    assert plugin(conf, "krafty-veth") == {
+        "type": "krafty-veth",
+        "podIP": "172.16.40.5/24",
+        "routes": [{"dst": "0.0.0.0/0"}],
+    }
+
+
+def test_static_dual_stack_pod_ips_are_a_list():
+    values = {
+        "networks": [
+            {
+                "name": "static2",
+                "subnets": ["172.16.40.0/24", "fd10:40::/64"],
+                "gateways": ["172.16.40.1", "fd10:40::1"],
+                "addressing": "static",
+                "podIPs": ["172.16.40.5/24", "fd10:40::5/64"],
+            }
+        ]
+    }
+    veth = plugin(conflists(values)["kube-system/static2"], "krafty-veth")
+    assert veth == {"type": "krafty-veth", "podIP": ["172.16.40.5/24", "fd10:40::5/64"]}
+
+
+def test_runtime_addressing_declares_the_ips_and_mac_capabilities():
+    conf = conflists(chartlib.values_from_files([chartlib.VALUES_DIR / "runtime.yaml"]))["default/handpicked"]
+    assert plugin(conf, "krafty-veth") == {"type": "krafty-veth", "capabilities": {"ips": True, "mac": True}}
+
+
+def test_vrf_false_leaves_krafty_vrf_out_of_the_chain():
+    conf = conflists(chartlib.values_from_files([chartlib.VALUES_DIR / "no-vrf.yaml"]))["default/flat"]
+    assert [p["type"] for p in conf["plugins"]] == ["krafty-bridge", "krafty-veth"]
+
+
+def test_namespace_defaults_to_the_release_namespace():
+    values = {"networks": [{"name": "n", "subnets": ["10.1.0.0/24"], "gateways": ["10.1.0.1"]}]}
+    assert list(conflists(values)) == [f"{chartlib.NAMESPACE}/n"]
+
+
+def test_no_networks_renders_no_attachment():
+    assert chartlib.network_attachments({"networks": []}) == []
+
+
+def test_a_network_listed_twice_is_refused():
+    network = {"name": "twice", "namespace": "default", "subnets": ["10.1.0.0/24"], "gateways": ["10.1.0.1"]}
+    with pytest.raises(helm.HelmRenderError, match="default/twice is listed twice"):
+        chartlib.render({"networks": [network, network]})
+    # The same name in two namespaces is two objects.
+    other = network | {"namespace": "lab"}
+    assert sorted(conflists({"networks": [network, other]})) == ["default/twice", "lab/twice"]
+
+
+def test_every_conflist_is_a_well_formed_chain():
+    for values_file in [None, DEV_VALUES, *VALUES_FILES]:
+        values = chartlib.values_from_files([values_file]) if values_file else None
+        for key, conf in conflists(values).items():
+            assert conf["cniVersion"] in {"0.3.1", "0.4.0", "1.0.0", "1.1.0"}, key
+            assert conf["name"] == key.split("/")[1]
+            types = [p["type"] for p in conf["plugins"]]
+            assert types in (
+                ["krafty-vrf", "krafty-bridge", "krafty-veth"],
+                ["krafty-bridge", "krafty-veth"],
+            ), key
+            veth = plugin(conf, "krafty-veth")
+            modes = [m for m in ("ipam", "podIP", "capabilities") if m in veth]
+            assert len(modes) == 1, f"{key}: krafty-veth has {modes}"
+
+
+# --- the commented example in values.yaml -----------------------------------------------------
+
+
+def test_commented_example_network_in_values_yaml_is_valid():
+    text = (chartlib.CHART / "values.yaml").read_text()
+    start = text.index("  # - name: lab")
+    block = "\n".join(
+        line.replace("  # ", "  ", 1) for line in text[start:].splitlines() if line.startswith("  # ")
+    )
+    example = yaml.safe_load("networks:\n" + block)["networks"]
+    assert len(example) == 1
+    values = default_values()
+    values["networks"].append(example[0])
+    conf = conflists(values)["default/lab"]
+    assert plugin(conf, "krafty-bridge")["scope"] == "network"
+    assert plugin(conf, "krafty-bridge")["subnet"] == ["172.16.20.0/24", "fd10:16:20::/64"]
+    assert len(plugin(conf, "krafty-veth")["ipam"]["ranges"]) == 2
+
+
+# --- the installer ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def default_objects():
+    return chartlib.objects()
+
+
+def installer_container(daemonset: dict[str, Any]) -> dict[str, Any]:
+    containers = daemonset["spec"]["template"]["spec"]["containers"]
+    assert [c["name"] for c in containers] == ["installer"]
+    return containers[0]
+
+
+def test_daemonset_runs_everywhere(default_objects):
+    pod = only(default_objects, "DaemonSet")["spec"]["template"]["spec"]
+    # One toleration with neither key nor effect: every taint, NoExecute ones included.
+    assert pod["tolerations"] == [{"operator": "Exists"}]
+    assert pod["priorityClassName"] == "system-node-critical"
+    assert not pod.get("hostNetwork", False)
+    assert pod["nodeSelector"] == {"kubernetes.io/os": "linux"}
+
+
+def test_daemonset_mounts_the_node_directories(default_objects):
+    daemonset = only(default_objects, "DaemonSet")
+    volumes = {v["name"]: v["hostPath"]["path"] for v in daemonset["spec"]["template"]["spec"]["volumes"]}
+    mounts = {m["name"]: m["mountPath"] for m in installer_container(daemonset)["volumeMounts"]}
+    mounted = {volumes[name]: path for name, path in mounts.items()}
+    assert mounted == {
+        "/opt/cni/bin": "/host/opt/cni/bin",
+        "/var/lib/krafty": "/var/lib/krafty",
+        "/run/krafty": "/run/krafty",
+        "/run/netns": "/run/netns",
+    }
+    netns = next(m for m in installer_container(daemonset)["volumeMounts"] if m["name"] == "netns")
+    assert netns["readOnly"] is True
+    assert netns["mountPropagation"] == "HostToContainer"
+    writable = [m["mountPath"] for m in installer_container(daemonset)["volumeMounts"] if not m.get("readOnly")]
+    assert sorted(writable) == ["/host/opt/cni/bin", "/run/krafty", "/var/lib/krafty"]
+
+
+def test_installer_arguments_environment_and_probes(default_objects):
+    container = installer_container(only(default_objects, "DaemonSet"))
+    assert container["image"] == "ghcr.io/krafty-cni/krafty-installer:0.1.0"
+    assert container["args"] == [
+        "--source=/opt/krafty/bin",
+        "--target=/host/opt/cni/bin",
+        "--listen=0.0.0.0:9650",
+        "--node-name=$(KRAFTY_NODE_NAME)",
+        "--state-dir=/var/lib/krafty",
+        "--log-level=info",
+    ]
+    assert container["env"] == [
+        {"name": "KRAFTY_NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}
+    ]
+    assert container["ports"] == [{"name": "http", "containerPort": 9650, "protocol": "TCP"}]
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
+
+
+def test_installer_security_context_is_minimal(default_objects):
+    daemonset = only(default_objects, "DaemonSet")
+    context = installer_container(daemonset)["securityContext"]
+    assert context["readOnlyRootFilesystem"] is True
+    assert context["allowPrivilegeEscalation"] is False
+    assert context["privileged"] is False
+    assert context["capabilities"] == {"drop": ["ALL"]}
+    assert daemonset["spec"]["template"]["spec"]["securityContext"]["seccompProfile"] == {
+        "type": "RuntimeDefault"
+    }
+
+
+def test_installer_values_are_wired_through():
+    values = {
+        "priorityClassName": "",
+        "installer": {
+            "listenAddress": "::",
+            "port": 9700,
+            "logLevel": "debug",
+            "extraArgs": ["--debounce-ms=10"],
+        },
+        "hostPaths": {"cniBin": "/home/kubernetes/bin"},
+        "image": {"repository": "registry.example/krafty-installer", "tag": "1.2.3", "pullPolicy": "Always"},
+    }
+    daemonset = only(chartlib.objects(values), "DaemonSet")
+    pod = daemonset["spec"]["template"]["spec"]
+    container = installer_container(daemonset)
+    assert "priorityClassName" not in pod
+    assert "--listen=[::]:9700" in container["args"]
+    assert "--log-level=debug" in container["args"]
+    assert container["args"][-1] == "--debounce-ms=10"
+    assert container["ports"][0]["containerPort"] == 9700
+    assert container["image"] == "registry.example/krafty-installer:1.2.3"
+    assert container["imagePullPolicy"] == "Always"
+    assert {
+        "name": "cni-bin",
+        "hostPath": {"path": "/home/kubernetes/bin", "type": "DirectoryOrCreate"},
+    } in pod["volumes"]
+
+
+def test_dev_values_use_the_local_image_and_a_writable_root():
+    daemonset = only(chartlib.objects(chartlib.values_from_files([DEV_VALUES])), "DaemonSet")
+    container = installer_container(daemonset)
+    assert container["image"] == "krafty-installer:dev"
+    assert container["imagePullPolicy"] == "IfNotPresent"
+    assert container["securityContext"]["readOnlyRootFilesystem"] is False
+    # The rest of the security context still applies.
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+
+
+def test_rbac_is_minimal_and_bound_to_the_installer(default_objects):
+    role = only(default_objects, "ClusterRole")
+    rules = {
+        (group, resource): sorted(rule["verbs"])
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+    }
+    assert rules == {
+        ("", "nodes"): ["get", "patch"],
+        ("", "pods"): ["list", "watch"],
+        ("events.k8s.io", "events"): ["create", "patch"],
+    }
+    binding = only(default_objects, "ClusterRoleBinding")
+    account = only(default_objects, "ServiceAccount")
+    daemonset = only(default_objects, "DaemonSet")
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "ClusterRole",
+        "name": role["metadata"]["name"],
+    }
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": account["metadata"]["name"], "namespace": chartlib.NAMESPACE}
+    ]
+    assert daemonset["spec"]["template"]["spec"]["serviceAccountName"] == account["metadata"]["name"]
+
+
+def test_rbac_and_service_account_can_be_left_out():
+    kinds = {
+        o["kind"]
+        for o in chartlib.objects(
+            {"rbac": {"create": False}, "serviceAccount": {"create": False, "name": "own"}}
+        )
+    }
+    assert kinds == {"DaemonSet", "NetworkAttachmentDefinition"}
+
+
+def test_every_object_carries_the_standard_labels(default_objects):
+    for obj in default_objects:
+        labels = obj["metadata"]["labels"]
+        assert labels["app.kubernetes.io/name"] == "krafty", obj["kind"]
+        assert labels["app.kubernetes.io/instance"] == chartlib.RELEASE
+        assert labels["app.kubernetes.io/version"] == "0.1.0"
+        assert labels["app.kubernetes.io/managed-by"] == "Helm"
+        assert labels["app.kubernetes.io/component"] in {"installer", "network"}
+    daemonset = only(default_objects, "DaemonSet")
+    selector = daemonset["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= daemonset["spec"]["template"]["metadata"]["labels"].items()
+
+
+def test_notes_tell_how_to_attach_and_check():
+    notes = chartlib.notes()
+    assert "k8s.v1.cni.cncf.io/networks: krafty" in notes
+    assert "scripts/validate.sh" in notes
+    assert "krafty.dev/plugins" in notes
+    assert "/var/log/krafty/krafty.log" in notes
+    assert "rollout status daemonset/krafty-installer" in notes
+
+
+# --- decoding into Kubernetes types -------------------------------------------------------------
+
+API = kubernetes.client.ApiClient()
+
+
+def decode(obj: dict[str, Any]) -> Any:
+    """Decodes an object into the Kubernetes client's model of its kind and checks that nothing
+    was lost: the models drop fields they do not know, so a misspelt field shows as a
+    difference on the way back."""
+    group_version = obj["apiVersion"].split("/")
+    version = group_version[-1].capitalize()
+    model = API._ApiClient__deserialize(obj, f"{version}{obj['kind']}")
+    assert API.sanitize_for_serialization(model) == obj, f"{obj['kind']} lost fields when decoded"
+    return model
+
+
+def test_decoding_catches_an_unknown_field(default_objects):
+    daemonset = only(default_objects, "DaemonSet")
+    misspelt = {**daemonset, "spec": {**daemonset["spec"], "updateStrategyy": {}}}
+    with pytest.raises(AssertionError, match="lost fields"):
+        decode(misspelt)
+
+
+@pytest.mark.parametrize(
+    "values_file", [None, DEV_VALUES, *VALUES_FILES], ids=lambda p: p.name if p else "defaults"
+)
+def test_every_object_decodes_into_its_kubernetes_type(values_file):
+    values = chartlib.values_from_files([values_file]) if values_file else None
+    rendered = chartlib.objects(values)
+    assert {o["kind"] for o in rendered} >= {
+        "DaemonSet",
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+    }
+    for obj in rendered:
+        if obj["kind"] == "NetworkAttachmentDefinition":
+            # A CRD, which the client has no model of: its own schema is apiVersion, kind,
+            # metadata and spec.config, a JSON string.
+            assert obj["apiVersion"] == "k8s.cni.cncf.io/v1"
+            assert set(obj) == {"apiVersion", "kind", "metadata", "spec"}
+            assert set(obj["spec"]) == {"config"}
+            assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", obj["metadata"]["name"])
+            assert isinstance(chartlib.conflist(obj)["plugins"], list)
+        else:
+            decode(obj)

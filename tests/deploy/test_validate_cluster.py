@@ -1,0 +1,282 @@
+"""scripts/validate.sh in cluster mode, with fake_kubectl.py answering for the cluster: the API
+objects are canned (the Deployment from deploy/nettools.yaml, the NAD rendered by the chart),
+while every `kubectl exec` runs for real in network namespaces holding a hand-built attachment
+and the real nettools-server. What this cannot cover is a real API server and kubelet."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+import chartlib
+from attachment import Attachment
+
+VALIDATE = chartlib.REPO / "scripts" / "validate.sh"
+FAKE_KUBECTL = Path(__file__).resolve().parent / "fake_kubectl.py"
+NODE = "krafty-worker"
+POD = "nettools-7c9f8d-x2k4p"
+IMAGE = "krafty-nettools:dev"
+
+
+def ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True)
+
+
+@pytest.fixture
+def cluster(server_binary, tmp_path):
+    """A hand-built attachment, the pod's primary interface, nettools-server in the pod's
+    namespace, and the state fake_kubectl.py answers from."""
+    attachment = Attachment()
+    server = None
+    try:
+        attachment.build()
+        pod_ns = attachment.pod_netns
+        ip("-n", pod_ns, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0-peer")
+        ip("-n", pod_ns, "addr", "add", "198.51.100.5/24", "dev", "eth0")
+        ip("-n", pod_ns, "link", "set", "eth0", "up")
+        server = subprocess.Popen(
+            ["ip", "netns", "exec", pod_ns, str(server_binary), "--listen", "127.0.0.1:8080"],
+            stderr=subprocess.DEVNULL,
+        )
+        subprocess.run(
+            [
+                "ip",
+                "netns",
+                "exec",
+                pod_ns,
+                "curl",
+                "-s",
+                "--retry",
+                "20",
+                "--retry-connrefused",
+                "--retry-delay",
+                "0",
+                "http://127.0.0.1:8080/healthz",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        log_file = tmp_path / "krafty.log"
+        log_file.write_text(
+            "".join(
+                json.dumps(
+                    {
+                        "plugin": p,
+                        "command": "ADD",
+                        "containerId": attachment.container_id,
+                        "outcome": "ok",
+                        "podName": POD,
+                    }
+                )
+                + "\n"
+                for p in ("krafty-bridge", "krafty-veth")
+            )
+        )
+        state = cluster_state(attachment, log_file)
+        yield attachment, state, tmp_path
+    finally:
+        if server:
+            server.terminate()
+            server.wait(timeout=10)
+        attachment.remove()
+
+
+def cluster_state(attachment: Attachment, log_file: Path) -> dict[str, Any]:
+    deployment = yaml.safe_load_all(
+        (chartlib.REPO / "deploy" / "nettools.yaml").read_text().replace("${NETTOOLS_IMAGE}", IMAGE)
+    )
+    deployment = next(d for d in deployment if d and d["kind"] == "Deployment")
+    deployment["status"] = {"replicas": 1, "readyReplicas": 1}
+    # The chart's NAD for this network, without krafty-vrf since this kernel may lack VRF.
+    nad = chartlib.network_attachments(
+        {
+            "networks": [
+                {
+                    "name": "krafty",
+                    "namespace": "default",
+                    "vrf": False,
+                    "subnets": ["192.0.2.0/24", "2001:db8:10::/64"],
+                    "gateways": ["192.0.2.1", "2001:db8:10::1"],
+                }
+            ]
+        }
+    )[0]
+    network_status = [
+        {"name": "cilium", "interface": "eth0", "ips": ["198.51.100.5"], "default": True},
+        {"name": "default/krafty", "interface": "net1", "ips": ["192.0.2.10", "2001:db8:10::10"]},
+    ]
+    return {
+        "context": "kind-krafty",
+        "deployment_key": ["default", "nettools"],
+        "deployment": deployment,
+        "pod": {
+            "metadata": {
+                "name": POD,
+                "namespace": "default",
+                "labels": deployment["spec"]["template"]["metadata"]["labels"],
+                "annotations": {"k8s.v1.cni.cncf.io/network-status": json.dumps(network_status)},
+            },
+            "spec": {"nodeName": NODE, "containers": [{"name": "nettools", "image": IMAGE}]},
+            "status": {"phase": "Running"},
+        },
+        "nads": {"default/krafty": nad},
+        "installer_pods": [
+            {
+                "metadata": {"name": "krafty-installer-abcde", "namespace": "kube-system"},
+                "spec": {"nodeName": NODE},
+                "status": {"conditions": [{"type": "Ready", "status": "True"}]},
+            }
+        ],
+        "nodes": {
+            NODE: {
+                "metadata": {
+                    "name": NODE,
+                    "annotations": {
+                        "krafty.dev/plugins": json.dumps(
+                            {p: "sha256:00" for p in ("krafty-vrf", "krafty-bridge", "krafty-veth")}
+                        ),
+                    },
+                }
+            }
+        },
+        "pod_netns": attachment.pod_netns,
+        "node_netns": attachment.node_netns,
+        "log_file": str(log_file),
+        "log": [],
+    }
+
+
+def run_validate(
+    state: dict[str, Any], tmp_path: Path, *extra: str
+) -> tuple[subprocess.CompletedProcess, dict]:
+    state_file = tmp_path / "state.json"
+    state_file.write_text(json.dumps(state))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    kubectl = bin_dir / "kubectl"
+    kubectl.write_text(f'#!/bin/sh\nexec python3 {FAKE_KUBECTL} "$@"\n')
+    kubectl.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_KUBECTL_STATE": str(state_file)}
+    result = subprocess.run(
+        [str(VALIDATE), "--context", "kind-krafty", *extra],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    return result, json.loads(state_file.read_text())
+
+
+def checks(result: subprocess.CompletedProcess) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for line in result.stdout.splitlines()[:-1]:
+        status, rest = line.split(" ", 1)
+        name = rest.split(": ", 1)[0]
+        if found.get(name) != "FAIL":
+            found[name] = status
+    return found
+
+
+def test_a_correct_cluster_attachment_passes(cluster):
+    attachment, state, tmp_path = cluster
+    result, after = run_validate(state, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    found = checks(result)
+    assert set(found.values()) == {"PASS"}
+    assert {
+        "deployment-ready",
+        "pod-running",
+        "network-status",
+        "nad-config",
+        "pod-eth0",
+        "pod-interface",
+        "pod-addresses",
+        "network-status-ips",
+        "nettools-http",
+        "node-devices",
+        "host-veth",
+        "veth-peer",
+        "veth-master",
+        "bridge",
+        "bridge-master",
+        "table-routes-ipv4",
+        "table-routes-ipv6",
+        "route-to-pod",
+        "ping-gateway",
+        "installer",
+        "node-annotation",
+        "plugin-log",
+    } <= set(found)
+    # The probe pod: on the pod's node, on the host network, the nettools image; then deleted.
+    applied = [e for e in after["log"] if "apply" in e]
+    assert len(applied) == 1
+    probe = applied[0]["apply"]
+    assert probe["kind"] == "Pod"
+    assert probe["spec"]["nodeName"] == NODE
+    assert probe["spec"]["hostNetwork"] is True
+    assert probe["spec"]["containers"][0]["image"] == IMAGE
+    assert probe["spec"]["tolerations"] == [{"operator": "Exists"}]
+    assert [e["delete"] for e in after["log"] if "delete" in e] == [probe["metadata"]["name"]]
+
+
+def deployment_not_ready(state):
+    state["deployment"]["status"]["readyReplicas"] = 0
+
+
+def annotation_without_veth(state):
+    state["nodes"][NODE]["metadata"]["annotations"]["krafty.dev/plugins"] = (
+        '{"krafty-vrf":"x","krafty-bridge":"x"}'
+    )
+
+
+def multus_reports_another_address(state):
+    status = json.loads(state["pod"]["metadata"]["annotations"]["k8s.v1.cni.cncf.io/network-status"])
+    status[1]["ips"] = ["192.0.2.99"]
+    state["pod"]["metadata"]["annotations"]["k8s.v1.cni.cncf.io/network-status"] = json.dumps(status)
+
+
+def installer_not_ready(state):
+    state["installer_pods"][0]["status"]["conditions"][0]["status"] = "False"
+
+
+def nad_expects_a_vrf(state):
+    config = json.loads(state["nads"]["default/krafty"]["spec"]["config"])
+    config["plugins"].insert(0, {"type": "krafty-vrf", "scope": "pod"})
+    state["nads"]["default/krafty"]["spec"]["config"] = json.dumps(config)
+
+
+@pytest.mark.parametrize(
+    "change,failing",
+    [
+        (deployment_not_ready, {"deployment-ready"}),
+        (annotation_without_veth, {"node-annotation"}),
+        (multus_reports_another_address, {"network-status-ips"}),
+        (installer_not_ready, {"installer"}),
+        # The chain now names krafty-vrf: the bridge must have a VRF master, and its ADD be logged.
+        (nad_expects_a_vrf, {"bridge-master", "vrf", "plugin-log"}),
+    ],
+    ids=lambda c: c.__name__ if callable(c) else None,
+)
+def test_each_broken_part_fails_its_check(cluster, change, failing):
+    _, state, tmp_path = cluster
+    change(state)
+    result, _ = run_validate(state, tmp_path)
+    assert result.returncode == 1
+    assert {name for name, status in checks(result).items() if status == "FAIL"} == failing
+
+
+def test_no_deployment_fails_without_a_probe_pod(cluster):
+    _, state, tmp_path = cluster
+    state["deployment_key"] = ["default", "something-else"]
+    result, after = run_validate(state, tmp_path, "--json")
+    assert result.returncode == 1
+    document = json.loads(result.stdout)
+    assert [c["name"] for c in document["checks"]] == ["deployment-ready"]
+    assert after["log"] == []
