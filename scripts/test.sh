@@ -2,7 +2,7 @@
 # The krafty test command: every tier, in order, ending with one summary line.
 #
 #   scripts/test.sh                 # everything
-#   KRAFTY_SKIP=vm scripts/test.sh  # explicitly leave out tiers (comma-separated: vm, deploy, fuzz)
+#   KRAFTY_SKIP=vm scripts/test.sh  # explicitly leave out tiers (comma-separated: host, vm, deploy, fuzz)
 #
 # A tier that cannot run (missing tool, no root, VM does not boot) fails; it is never skipped
 # unless named in KRAFTY_SKIP, and a skipped tier is reported in the summary.
@@ -72,7 +72,7 @@ check fmt cargo fmt --all --check
 check clippy cargo clippy --workspace --all-targets --quiet -- -D warnings
 check build cargo build --workspace --quiet
 check cnidriver scripts/build-cnidriver.sh "$target/cnidriver"
-check shellcheck shellcheck scripts/*.sh .ci/run
+check shellcheck shellcheck scripts/*.sh tests/deploy/run.sh .ci/run
 
 # Unit tests and the namespace tests on this machine's kernel (everything but the VRF tier).
 tier host cargo nextest run --workspace --no-fail-fast -E 'not binary(vrf)'
@@ -90,6 +90,13 @@ vrf_tests() {
     scripts/vm-run.sh --rwdir "$target" -- env KRAFTY_BIN_DIR="$target/debug" "$binary" --test-threads=2
 }
 tier vm vrf_tests
+
+# The chart (real Helm SDK), its schema, the Tiltfile (starlark-go), the scripts, nettools, and
+# validate.sh --local against namespaces here and in the VM.
+tier deploy tests/deploy/run.sh
+
+# The config and protocol parsers under libFuzzer, a few seconds per target.
+tier fuzz scripts/fuzz.sh "${KRAFTY_FUZZ_SECONDS:-5}"
 
 echo
 if [[ ${#skipped_tiers[@]} -gt 0 ]]; then
