@@ -16,8 +16,8 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
-use crate::attachments::{Reconciler, ReportOnlyCleaner};
-use crate::cli::Args;
+use crate::attachments::{AttachmentCleaner, NodeCleaner, Reconciler, ReportOnlyCleaner};
+use crate::cli::{Args, OrphanCleanup};
 use crate::cluster::events::{Notice, Notifier};
 use crate::cluster::{self, annotation, events, pods};
 use crate::endpoints::{self, Readiness};
@@ -334,14 +334,41 @@ async fn start_cluster(
         Arc::clone(metrics),
         shutdown.clone(),
     ));
+    let pods = Api::<Pod>::all(client);
+    match args.orphan_cleanup {
+        OrphanCleanup::Delete => {
+            let cleaner = NodeCleaner {
+                state_dir: args.state_dir.clone(),
+                run_dir: args.run_dir.clone(),
+                ipam_path: args.ipam_path.clone(),
+            };
+            spawn_orphan_reconciler(args, pods, node, cleaner, metrics, &notifier, shutdown);
+        }
+        OrphanCleanup::Report => {
+            let cleaner = ReportOnlyCleaner;
+            spawn_orphan_reconciler(args, pods, node, cleaner, metrics, &notifier, shutdown);
+        }
+    }
+    notifier
+}
+
+fn spawn_orphan_reconciler<C: AttachmentCleaner + 'static>(
+    args: &Args,
+    pods: Api<Pod>,
+    node: String,
+    cleaner: C,
+    metrics: &Arc<Metrics>,
+    notifier: &Notifier,
+    shutdown: &CancellationToken,
+) {
     let reconciler = Reconciler::new(
         args.state_dir.clone(),
-        ReportOnlyCleaner,
+        cleaner,
         Arc::clone(metrics),
         notifier.clone(),
     );
     tokio::spawn(pods::run_orphan_reconciler(
-        Api::<Pod>::all(client),
+        pods,
         node,
         reconciler,
         args.reconcile_interval(),
@@ -349,5 +376,4 @@ async fn start_cluster(
         Arc::clone(metrics),
         shutdown.clone(),
     ));
-    notifier
 }

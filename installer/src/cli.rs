@@ -59,6 +59,23 @@ pub struct Args {
     #[arg(long, env = "KRAFTY_STATE_DIR", default_value = "/var/lib/krafty")]
     pub state_dir: PathBuf,
 
+    /// Directory where the plugins keep their locks; the cleanup of an orphan takes its
+    /// network's lock, as the plugins' DEL and GC do.
+    #[arg(long, env = "KRAFTY_RUN_DIR", default_value = "/run/krafty")]
+    pub run_dir: PathBuf,
+
+    /// What to do with an orphaned attachment (pod and network namespace gone): `delete` its
+    /// devices, address and record (needs the host network and CAP_NET_ADMIN), or only
+    /// `report` it in the log and the metrics.
+    #[arg(long, env = "KRAFTY_ORPHAN_CLEANUP", value_enum, default_value_t = OrphanCleanup::Delete)]
+    pub orphan_cleanup: OrphanCleanup,
+
+    /// Where to find an orphan's IPAM plugin, comma-separated, instead of the CNI_PATH
+    /// recorded at ADD (a node path; in the container the node's CNI bin directory is
+    /// mounted elsewhere). Empty: the recorded path.
+    #[arg(long, env = "KRAFTY_IPAM_PATH", value_delimiter = ',')]
+    pub ipam_path: Vec<PathBuf>,
+
     /// Quiet time after the last file event before installing, in milliseconds.
     #[arg(long, env = "KRAFTY_DEBOUNCE_MS", default_value_t = 50)]
     pub debounce_ms: u64,
@@ -70,6 +87,12 @@ pub struct Args {
     /// Log level: error, warn, info, debug or trace. Logs go to stderr.
     #[arg(long, env = "KRAFTY_LOG_LEVEL", default_value_t = LevelFilter::INFO)]
     pub log_level: LevelFilter,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OrphanCleanup {
+    Delete,
+    Report,
 }
 
 impl Args {
@@ -108,8 +131,30 @@ mod tests {
         assert_eq!(args.listen, "0.0.0.0:9650".parse().unwrap());
         assert_eq!(args.plugins, ["krafty-vrf", "krafty-bridge", "krafty-veth"]);
         assert_eq!(args.state_dir, PathBuf::from("/var/lib/krafty"));
+        assert_eq!(args.run_dir, PathBuf::from("/run/krafty"));
+        assert_eq!(args.orphan_cleanup, OrphanCleanup::Delete);
+        assert!(args.ipam_path.is_empty());
         assert!(!args.once);
         assert_eq!(args.node_name, None);
+    }
+
+    #[test]
+    fn orphan_cleanup_and_ipam_path_parse() {
+        let args = Args::try_parse_from([
+            "krafty-installer",
+            "--orphan-cleanup=report",
+            "--ipam-path=/host/opt/cni/bin,/opt/cni/bin",
+        ])
+        .unwrap();
+        assert_eq!(args.orphan_cleanup, OrphanCleanup::Report);
+        assert_eq!(
+            args.ipam_path,
+            [
+                PathBuf::from("/host/opt/cni/bin"),
+                PathBuf::from("/opt/cni/bin")
+            ]
+        );
+        assert!(Args::try_parse_from(["krafty-installer", "--orphan-cleanup=maybe"]).is_err());
     }
 
     #[test]

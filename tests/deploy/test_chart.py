@@ -301,7 +301,9 @@ def test_daemonset_runs_everywhere(default_objects):
     # One toleration with neither key nor effect: every taint, NoExecute ones included.
     assert pod["tolerations"] == [{"operator": "Exists"}]
     assert pod["priorityClassName"] == "system-node-critical"
-    assert not pod.get("hostNetwork", False)
+    # Orphan cleanup (the default) deletes host veth ends: the node's own network.
+    assert pod["hostNetwork"] is True
+    assert pod["dnsPolicy"] == "ClusterFirstWithHostNet"
     assert pod["nodeSelector"] == {"kubernetes.io/os": "linux"}
 
 
@@ -315,12 +317,26 @@ def test_daemonset_mounts_the_node_directories(default_objects):
         "/var/lib/krafty": "/var/lib/krafty",
         "/run/krafty": "/run/krafty",
         "/run/netns": "/run/netns",
+        "/var/lib/cni": "/var/lib/cni",
     }
     netns = next(m for m in installer_container(daemonset)["volumeMounts"] if m["name"] == "netns")
     assert netns["readOnly"] is True
     assert netns["mountPropagation"] == "HostToContainer"
     writable = [m["mountPath"] for m in installer_container(daemonset)["volumeMounts"] if not m.get("readOnly")]
-    assert sorted(writable) == ["/host/opt/cni/bin", "/run/krafty", "/var/lib/krafty"]
+    assert sorted(writable) == ["/host/opt/cni/bin", "/run/krafty", "/var/lib/cni", "/var/lib/krafty"]
+
+
+def test_report_only_orphan_cleanup_needs_no_host_network_nor_net_admin():
+    daemonset = only(chartlib.objects({"installer": {"orphanCleanup": "report"}}), "DaemonSet")
+    pod = daemonset["spec"]["template"]["spec"]
+    container = installer_container(daemonset)
+    assert not pod.get("hostNetwork", False)
+    assert "dnsPolicy" not in pod
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert "--orphan-cleanup=report" in container["args"]
+    assert not any(arg.startswith("--ipam-path") for arg in container["args"])
+    assert "ipam-data" not in {m["name"] for m in container["volumeMounts"]}
+    assert "ipam-data" not in {v["name"] for v in pod["volumes"]}
 
 
 def test_installer_arguments_environment_and_probes(default_objects):
@@ -332,6 +348,9 @@ def test_installer_arguments_environment_and_probes(default_objects):
         "--listen=0.0.0.0:9650",
         "--node-name=$(KRAFTY_NODE_NAME)",
         "--state-dir=/var/lib/krafty",
+        "--run-dir=/run/krafty",
+        "--orphan-cleanup=delete",
+        "--ipam-path=/host/opt/cni/bin",
         "--log-level=info",
     ]
     assert container["env"] == [
@@ -349,7 +368,8 @@ def test_installer_security_context_is_minimal(default_objects):
     assert context["readOnlyRootFilesystem"] is True
     assert context["allowPrivilegeEscalation"] is False
     assert context["privileged"] is False
-    assert context["capabilities"] == {"drop": ["ALL"]}
+    # NET_ADMIN only, for deleting orphans' devices.
+    assert context["capabilities"] == {"drop": ["ALL"], "add": ["NET_ADMIN"]}
     assert daemonset["spec"]["template"]["spec"]["securityContext"]["seccompProfile"] == {
         "type": "RuntimeDefault"
     }
@@ -390,7 +410,7 @@ def test_dev_values_use_the_local_image_and_a_writable_root():
     assert container["imagePullPolicy"] == "IfNotPresent"
     assert container["securityContext"]["readOnlyRootFilesystem"] is False
     # The rest of the security context still applies.
-    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["NET_ADMIN"]}
 
 
 def test_rbac_is_minimal_and_bound_to_the_installer(default_objects):

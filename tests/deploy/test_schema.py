@@ -103,6 +103,8 @@ BAD_VALUES = {
     "listen-address-not-an-address": ({"installer": {"listenAddress": "all"}}, "/installer/listenAddress"),
     "extra-arg-not-a-flag": ({"installer": {"extraArgs": ["once"]}}, "/installer/extraArgs/0"),
     "relative-host-path": ({"hostPaths": {"cniBin": "opt/cni/bin"}}, "/hostPaths/cniBin"),
+    "unknown-orphan-cleanup": ({"installer": {"orphanCleanup": "ignore"}}, "/installer/orphanCleanup"),
+    "relative-ipam-data": ({"hostPaths": {"ipamData": "var/lib/cni"}}, "/hostPaths/ipamData"),
 }
 
 

@@ -3,11 +3,14 @@
 //! - [`record`]: the per-attachment JSON record and its lenient reader.
 //! - [`decision`]: when an attachment is orphaned (pure logic).
 //! - [`reconciler`]: a scan that hands orphans to an [`AttachmentCleaner`].
+//! - [`cleaner`]: the cleaner that undoes them on the node.
 
+pub mod cleaner;
 pub mod decision;
 pub mod reconciler;
 pub mod record;
 
+pub use cleaner::NodeCleaner;
 pub use decision::{decide, PodsOnNode, Verdict};
 pub use reconciler::{
     AttachmentCleaner, CleanupError, ReconcileSummary, Reconciler, ReportOnlyCleaner,

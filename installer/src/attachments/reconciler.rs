@@ -30,18 +30,14 @@ pub enum CleanupError {
     Failed(Box<dyn std::error::Error + Send + Sync>),
 }
 
-/// The cleaner until the real one is wired in: it only reports. Orphans then show up as
-/// warnings and in `krafty_installer_errors_total{kind="cleanup"}`, and nothing is removed.
-///
-/// The real one reads the full record with `krafty_cni::state::Records` and calls
-/// `krafty_cni::cleanup::undo_attachment`; it needs the pod on the host network with
-/// CAP_NET_ADMIN, and the record's IPAM `cniPath` (host paths) mapped into the container.
+/// `--orphan-cleanup=report`: orphans show up as warnings and in
+/// `krafty_installer_errors_total{kind="cleanup"}`, and nothing is removed.
 pub struct ReportOnlyCleaner;
 
 impl AttachmentCleaner for ReportOnlyCleaner {
     async fn clean_up(&self, _attachment: &StoredRecord) -> Result<(), CleanupError> {
         Err(CleanupError::Unavailable(
-            "this build only reports orphaned attachments",
+            "--orphan-cleanup=report only reports orphaned attachments",
         ))
     }
 }

@@ -1,0 +1,140 @@
+//! The reconciler with the real cleaner against real attachments: ADD through libcni with the
+//! real host-local in a hermetic node namespace, a pod namespace deleted without DEL (a node
+//! reboot or a runtime crash), then one scan. The pod list is the only stand-in: it is what
+//! the pod watch would hand over, and no API server can run here.
+
+use std::fs::File;
+use std::sync::Arc;
+
+use krafty_installer::attachments::{NodeCleaner, PodsOnNode, Reconciler};
+use krafty_installer::cluster::events::{Notice, Notifier};
+use krafty_installer::metrics::Metrics;
+use krafty_tests::{bridge_veth_conflist, container_id, Node, NETWORK};
+use nix::sched::{setns, CloneFlags};
+
+/// Runs one scan inside `node`'s network namespace, on a thread of its own: setns never
+/// touches a thread that other work shares.
+fn reconcile_in(node: &Node, pods: PodsOnNode) -> (Vec<String>, Vec<String>, usize, Vec<Notice>) {
+    let cleaner = NodeCleaner {
+        state_dir: node.state_dir(),
+        run_dir: node.run_dir(),
+        ipam_path: Vec::new(),
+    };
+    let state_dir = node.state_dir();
+    let netns = File::open(format!("/run/netns/{}", node.name)).expect("the node namespace");
+    std::thread::spawn(move || {
+        setns(&netns, CloneFlags::CLONE_NEWNET).expect("entering the node namespace");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let metrics = Arc::new(Metrics::new(&["krafty-veth".to_string()]));
+            let (notifier, mut notices) = Notifier::channel();
+            let reconciler = Reconciler::new(state_dir, cleaner, metrics, notifier);
+            let summary = reconciler.reconcile(&pods).await;
+            drop(reconciler);
+            let mut sent = Vec::new();
+            while let Some(notice) = notices.recv().await {
+                sent.push(notice);
+            }
+            let ids = |records: &[krafty_installer::attachments::StoredRecord]| {
+                records
+                    .iter()
+                    .map(|stored| stored.record.container_id.clone())
+                    .collect::<Vec<_>>()
+            };
+            (
+                ids(&summary.cleaned),
+                ids(&summary.failed),
+                summary.kept,
+                sent,
+            )
+        })
+    })
+    .join()
+    .expect("the reconcile thread")
+}
+
+#[test]
+fn an_orphan_is_cleaned_up_and_live_attachments_are_untouched() {
+    let node = Node::new();
+    let conflist = node.conflist(bridge_veth_conflist("1.0.0"));
+    let (orphan, live, mid_teardown) = (container_id(), container_id(), container_id());
+    let orphan_pod = node.pod("orphan");
+    let live_pod = node.pod("live");
+    let mid_teardown_pod = node.pod("teardown");
+    for (id, pod) in [
+        (&orphan, &orphan_pod),
+        (&live, &live_pod),
+        (&mid_teardown, &mid_teardown_pod),
+    ] {
+        node.cni("add", &conflist, id, &pod.netns_path()).ok();
+    }
+    assert_eq!(node.leases(NETWORK).len(), 3);
+    let live_links_before = node
+        .link_names()
+        .into_iter()
+        .filter(|name| name.contains(&live[..11]))
+        .collect::<Vec<_>>();
+    assert_eq!(live_links_before.len(), 2, "the live pod's bridge and veth");
+
+    // The runtime never sent DEL: the orphan's pod is gone from the API and its netns with it.
+    orphan_pod.destroy();
+    // The live pod still exists, and so does the pod of an attachment whose netns is already
+    // gone (the runtime is tearing it down): the runtime owns both.
+    mid_teardown_pod.destroy();
+    let mut pods = PodsOnNode::default();
+    for id in [&live, &mid_teardown] {
+        pods.insert("default", &format!("pod-{id}"), Some(&format!("uid-{id}")));
+    }
+
+    let (cleaned, failed, kept, notices) = reconcile_in(&node, pods);
+    assert_eq!(cleaned, vec![orphan.clone()]);
+    assert_eq!(failed, Vec::<String>::new());
+    assert_eq!(kept, 2);
+    assert!(
+        matches!(&notices[..], [Notice::AttachmentCleanedUp(record)] if record.container_id == orphan),
+        "one Event about the orphan: {notices:?}"
+    );
+
+    let names = node.link_names();
+    assert!(
+        !names.iter().any(|name| name.contains(&orphan[..11])),
+        "the orphan's devices are gone: {names:?}"
+    );
+    for name in &live_links_before {
+        assert!(
+            names.contains(name),
+            "{name} of the live pod is still there"
+        );
+    }
+    assert!(
+        names.iter().any(|name| name.contains(&mid_teardown[..11])),
+        "the pod being torn down keeps its devices"
+    );
+    let leases = node.leases(NETWORK);
+    assert_eq!(
+        leases.len(),
+        2,
+        "only the orphan's lease is released: {leases:?}"
+    );
+    let records = node.records();
+    assert_eq!(records.len(), 2, "{records:?}");
+    assert!(!records.iter().any(|r| r.contains(&orphan)));
+
+    // Once the pod being torn down is gone from the API too, the next scan takes it; the live
+    // pod's netns still exists, so it is kept even with no pod listed.
+    let (cleaned, failed, kept, _) = reconcile_in(&node, PodsOnNode::default());
+    assert_eq!(failed, Vec::<String>::new());
+    assert_eq!(cleaned, vec![mid_teardown.clone()]);
+    assert_eq!(kept, 1);
+
+    // The runtime's own DELs still succeed afterwards, cleaned up or not.
+    node.cni("del", &conflist, &live, &live_pod.netns_path())
+        .ok();
+    for id in [&orphan, &mid_teardown] {
+        node.cni("del", &conflist, id, "").ok();
+    }
+    node.assert_clean();
+}
