@@ -31,7 +31,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/invoke"
@@ -74,12 +76,14 @@ type options struct {
 	runtimeConfig    map[string]interface{}
 	validAttachments []gcAttachment
 	plugin           string
+	timingFile       string
 }
 
 const usageText = `usage:
   cnidriver add|check|del --conflist FILE --id ID [--netns PATH] [--ifname IF]
             [--pod-namespace NS] [--pod-name NAME] [--pod-uid UID]
             [--runtime-config JSON] [--cni-path DIRS] [--cache-dir DIR]
+            [--timing FILE]
   cnidriver status --conflist FILE [--cni-path DIRS]
   cnidriver gc --conflist FILE [--valid-attachments JSON] [--cni-path DIRS]
   cnidriver version --plugin NAME [--cni-path DIRS]
@@ -173,6 +177,7 @@ func parseArgs(args []string, stderr io.Writer) (*options, error) {
 	runtimeConfig := fs.String("runtime-config", "", "JSON object of capability args (RuntimeConf.CapabilityArgs)")
 	validAttachments := fs.String("valid-attachments", "[]", `gc: JSON list of {"containerID":..,"ifname":..}`)
 	fs.StringVar(&o.plugin, "plugin", "", "version: plugin binary name to query")
+	fs.StringVar(&o.timingFile, "timing", "", "add/check/del: append one JSON line of wall times (the libcni call, each plugin) to FILE")
 
 	if err := fs.Parse(args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -249,7 +254,16 @@ func dispatch(ctx context.Context, o *options) ([]byte, error) {
 	// nil exec => libcni's default exec (invoke.RawExec): exactly what
 	// runtimes use. Note it forwards plugin stderr only when the plugin
 	// succeeds; on failure stderr is folded into msg only if stdout was empty.
-	cni := libcni.NewCNIConfigWithCacheDir(o.cniPath, o.cacheDir, nil)
+	var exec invoke.Exec
+	var timed *timedExec
+	if o.timingFile != "" {
+		timed = &timedExec{inner: &invoke.DefaultExec{
+			RawExec:       &invoke.RawExec{Stderr: os.Stderr},
+			PluginDecoder: version.PluginDecoder{},
+		}}
+		exec = timed
+	}
+	cni := libcni.NewCNIConfigWithCacheDir(o.cniPath, o.cacheDir, exec)
 
 	if o.verb == "version" {
 		info, err := cni.GetVersionInfo(ctx, o.plugin)
@@ -270,6 +284,24 @@ func dispatch(ctx context.Context, o *options) ([]byte, error) {
 		return nil, driverError("loading conflist %s: %v", o.conflist, err)
 	}
 
+	if timed != nil {
+		switch o.verb {
+		case "add", "check", "del":
+		default:
+			return nil, driverError("--timing applies to add, check and del only")
+		}
+		start := time.Now()
+		out, err := runListVerb(ctx, cni, o, list)
+		if wErr := timed.write(o.timingFile, o.verb, time.Since(start)); wErr != nil && err == nil {
+			err = wErr
+		}
+		return out, err
+	}
+	return runListVerb(ctx, cni, o, list)
+}
+
+// runListVerb runs one verb on the conflist; the returned bytes (if any) go to stdout.
+func runListVerb(ctx context.Context, cni *libcni.CNIConfig, o *options, list *libcni.NetworkConfigList) ([]byte, error) {
 	switch o.verb {
 	case "add":
 		result, err := cni.AddNetworkList(ctx, list, o.runtimeConf())
@@ -402,4 +434,61 @@ func gcNetworkList(ctx context.Context, o *options, list *libcni.NetworkConfigLi
 		}
 	}
 	return first
+}
+
+// timedExec is libcni's default exec plus a stopwatch around each plugin run,
+// for the benchmark (scripts/bench.sh): it tells how the time of a libcni
+// call splits between the plugins of the chain, without the driver's own
+// start-up, which a long-lived runtime does not pay per pod.
+type timedExec struct {
+	inner   invoke.Exec
+	plugins []pluginTiming
+}
+
+type pluginTiming struct {
+	Plugin  string `json:"plugin"`
+	Command string `json:"command"`
+	WallUs  int64  `json:"wallUs"`
+}
+
+func (t *timedExec) ExecPlugin(ctx context.Context, pluginPath string, stdinData []byte, environ []string) ([]byte, error) {
+	command := ""
+	for _, kv := range environ {
+		if strings.HasPrefix(kv, "CNI_COMMAND=") {
+			command = strings.TrimPrefix(kv, "CNI_COMMAND=")
+		}
+	}
+	start := time.Now()
+	out, err := t.inner.ExecPlugin(ctx, pluginPath, stdinData, environ)
+	t.plugins = append(t.plugins, pluginTiming{filepath.Base(pluginPath), command, time.Since(start).Microseconds()})
+	return out, err
+}
+
+func (t *timedExec) FindInPath(plugin string, paths []string) (string, error) {
+	return t.inner.FindInPath(plugin, paths)
+}
+
+func (t *timedExec) Decode(jsonBytes []byte) (version.PluginInfo, error) {
+	return t.inner.Decode(jsonBytes)
+}
+
+// write appends {"verb", "wallUs", "plugins": [...]} as one line to path.
+func (t *timedExec) write(path, verb string, wall time.Duration) error {
+	line, err := json.Marshal(struct {
+		Verb    string         `json:"verb"`
+		WallUs  int64          `json:"wallUs"`
+		Plugins []pluginTiming `json:"plugins"`
+	}{verb, wall.Microseconds(), t.plugins})
+	if err != nil {
+		return driverError("encoding timings: %v", err)
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	if err != nil {
+		return driverError("opening --timing file: %v", err)
+	}
+	defer f.Close()
+	if _, err := f.Write(append(line, '\n')); err != nil {
+		return driverError("writing --timing file: %v", err)
+	}
+	return nil
 }

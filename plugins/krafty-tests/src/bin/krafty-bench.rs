@@ -1,0 +1,1004 @@
+//! The krafty benchmark (run by `scripts/bench.sh`, see docs/benchmarks.md).
+//!
+//! `krafty-bench run --kernel host|vm --cycles N --out FILE` measures, on hermetic node
+//! namespaces of the test harness, ADD/DEL cycles of (a) the krafty chain, (b) the reference
+//! chain of Debian's containernetworking-plugins doing the same work with the same host-local
+//! IPAM and (c) the floor: the same kernel work issued by `ip -batch`, without plugins or IPAM.
+//! The three alternate cycle by cycle so that noise from other work on the machine falls on all
+//! of them alike. It also records each plugin process's peak RSS, ADD/DEL at 1, 100 and 500
+//! existing attachments of one network, and 32 concurrent ADDs, and writes raw samples as JSON.
+//!
+//! `krafty-bench report --host FILE [--vm FILE] --out docs/benchmarks.md` turns them into the
+//! document (tools/bench/plot.py draws the plot from the same files).
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use krafty_cni::naming;
+use krafty_tests::{bin_dir, container_id, target_dir, Node, Pod, REFERENCE_PLUGIN_DIR};
+use serde_json::{json, Value};
+
+const SUBNET: &str = "172.16.10.0/24";
+const GATEWAY: &str = "172.16.10.1";
+/// The scale test needs more than 500 addresses.
+const SCALE_SUBNET: &str = "172.20.0.0/22";
+const SCALE_GATEWAY: &str = "172.20.0.1";
+const SCALE_LEVELS: [usize; 3] = [1, 100, 500];
+const SCALE_PROBES: usize = 40;
+const CONCURRENT_ADDS: usize = 32;
+const CONCURRENT_ROUNDS: usize = 3;
+const RSS_CYCLES: usize = 10;
+/// Plugins whose peak RSS and size are reported.
+const KRAFTY_PLUGINS: [&str; 3] = ["krafty-vrf", "krafty-bridge", "krafty-veth"];
+const REFERENCE_PLUGINS: [&str; 3] = ["vrf", "bridge", "host-local"];
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("run") => run(&flags(&args[1..])),
+        Some("report") => report(&flags(&args[1..])),
+        _ => {
+            eprintln!(
+                "usage: krafty-bench run --kernel host|vm --cycles N --out FILE\n       \
+                 krafty-bench report --host FILE [--vm FILE] --out FILE"
+            );
+            std::process::exit(2);
+        }
+    }
+}
+
+/// `--name value` pairs.
+fn flags(args: &[String]) -> BTreeMap<String, String> {
+    args.chunks(2)
+        .map(|pair| match pair {
+            [name, value] if name.starts_with("--") => {
+                (name.trim_start_matches("--").to_string(), value.clone())
+            }
+            _ => panic!("expected --name value pairs, got {pair:?}"),
+        })
+        .collect()
+}
+
+fn required<'a>(flags: &'a BTreeMap<String, String>, name: &str) -> &'a str {
+    flags
+        .get(name)
+        .unwrap_or_else(|| panic!("--{name} is required"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Statistics (pure)
+// ---------------------------------------------------------------------------------------------
+
+/// The `q`-th percentile (0 < q <= 100) by the nearest-rank method: the smallest sample with
+/// at least q% of the samples at or below it. `None` for no samples.
+fn percentile(samples: &[f64], q: f64) -> Option<f64> {
+    if samples.is_empty() {
+        return None;
+    }
+    let mut sorted = samples.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let rank = ((q / 100.0) * sorted.len() as f64).ceil() as usize;
+    Some(sorted[rank.clamp(1, sorted.len()) - 1])
+}
+
+/// p50, p90 and p99.
+fn summary(samples: &[f64]) -> [f64; 3] {
+    [50.0, 90.0, 99.0].map(|q| percentile(samples, q).unwrap_or(f64::NAN))
+}
+
+fn ratio(numerator: f64, denominator: f64) -> f64 {
+    numerator / denominator
+}
+
+// ---------------------------------------------------------------------------------------------
+// Measuring
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Clone, Copy, PartialEq)]
+enum Kernel {
+    /// This machine's kernel: no VRF, so the chains are bridge + veth.
+    Host,
+    /// Debian's kernel in the VM: the full chains with VRF.
+    Vm,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Scope {
+    Pod,
+    Network,
+}
+
+impl Scope {
+    fn name(self) -> &'static str {
+        match self {
+            Scope::Pod => "pod",
+            Scope::Network => "network",
+        }
+    }
+}
+
+/// One timed run of the libcni driver: the libcni call and each plugin process, in µs.
+struct Timing {
+    wall_us: f64,
+    plugins: Vec<(String, f64)>,
+}
+
+/// Runs `verb` through the libcni driver and returns the driver's own timing of the libcni
+/// call (the driver's start-up, which a long-lived runtime does not pay, is left out).
+fn timed_cni(
+    node: &Node,
+    verb: &str,
+    conflist: &Path,
+    id: &str,
+    pod: &Pod,
+    extra: &[&str],
+) -> Timing {
+    let timing_file = node.dir.join(format!("timing-{id}-{verb}.json"));
+    let timing_arg = timing_file.display().to_string();
+    let mut args = vec!["--timing", timing_arg.as_str()];
+    args.extend_from_slice(extra);
+    let outcome = node.cni_with(verb, conflist, id, &pod.netns_path(), &args);
+    outcome.ok();
+    let line = std::fs::read_to_string(&timing_file).expect("the driver wrote its timing");
+    let _ = std::fs::remove_file(&timing_file);
+    let record: Value = serde_json::from_str(line.trim()).expect("timing is JSON");
+    Timing {
+        wall_us: record["wallUs"].as_f64().expect("wallUs"),
+        plugins: record["plugins"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| {
+                (
+                    p["plugin"].as_str().unwrap_or_default().to_string(),
+                    p["wallUs"].as_f64().unwrap_or_default(),
+                )
+            })
+            .collect(),
+    }
+}
+
+/// Runs `ip -n NAMESPACE -batch -` with `commands` on stdin; returns nothing, panics on failure.
+fn ip_batch(namespace: &str, commands: &str) {
+    let mut child = Command::new("ip")
+        .args(["-n", namespace, "-batch", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ip runs");
+    child
+        .stdin
+        .take()
+        .expect("stdin is piped")
+        .write_all(commands.as_bytes())
+        .expect("ip reads its batch");
+    let output = child.wait_with_output().expect("ip ends");
+    assert!(
+        output.status.success(),
+        "ip -n {namespace} -batch failed on\n{commands}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+fn ipam(subnet: &str, gateway: &str) -> Value {
+    json!({ "type": "host-local", "ranges": [[{ "subnet": subnet, "gateway": gateway }]],
+            "routes": [{ "dst": "0.0.0.0/0" }] })
+}
+
+fn krafty_conflist(
+    kernel: Kernel,
+    scope: Scope,
+    network: &str,
+    subnet: &str,
+    gateway: &str,
+) -> Value {
+    let mut plugins = vec![
+        json!({ "type": "krafty-bridge", "scope": scope.name(), "subnet": subnet, "gateway": gateway,
+                "logFile": "" }),
+        json!({ "type": "krafty-veth", "ipam": ipam(subnet, gateway), "logFile": "" }),
+    ];
+    if kernel == Kernel::Vm {
+        plugins.insert(
+            0,
+            json!({ "type": "krafty-vrf", "scope": scope.name(), "logFile": "" }),
+        );
+    }
+    json!({ "cniVersion": "1.0.0", "name": network, "plugins": plugins })
+}
+
+/// The reference chain: `bridge` (+ `vrf` in the VM) with host-local, one bridge per
+/// attachment in pod scope (named like krafty's, with another prefix), one shared otherwise.
+fn reference_conflist(kernel: Kernel, bridge: &str, id: &str) -> Value {
+    let mut plugins = vec![json!({
+        "type": "bridge", "bridge": bridge, "isGateway": true, "ipam": ipam(SUBNET, GATEWAY)
+    })];
+    if kernel == Kernel::Vm {
+        plugins.push(json!({ "type": "vrf", "vrfname": format!("rfv{}", &id[..12]) }));
+    }
+    json!({ "cniVersion": "1.0.0", "name": "reference", "plugins": plugins })
+}
+
+fn reference_bridge(scope: Scope, id: &str) -> String {
+    match scope {
+        Scope::Pod => format!("rfb{}", &id[..12]),
+        Scope::Network => "rfbshared".into(),
+    }
+}
+
+/// The floor's node side: the VRF and bridge (pod scope) and the veth pair with its pod end
+/// created inside the pod, on the bridge and up. `vrf_table` is `None` without VRF.
+fn floor_node_add(scope: Scope, id: &str, pod: &Pod, vrf_table: Option<u32>) -> String {
+    let (vrf, bridge, veth) = floor_names(scope, id);
+    let mut batch = String::new();
+    if scope == Scope::Pod {
+        batch += &floor_devices(&vrf, &bridge, vrf_table);
+    }
+    batch += &format!(
+        "link add {veth} master {bridge} up type veth peer name net1 netns {}\n",
+        pod.name
+    );
+    batch
+}
+
+fn floor_devices(vrf: &str, bridge: &str, vrf_table: Option<u32>) -> String {
+    let mut batch = String::new();
+    let mut master = String::new();
+    if let Some(table) = vrf_table {
+        batch += &format!("link add {vrf} type vrf table {table}\nlink set {vrf} up\n");
+        master = format!(" master {vrf}");
+    }
+    batch += &format!(
+        "link add {bridge}{master} type bridge\naddr add {GATEWAY}/24 dev {bridge}\nlink set {bridge} up\n"
+    );
+    batch
+}
+
+/// The floor's pod side: address, link up, default route (what IPAM's result makes the chain do).
+fn floor_pod_add(address: &str) -> String {
+    format!(
+        "addr add {address}/24 dev net1\nlink set net1 up\nroute add default via {GATEWAY} metric 4096\n"
+    )
+}
+
+fn floor_del(scope: Scope, id: &str, with_vrf: bool) -> String {
+    let (vrf, bridge, veth) = floor_names(scope, id);
+    let mut batch = format!("link del {veth}\n");
+    if scope == Scope::Pod {
+        batch += &format!("link del {bridge}\n");
+        if with_vrf {
+            batch += &format!("link del {vrf}\n");
+        }
+    }
+    batch
+}
+
+/// (VRF, bridge, host veth) of the floor: krafty's names for this ID.
+fn floor_names(scope: Scope, id: &str) -> (String, String, String) {
+    match scope {
+        Scope::Pod => (
+            naming::vrf_name(id),
+            naming::bridge_name(id),
+            naming::host_veth_name(id),
+        ),
+        Scope::Network => (
+            "flvshared".into(),
+            "flbshared".into(),
+            naming::host_veth_name(id),
+        ),
+    }
+}
+
+#[derive(Default)]
+struct Series {
+    add: Vec<f64>,
+    del: Vec<f64>,
+    /// Per plugin and verb, each plugin process's wall time.
+    plugins: BTreeMap<String, Vec<f64>>,
+}
+
+impl Series {
+    fn record(&mut self, verb: &str, timing: Timing) {
+        match verb {
+            "add" => self.add.push(timing.wall_us),
+            _ => self.del.push(timing.wall_us),
+        }
+        for (plugin, wall) in timing.plugins {
+            self.plugins
+                .entry(format!("{plugin} {}", verb.to_uppercase()))
+                .or_default()
+                .push(wall);
+        }
+    }
+
+    fn to_json(&self) -> Value {
+        json!({ "add_us": self.add, "del_us": self.del, "plugins_us": self.plugins })
+    }
+}
+
+/// The main comparison in one scope: `cycles` ADD/DEL cycles of each variant, interleaved,
+/// the order of the three rotating from cycle to cycle.
+fn compare(kernel: Kernel, scope: Scope, cycles: usize) -> Value {
+    let with_vrf = kernel == Kernel::Vm;
+    let (krafty_node, reference_node, floor_node) = (Node::new(), Node::new(), Node::new());
+    let (krafty_pod, reference_pod, floor_pod) = (
+        krafty_node.pod("k"),
+        reference_node.pod("r"),
+        floor_node.pod("f"),
+    );
+    let krafty_list =
+        krafty_node.conflist(krafty_conflist(kernel, scope, "krafty", SUBNET, GATEWAY));
+    let shared_reference_list = (scope == Scope::Network)
+        .then(|| reference_node.conflist(reference_conflist(kernel, "rfbshared", &container_id())));
+    if scope == Scope::Network {
+        let (vrf, bridge, _) = floor_names(scope, "");
+        ip_batch(
+            &floor_node.name,
+            &floor_devices(&vrf, &bridge, with_vrf.then_some(100_001)),
+        );
+    }
+    let mut series: [Series; 3] = Default::default();
+    for cycle in 0..cycles {
+        for turn in 0..3 {
+            let variant = (cycle + turn) % 3;
+            let id = container_id();
+            match variant {
+                0 => {
+                    for verb in ["add", "del"] {
+                        let timing =
+                            timed_cni(&krafty_node, verb, &krafty_list, &id, &krafty_pod, &[]);
+                        series[0].record(verb, timing);
+                    }
+                }
+                1 => {
+                    let bridge = reference_bridge(scope, &id);
+                    let list = shared_reference_list.clone().unwrap_or_else(|| {
+                        reference_node.conflist(reference_conflist(kernel, &bridge, &id))
+                    });
+                    for verb in ["add", "del"] {
+                        let timing =
+                            timed_cni(&reference_node, verb, &list, &id, &reference_pod, &[]);
+                        series[1].record(verb, timing);
+                    }
+                    if scope == Scope::Pod {
+                        // The reference bridge plugin leaves its bridge on DEL; removed untimed.
+                        reference_node.ip(&["link", "del", &bridge]);
+                        let _ = std::fs::remove_file(list);
+                    }
+                }
+                _ => {
+                    let address = format!("172.16.10.{}", 10 + cycle % 200);
+                    let table = with_vrf.then_some(100_100 + cycle as u32);
+                    let node_batch = floor_node_add(scope, &id, &floor_pod, table);
+                    let pod_batch = floor_pod_add(&address);
+                    let del_batch = floor_del(scope, &id, with_vrf);
+                    let start = Instant::now();
+                    ip_batch(&floor_node.name, &node_batch);
+                    ip_batch(&floor_pod.name, &pod_batch);
+                    series[2].add.push(start.elapsed().as_secs_f64() * 1e6);
+                    let start = Instant::now();
+                    ip_batch(&floor_node.name, &del_batch);
+                    series[2].del.push(start.elapsed().as_secs_f64() * 1e6);
+                }
+            }
+        }
+    }
+    json!({
+        "scope": scope.name(),
+        "krafty": series[0].to_json(),
+        "reference": series[1].to_json(),
+        "floor": series[2].to_json(),
+    })
+}
+
+/// Peak RSS of every plugin process: a few cycles of both chains with each plugin replaced by
+/// tools/bench/maxrss (built by scripts/bench.sh at KRAFTY_BENCH_MAXRSS).
+fn peak_rss(kernel: Kernel) -> Value {
+    let maxrss = std::env::var("KRAFTY_BENCH_MAXRSS").expect("KRAFTY_BENCH_MAXRSS is set");
+    let node = Node::new();
+    let wrapped = node.dir.join("wrapped");
+    std::fs::create_dir_all(wrapped.join("real")).expect("wrapper dir");
+    for plugin in KRAFTY_PLUGINS {
+        wrap(&wrapped, plugin, &bin_dir().join(plugin), &maxrss);
+    }
+    for plugin in REFERENCE_PLUGINS {
+        wrap(
+            &wrapped,
+            plugin,
+            &Path::new(REFERENCE_PLUGIN_DIR).join(plugin),
+            &maxrss,
+        );
+    }
+    let log = node.dir.join("maxrss.log");
+    // The plugins inherit the driver's environment, which inherits ours.
+    std::env::set_var("KRAFTY_BENCH_RSS_LOG", &log);
+    let cni_path = wrapped.display().to_string();
+    let extra = ["--cni-path", cni_path.as_str()];
+    let pod = node.pod("rss");
+    for scope in [Scope::Pod, Scope::Network] {
+        let krafty = node.conflist(krafty_conflist(kernel, scope, "krafty", SUBNET, GATEWAY));
+        for _ in 0..RSS_CYCLES {
+            let id = container_id();
+            let bridge = reference_bridge(scope, &id);
+            let reference = node.conflist(reference_conflist(kernel, &bridge, &id));
+            for (list, remove) in [(&krafty, None), (&reference, Some(&bridge))] {
+                for verb in ["add", "del"] {
+                    timed_cni(&node, verb, list, &id, &pod, &extra);
+                }
+                if let (Some(bridge), Scope::Pod) = (remove, scope) {
+                    node.ip(&["link", "del", bridge]);
+                }
+            }
+        }
+    }
+    std::env::remove_var("KRAFTY_BENCH_RSS_LOG");
+    let mut peaks: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for line in std::fs::read_to_string(&log).expect("maxrss log").lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if let [plugin, command, kib] = fields[..] {
+            peaks
+                .entry(format!("{plugin} {command}"))
+                .or_default()
+                .push(kib.parse().expect("KiB"));
+        }
+    }
+    json!(peaks)
+}
+
+fn wrap(dir: &Path, plugin: &str, real: &Path, maxrss: &str) {
+    std::fs::copy(maxrss, dir.join(plugin)).expect("copy the wrapper");
+    std::os::unix::fs::symlink(real, dir.join("real").join(plugin)).expect("link the plugin");
+}
+
+/// ADD and DEL of one more pod on a network-scope network that already has 1, 100 and 500
+/// attachments: what an invocation costs must not grow with the number of pods.
+fn scale(kernel: Kernel) -> Value {
+    let node = Node::new();
+    let list = node.conflist(krafty_conflist(
+        kernel,
+        Scope::Network,
+        "scale",
+        SCALE_SUBNET,
+        SCALE_GATEWAY,
+    ));
+    let probe = node.pod("probe");
+    let mut existing: Vec<Pod> = Vec::new();
+    let mut levels = Vec::new();
+    for level in SCALE_LEVELS {
+        while existing.len() < level {
+            let pod = node.pod(&format!("s{}", existing.len()));
+            timed_cni(&node, "add", &list, &container_id(), &pod, &[]);
+            existing.push(pod);
+        }
+        let mut series = Series::default();
+        for _ in 0..SCALE_PROBES {
+            let id = container_id();
+            for verb in ["add", "del"] {
+                series.record(verb, timed_cni(&node, verb, &list, &id, &probe, &[]));
+            }
+        }
+        eprintln!("krafty-bench: scale level {level} measured");
+        levels.push(json!({ "existing": level, "series": series.to_json() }));
+    }
+    json!(levels)
+}
+
+/// 32 ADDs at once (then their DELs at once) through separate driver processes.
+fn concurrent(kernel: Kernel) -> Value {
+    let mut results = Vec::new();
+    for round in 0..CONCURRENT_ROUNDS {
+        for (variant, scope) in [
+            ("krafty", Scope::Pod),
+            ("reference", Scope::Pod),
+            ("krafty", Scope::Network),
+            ("reference", Scope::Network),
+        ] {
+            let node = Node::new();
+            let pods: Vec<Pod> = (0..CONCURRENT_ADDS)
+                .map(|i| node.pod(&format!("c{i}")))
+                .collect();
+            let ids: Vec<String> = pods.iter().map(|_| container_id()).collect();
+            let lists: Vec<PathBuf> = ids
+                .iter()
+                .map(|id| match variant {
+                    "krafty" => {
+                        node.conflist(krafty_conflist(kernel, scope, "krafty", SUBNET, GATEWAY))
+                    }
+                    _ => {
+                        node.conflist(reference_conflist(kernel, &reference_bridge(scope, id), id))
+                    }
+                })
+                .collect();
+            let mut entry = json!({ "variant": variant, "scope": scope.name(), "round": round });
+            for verb in ["add", "del"] {
+                let start = Instant::now();
+                let latencies: Vec<f64> = std::thread::scope(|threads| {
+                    let handles: Vec<_> = pods
+                        .iter()
+                        .zip(&ids)
+                        .zip(&lists)
+                        .map(|((pod, id), list)| {
+                            let node = &node;
+                            threads.spawn(move || timed_cni(node, verb, list, id, pod, &[]).wall_us)
+                        })
+                        .collect();
+                    handles
+                        .into_iter()
+                        .map(|h| h.join().expect("a concurrent invocation"))
+                        .collect()
+                });
+                entry[format!("{verb}_us")] = json!(latencies);
+                entry[format!("{verb}_total_us")] = json!(start.elapsed().as_secs_f64() * 1e6);
+            }
+            results.push(entry);
+        }
+    }
+    json!(results)
+}
+
+fn command_output(program: &str, args: &[&str]) -> String {
+    Command::new(program)
+        .args(args)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+fn environment() -> Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+        })
+        .unwrap_or_default();
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    json!({
+        "kernel": command_output("uname", &["-r"]),
+        "cpu": cpu,
+        "cpus": command_output("nproc", &[]),
+        "memory": memory,
+        "iproute2": command_output("ip", &["-V"]),
+    })
+}
+
+fn run(flags: &BTreeMap<String, String>) {
+    let kernel = match required(flags, "kernel") {
+        "host" => Kernel::Host,
+        "vm" => Kernel::Vm,
+        other => panic!("--kernel host|vm, not {other}"),
+    };
+    let cycles: usize = required(flags, "cycles").parse().expect("--cycles N");
+    let with_scale = flags.get("scale").is_none_or(|v| v == "yes");
+    let mut results = json!({ "environment": environment(), "cycles": cycles });
+    for scope in [Scope::Pod, Scope::Network] {
+        eprintln!("krafty-bench: {cycles} cycles in {} scope", scope.name());
+        results["compare"][scope.name()] = compare(kernel, scope, cycles);
+    }
+    eprintln!("krafty-bench: peak RSS");
+    results["rss_kib"] = peak_rss(kernel);
+    eprintln!("krafty-bench: {CONCURRENT_ADDS} concurrent ADDs");
+    results["concurrent"] = concurrent(kernel);
+    if with_scale {
+        eprintln!("krafty-bench: scale");
+        results["scale"] = scale(kernel);
+    }
+    let out = required(flags, "out");
+    std::fs::write(out, serde_json::to_vec_pretty(&results).expect("JSON")).expect("write results");
+    eprintln!("krafty-bench: wrote {out}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Report
+// ---------------------------------------------------------------------------------------------
+
+fn samples(value: &Value) -> Vec<f64> {
+    value
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_f64)
+        .collect()
+}
+
+fn ms(us: f64) -> String {
+    format!("{:.2}", us / 1000.0)
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met {
+        "**met**"
+    } else {
+        "**missed**"
+    }
+}
+
+fn report(flags: &BTreeMap<String, String>) {
+    let read = |path: &str| -> Value {
+        serde_json::from_slice(&std::fs::read(path).unwrap_or_else(|e| panic!("{path}: {e}")))
+            .unwrap_or_else(|e| panic!("{path}: {e}"))
+    };
+    let host = read(required(flags, "host"));
+    let vm = flags.get("vm").map(|path| read(path));
+    let analysis = flags
+        .get("analysis")
+        .map(|path| std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}")))
+        .unwrap_or_default();
+    let plot = flags.get("plot").cloned().unwrap_or_default();
+    let mut doc = String::new();
+    doc += "# Benchmarks\n\n";
+    doc += "Generated by `make bench` (`scripts/bench.sh`) from a real run; do not edit by hand \
+            (the prose under \"Where the time goes\" comes from `tools/bench/analysis.md`). \
+            Rerun with `make bench` (`KRAFTY_BENCH_CYCLES`, `KRAFTY_BENCH_VM_CYCLES` set the \
+            cycle counts).\n\n";
+    doc += &method(&host, vm.as_ref());
+    if !plot.is_empty() {
+        doc += &format!("![Latency distributions]({plot})\n\n");
+    }
+    doc += &targets(&host);
+    doc += "## This machine's kernel (no VRF): krafty-bridge + krafty-veth vs `bridge`\n\n";
+    doc += &kernel_section(&host);
+    if let Some(vm) = &vm {
+        doc += "## Debian's kernel in the VM (VRF): the full chain vs `bridge` + `vrf`\n\n";
+        doc += "Under qemu software emulation (TCG) every instruction is emulated, so absolute \
+                numbers are several times the host's; compare the ratios.\n\n";
+        doc += &kernel_section(vm);
+    }
+    doc += &sizes();
+    doc += &analysis;
+    let out = required(flags, "out");
+    std::fs::write(out, doc).expect("write the report");
+    eprintln!("krafty-bench: wrote {out}");
+}
+
+fn method(host: &Value, vm: Option<&Value>) -> String {
+    let mut text = String::from("## Setup\n\n");
+    let describe = |label: &str, results: &Value| {
+        let env = &results["environment"];
+        format!(
+            "- **{label}**: kernel `{}`, {} × {} ({}), `{}`; {} cycles per variant and scope\n",
+            env["kernel"].as_str().unwrap_or_default(),
+            env["cpus"].as_str().unwrap_or_default(),
+            env["cpu"].as_str().unwrap_or_default(),
+            env["memory"]
+                .as_str()
+                .unwrap_or_default()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" "),
+            env["iproute2"].as_str().unwrap_or_default(),
+            results["cycles"],
+        )
+    };
+    text += &describe("host", host);
+    if let Some(vm) = vm {
+        text += &describe("VM (qemu TCG, virtme-ng)", vm);
+    }
+    text += &format!(
+        "- versions: {}\n\n",
+        command_output(
+            "sh",
+            &[
+                "-c",
+                "echo \"krafty $(git rev-parse --short HEAD), $(rustc -V), \
+             $(go version | cut -d' ' -f3), libcni $(dpkg-query -W -f '${Version}' \
+             golang-github-appc-cni-dev), containernetworking-plugins $(dpkg-query -W -f \
+             '${Version}' containernetworking-plugins)\""
+            ]
+        )
+    );
+    text += "Each cycle is one ADD then one DEL of a fresh container ID on a hermetic node \
+             namespace (a reused pod namespace per variant), for three variants taken in \
+             rotating order so that noise from other work on this shared 2-core machine \
+             falls on all three alike:\n\n\
+             - **krafty**: the krafty chain through libcni (`tools/cnidriver`), host-local IPAM. \
+             The time is the libcni call as the driver measures it (`--timing`), so the Go \
+             driver's own start-up, which a long-lived runtime does not pay per pod, is left out; \
+             every plugin process's start-up is in.\n\
+             - **reference**: Debian's `bridge` (`isGateway`, host-local IPAM, in the VM \
+             followed by `vrf`), through the same driver. In pod scope each attachment gets its \
+             own bridge, as krafty's does; `bridge` leaves it on DEL, so it is removed after \
+             the timed DEL.\n\
+             - **floor**: the same kernel work without plugins or IPAM, timed around \
+             `ip -n NODE -batch -` (the VRF and bridge in pod scope, the veth pair created with \
+             its peer directly inside the pod as `net1`, on the bridge, up) followed by \
+             `ip -n POD -batch -` (address, link up, default route); DEL is one `ip -batch` \
+             deleting the host veth (and the bridge and VRF in pod scope), one device per line. \
+             iproute2 6.1's batch mode cannot switch namespaces per line, so the floor is two \
+             `ip` processes for ADD, one for DEL.\n\n\
+             Scopes: **pod** (default: a VRF and bridge per attachment, DEL removes them) and \
+             **network** (one shared VRF and bridge per network, DEL removes the veth only).\n\n";
+    text
+}
+
+fn series_of<'a>(results: &'a Value, scope: &str, variant: &str) -> &'a Value {
+    &results["compare"][scope][variant]
+}
+
+fn p50(results: &Value, scope: &str, variant: &str, verb: &str) -> f64 {
+    summary(&samples(
+        &series_of(results, scope, variant)[format!("{verb}_us")],
+    ))[0]
+}
+
+fn targets(host: &Value) -> String {
+    let mut text = String::from(
+        "## Targets (this machine's kernel)\n\n| target | measured | verdict |\n|---|---|---|\n",
+    );
+    for scope in ["pod", "network"] {
+        let [k_add, r_add, f_add] =
+            ["krafty", "reference", "floor"].map(|v| p50(host, scope, v, "add"));
+        let [k_del, r_del, f_del] =
+            ["krafty", "reference", "floor"].map(|v| p50(host, scope, v, "del"));
+        text += &format!(
+            "| ADD p50 ≤ 0.5 × reference ({scope} scope) | {} / {} ms = {:.2} | {} |\n",
+            ms(k_add),
+            ms(r_add),
+            ratio(k_add, r_add),
+            verdict(ratio(k_add, r_add) <= 0.5)
+        );
+        text += &format!(
+            "| ADD p50 ≤ 2 × floor ({scope} scope) | {} / {} ms = {:.2} | {} |\n",
+            ms(k_add),
+            ms(f_add),
+            ratio(k_add, f_add),
+            verdict(ratio(k_add, f_add) <= 2.0)
+        );
+        text += &format!(
+            "| DEL p50 ≤ 0.8 × reference ({scope} scope) | {} / {} ms = {:.2} | {} |\n",
+            ms(k_del),
+            ms(r_del),
+            ratio(k_del, r_del),
+            verdict(ratio(k_del, r_del) <= 0.8)
+        );
+        text += &format!(
+            "| DEL p50 ≤ 1.25 × floor ({scope} scope) | {} / {} ms = {:.2} | {} |\n",
+            ms(k_del),
+            ms(f_del),
+            ratio(k_del, f_del),
+            verdict(ratio(k_del, f_del) <= 1.25)
+        );
+    }
+    for plugin in KRAFTY_PLUGINS {
+        let size = std::fs::metadata(bin_dir().join(plugin))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        text += &format!(
+            "| {plugin} ≤ 1.5 MB stripped | {:.2} MB ({size} bytes) | {} |\n",
+            size as f64 / 1e6,
+            verdict(size as f64 <= 1.5e6)
+        );
+    }
+    let peak = host["rss_kib"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(key, _)| key.starts_with("krafty-"))
+        .flat_map(|(_, v)| samples(v))
+        .fold(0.0, f64::max);
+    text += &format!(
+        "| peak RSS of a krafty plugin invocation ≤ 4 MB | {:.2} MB ({peak} KiB) | {} |\n",
+        peak * 1024.0 / 1e6,
+        verdict(peak * 1024.0 <= 4e6)
+    );
+    if let Some(levels) = host["scale"].as_array() {
+        let at = |i: usize| summary(&samples(&levels[i]["series"]["add_us"]))[0];
+        let (one, last) = (at(0), at(levels.len() - 1));
+        text += &format!(
+            "| ADD p50 at {} attachments ≤ 1.2 × at {} | {} / {} ms = {:.2} | {} |\n",
+            levels[levels.len() - 1]["existing"],
+            levels[0]["existing"],
+            ms(last),
+            ms(one),
+            ratio(last, one),
+            verdict(ratio(last, one) <= 1.2)
+        );
+    }
+    text += "\n";
+    text
+}
+
+fn kernel_section(results: &Value) -> String {
+    let mut text = String::new();
+    for scope in ["pod", "network"] {
+        text += &format!(
+            "### {scope} scope: latency (ms)\n\n| variant | ADD p50 | ADD p90 | ADD p99 | DEL p50 | DEL p90 | DEL p99 |\n|---|---|---|---|---|---|---|\n"
+        );
+        for variant in ["krafty", "reference", "floor"] {
+            let series = series_of(results, scope, variant);
+            let [a50, a90, a99] = summary(&samples(&series["add_us"]));
+            let [d50, d90, d99] = summary(&samples(&series["del_us"]));
+            text += &format!(
+                "| {variant} | {} | {} | {} | {} | {} | {} |\n",
+                ms(a50),
+                ms(a90),
+                ms(a99),
+                ms(d50),
+                ms(d90),
+                ms(d99)
+            );
+        }
+        text += "\n| p50 ratio | ADD | DEL |\n|---|---|---|\n";
+        for (label, other) in [
+            ("krafty / reference", "reference"),
+            ("krafty / floor", "floor"),
+        ] {
+            text += &format!(
+                "| {label} | {:.2} | {:.2} |\n",
+                ratio(
+                    p50(results, scope, "krafty", "add"),
+                    p50(results, scope, other, "add")
+                ),
+                ratio(
+                    p50(results, scope, "krafty", "del"),
+                    p50(results, scope, other, "del")
+                )
+            );
+        }
+        text += "\nWall time of each plugin process within the libcni call (ms, p50; DEL runs the chain in reverse):\n\n| plugin | p50 | p90 |\n|---|---|---|\n";
+        for variant in ["krafty", "reference"] {
+            for (plugin, walls) in series_of(results, scope, variant)["plugins_us"]
+                .as_object()
+                .into_iter()
+                .flatten()
+            {
+                let [w50, w90, _] = summary(&samples(walls));
+                text += &format!("| {variant}: {plugin} | {} | {} |\n", ms(w50), ms(w90));
+            }
+        }
+        text += "\n";
+    }
+    text += "### Peak RSS per plugin process (KiB, max over the invocations)\n\n| plugin | command | invocations | peak RSS |\n|---|---|---|---|\n";
+    for (key, values) in results["rss_kib"].as_object().into_iter().flatten() {
+        let values = samples(values);
+        let (plugin, command) = key.split_once(' ').unwrap_or((key, ""));
+        text += &format!(
+            "| {plugin} | {command} | {} | {} |\n",
+            values.len(),
+            values.iter().copied().fold(0.0, f64::max)
+        );
+    }
+    text += "\n(Measured with `tools/bench/maxrss`, a static wrapper that runs the plugin and \
+             reads `ru_maxrss` from `wait4`. host-local appears as the IPAM child of \
+             `krafty-veth` and `bridge`.)\n\n";
+    text += &format!(
+        "### {CONCURRENT_ADDS} concurrent ADDs, then {CONCURRENT_ADDS} concurrent DELs ({CONCURRENT_ROUNDS} rounds, ms)\n\n\
+         | variant | scope | ADD p50 | ADD p99 | ADD max | all ADDs done | DEL p50 | DEL p99 | all DELs done |\n|---|---|---|---|---|---|---|---|---|\n"
+    );
+    let mut groups: BTreeMap<(String, String), Vec<&Value>> = BTreeMap::new();
+    for entry in results["concurrent"].as_array().into_iter().flatten() {
+        groups
+            .entry((
+                entry["variant"].as_str().unwrap_or_default().into(),
+                entry["scope"].as_str().unwrap_or_default().into(),
+            ))
+            .or_default()
+            .push(entry);
+    }
+    for ((variant, scope), entries) in &groups {
+        let all =
+            |key: &str| -> Vec<f64> { entries.iter().flat_map(|e| samples(&e[key])).collect() };
+        let total = |key: &str| -> f64 {
+            let totals: Vec<f64> = entries.iter().filter_map(|e| e[key].as_f64()).collect();
+            percentile(&totals, 50.0).unwrap_or(f64::NAN)
+        };
+        let adds = all("add_us");
+        let dels = all("del_us");
+        let [a50, _, a99] = summary(&adds);
+        let [d50, _, d99] = summary(&dels);
+        text += &format!(
+            "| {variant} | {scope} | {} | {} | {} | {} | {} | {} | {} |\n",
+            ms(a50),
+            ms(a99),
+            ms(adds.iter().copied().fold(0.0, f64::max)),
+            ms(total("add_total_us")),
+            ms(d50),
+            ms(d99),
+            ms(total("del_total_us"))
+        );
+    }
+    text += "\n(\"all done\": the median over the rounds of the time from starting the 32 to the last one finishing.)\n\n";
+    if let Some(levels) = results["scale"].as_array() {
+        text += &format!(
+            "### One more pod on a network with N attachments (network scope, krafty, {SCALE_PROBES} probes, ms)\n\n\
+             | existing attachments | ADD p50 | ADD p90 | ADD p99 | DEL p50 | DEL p90 | DEL p99 |\n|---|---|---|---|---|---|---|\n"
+        );
+        for level in levels {
+            let [a50, a90, a99] = summary(&samples(&level["series"]["add_us"]));
+            let [d50, d90, d99] = summary(&samples(&level["series"]["del_us"]));
+            text += &format!(
+                "| {} | {} | {} | {} | {} | {} | {} |\n",
+                level["existing"],
+                ms(a50),
+                ms(a90),
+                ms(a99),
+                ms(d50),
+                ms(d90),
+                ms(d99)
+            );
+        }
+        text += "\n";
+    }
+    text
+}
+
+fn sizes() -> String {
+    let mut text = String::from(
+        "## Binary sizes (stripped; krafty from `cargo build --release`, reference from Debian)\n\n| krafty | bytes | reference | bytes |\n|---|---|---|---|\n",
+    );
+    let size = |path: PathBuf| std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    for (krafty, reference) in KRAFTY_PLUGINS.iter().zip(REFERENCE_PLUGINS) {
+        text += &format!(
+            "| {krafty} | {} | {reference} | {} |\n",
+            size(bin_dir().join(krafty)),
+            size(Path::new(REFERENCE_PLUGIN_DIR).join(reference))
+        );
+    }
+    text += &format!("\n(`target` is {}.)\n\n", target_dir().display());
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentile_takes_the_nearest_rank() {
+        let samples: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&samples, 50.0), Some(50.0));
+        assert_eq!(percentile(&samples, 90.0), Some(90.0));
+        assert_eq!(percentile(&samples, 99.0), Some(99.0));
+        assert_eq!(percentile(&samples, 100.0), Some(100.0));
+    }
+
+    #[test]
+    fn percentile_ignores_the_order_of_the_samples() {
+        assert_eq!(percentile(&[3.0, 1.0, 2.0], 50.0), Some(2.0));
+        assert_eq!(percentile(&[5.0, 1.0], 50.0), Some(1.0));
+        assert_eq!(percentile(&[5.0, 1.0], 51.0), Some(5.0));
+    }
+
+    #[test]
+    fn percentile_of_few_or_no_samples() {
+        assert_eq!(percentile(&[], 50.0), None);
+        assert_eq!(percentile(&[7.0], 1.0), Some(7.0));
+        assert_eq!(percentile(&[7.0], 99.0), Some(7.0));
+    }
+
+    #[test]
+    fn flags_are_name_value_pairs() {
+        let parsed = flags(&["--cycles".into(), "5".into(), "--out".into(), "x".into()]);
+        assert_eq!(parsed["cycles"], "5");
+        assert_eq!(parsed["out"], "x");
+    }
+
+    #[test]
+    fn floor_batches_do_the_chain_s_kernel_work() {
+        let id = "0123456789abcdef";
+        let pod = Pod { name: "p".into() };
+        let add = floor_node_add(Scope::Pod, id, &pod, Some(100_001));
+        assert!(add.contains("link add krv0123456789ab type vrf table 100001"));
+        assert!(add.contains("link add krb0123456789ab master krv0123456789ab type bridge"));
+        assert!(add.contains(
+            "link add veth0123456789a master krb0123456789ab up type veth peer name net1 netns p"
+        ));
+        std::mem::forget(pod); // dropping a Pod deletes its namespace
+        assert_eq!(
+            floor_del(Scope::Network, id, true),
+            "link del veth0123456789a\n"
+        );
+        assert_eq!(
+            floor_del(Scope::Pod, id, false),
+            "link del veth0123456789a\nlink del krb0123456789ab\n"
+        );
+    }
+}
