@@ -304,6 +304,28 @@ fn pod(name: &str, uid: &str, resource_version: &str) -> Value {
     })
 }
 
+/// The pod watch and orphan scans of node [`NODE`] against the mock API server, until the
+/// returned token is cancelled.
+fn start_reconciler(
+    client: Client,
+    reconciler: Reconciler<RecordingCleaner>,
+    interval: Duration,
+    settle: Duration,
+    metrics: &Arc<Metrics>,
+) -> (tokio::task::JoinHandle<()>, CancellationToken) {
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(run_orphan_reconciler(
+        Api::<Pod>::all(client),
+        NODE.into(),
+        reconciler,
+        interval,
+        settle,
+        Arc::clone(metrics),
+        shutdown.clone(),
+    ));
+    (task, shutdown)
+}
+
 async fn wait_for_cleaned(cleaner: &RecordingCleaner, expected: &[&str]) {
     let expected: BTreeSet<String> = expected.iter().map(|s| s.to_string()).collect();
     for _ in 0..500 {
@@ -363,22 +385,18 @@ async fn the_pod_watch_covers_this_node_and_drives_orphan_cleanup() {
     let cleaner = RecordingCleaner::default();
     let metrics = metrics();
     let (notifier, mut notices) = Notifier::channel();
-    let reconciler = Reconciler::new(
-        state.path().to_path_buf(),
-        cleaner.clone(),
-        Arc::clone(&metrics),
-        notifier,
-    );
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(run_orphan_reconciler(
-        Api::<Pod>::all(client),
-        NODE.into(),
-        reconciler,
+    let (task, shutdown) = start_reconciler(
+        client,
+        Reconciler::new(
+            state.path().to_path_buf(),
+            cleaner.clone(),
+            Arc::clone(&metrics),
+            notifier,
+        ),
         Duration::from_secs(3600),
         Duration::from_millis(50),
-        Arc::clone(&metrics),
-        shutdown.clone(),
-    ));
+        &metrics,
+    );
 
     // The initial list: only this node's pods.
     let (request, send) = next_request(&mut server).await;
@@ -473,22 +491,18 @@ async fn nothing_is_cleaned_up_before_the_pod_list_is_complete() {
     let client = Client::new(service, "default");
     let cleaner = RecordingCleaner::default();
     let metrics = metrics();
-    let reconciler = Reconciler::new(
-        state.path().to_path_buf(),
-        cleaner.clone(),
-        Arc::clone(&metrics),
-        Notifier::disabled(),
+    let (task, shutdown) = start_reconciler(
+        client,
+        Reconciler::new(
+            state.path().to_path_buf(),
+            cleaner.clone(),
+            Arc::clone(&metrics),
+            Notifier::disabled(),
+        ),
+        Duration::from_millis(10),
+        Duration::from_millis(10),
+        &metrics,
     );
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(run_orphan_reconciler(
-        Api::<Pod>::all(client),
-        NODE.into(),
-        reconciler,
-        Duration::from_millis(10),
-        Duration::from_millis(10),
-        Arc::clone(&metrics),
-        shutdown.clone(),
-    ));
 
     // The list fails (RBAC missing, say): the store never becomes ready.
     let (_, send) = next_request(&mut server).await;
