@@ -16,7 +16,7 @@ import chartlib
 
 REPO = chartlib.REPO
 SCRIPTS = sorted((REPO / "scripts").glob("*.sh")) + [REPO / "tests" / "deploy" / "run.sh"]
-MINE = ["validate.sh", "cluster-up.sh", "cluster-down.sh"]
+MINE = ["validate.sh", "cluster-up.sh", "cluster-down.sh", "sandbox.sh"]
 
 
 def run(
