@@ -35,10 +35,10 @@ bench=$target/release/krafty-bench
 report_args=(--host "$out_dir/host.json")
 plot_args=(--host "$out_dir/host.json")
 if [ "${KRAFTY_BENCH_VM:-1}" != 0 ]; then
-    # The scale test (500 pods) is left out under emulation: it is about this kernel's costs.
+    # The scale and concurrency tests are left out under emulation: they are about this kernel.
     scripts/vm-run.sh --rwdir "$target" -- env KRAFTY_BIN_DIR="$KRAFTY_BIN_DIR" \
         KRAFTY_CNIDRIVER="$KRAFTY_CNIDRIVER" KRAFTY_BENCH_MAXRSS="$KRAFTY_BENCH_MAXRSS" \
-        "$bench" run --kernel vm --cycles "$vm_cycles" --scale no --out "$out_dir/vm.json"
+        "$bench" run --kernel vm --cycles "$vm_cycles" --scale no --concurrent no --out "$out_dir/vm.json"
     report_args+=(--vm "$out_dir/vm.json")
     plot_args+=(--vm "$out_dir/vm.json")
 fi

@@ -309,6 +309,21 @@ impl Netlink {
         }
     }
 
+    /// Deletes `link` from a thread of its own, on a netlink socket of its own, and returns at
+    /// once. The kernel answers RTM_DELLINK only after an RCU grace period (the `rcu_barrier`
+    /// in `netdev_run_todo`, 20-35 ms), with the sending thread blocked in `sendmsg` all along:
+    /// devices deleted from separate threads wait out the same grace period instead of one
+    /// each, and the caller can do other work meanwhile.
+    pub fn delete_in_background(link: Link) -> std::thread::JoinHandle<Result<(), Error>> {
+        std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_io()
+                .build()
+                .map_err(|e| Error::io("starting a runtime", e))?
+                .block_on(async { Netlink::connect()?.delete(&link).await })
+        })
+    }
+
     /// Adds an address; one that is already there counts as added. `no_dad` skips IPv6
     /// duplicate address detection so the address is usable at once.
     pub async fn add_address(&self, index: u32, address: IpNet, no_dad: bool) -> Result<(), Error> {

@@ -60,18 +60,17 @@ impl Plugin for Veth {
         }
 
         let runtime = RuntimeRequest::from_config(&request.runtime_config, request.args.as_ref())?;
-        let ipam_result = match &config.addresses {
-            AddressSource::Ipam(ipam) => Some(ipam.add(&request.env, &request.stdin)?),
+        // IPAM, a process of its own and most of ADD's time, runs while the pair is created;
+        // only the addresses and routes wait for its result.
+        let ipam_run = match &config.addresses {
+            AddressSource::Ipam(ipam) => {
+                let (ipam, env, stdin) = (ipam.clone(), request.env.clone(), request.stdin.clone());
+                Some(std::thread::spawn(move || ipam.add(&env, &stdin)))
+            }
             AddressSource::Static(_) | AddressSource::Runtime => None,
         };
         let attached = attach(
-            &netlink,
-            &netns,
-            &bridge,
-            &config,
-            ipam_result,
-            &runtime,
-            request,
+            &netlink, &netns, &bridge, &config, ipam_run, &runtime, request,
         )
         .await;
         if let Err(error) = &attached {
@@ -83,16 +82,39 @@ impl Plugin for Veth {
 
     async fn del(&self, request: &Request<VethConfig>) -> Result<(), Error> {
         let config = request.config.validate()?;
-        let host_name = naming::host_veth_name(&request.env.container_id);
+        let netlink = Netlink::connect()?;
         let mut errors = Vec::new();
-        // The pair goes first, so that the address is never handed out while still in use.
-        if let Err(error) =
-            remove_pair(&Netlink::connect()?, &host_name, &request.attachment_mark()).await
-        {
-            errors.push(error);
+        // The attachment's own devices are deleted at once, each from its own thread, so that
+        // their grace periods overlap (see `Netlink::delete_in_background`): the pair and, in
+        // pod scope, the attachment's bridge and VRF, which krafty-bridge and krafty-vrf then
+        // find gone. Devices without this attachment's mark (shared or foreign) are left.
+        let doomed = own_devices(&netlink, request).await?;
+        let host_name = naming::host_veth_name(&request.env.container_id);
+        let pair_index = doomed
+            .first()
+            .filter(|host| host.name == host_name)
+            .map(|host| host.index);
+        let deletions: Vec<_> = doomed
+            .into_iter()
+            .map(Netlink::delete_in_background)
+            .collect();
+        // The address is released once the pair has left the kernel's device list, so it is
+        // never handed out while still in use, but without waiting for the grace period.
+        if let Some(index) = pair_index {
+            while !deletions[0].is_finished() && netlink.link_by_index(index).await?.is_some() {
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
         }
         if let AddressSource::Ipam(ipam) = &config.addresses {
             if let Err(error) = ipam.del(&request.env, &request.stdin) {
+                errors.push(error);
+            }
+        }
+        for deletion in deletions {
+            let deleted = deletion
+                .join()
+                .unwrap_or_else(|_| Err(Error::TryAgainLater("a deletion thread panicked".into())));
+            if let Err(error) = deleted {
                 errors.push(error);
             }
         }
@@ -316,37 +338,22 @@ async fn attach(
     netns: &NetNs,
     bridge: &Link,
     config: &ValidVethConfig,
-    ipam_result: Option<CniResult>,
+    ipam_run: Option<std::thread::JoinHandle<Result<CniResult, Error>>>,
     runtime: &RuntimeRequest,
     request: &Request<VethConfig>,
 ) -> Result<CniResult, Error> {
-    let bridge_networks = netlink.addresses(bridge.index).await?;
-    let plan = plan(config, ipam_result, runtime, &bridge_networks)?;
+    let created = create_pair(netlink, netns, bridge, config, runtime, request).await;
+    // Joined before anything can fail, so that an undo releases what IPAM handed out.
+    let ipam_result = ipam_run
+        .map(|run| {
+            run.join()
+                .unwrap_or_else(|_| Err(Error::TryAgainLater("the IPAM thread panicked".into())))
+        })
+        .transpose();
+    let (host, bridge_networks) = created?;
+    let plan = plan(config, ipam_result?, runtime, &bridge_networks)?;
     let ifname = request.env.ifname.as_str();
     let host_name = naming::host_veth_name(&request.env.container_id);
-    let mark = request.attachment_mark();
-
-    let spec = VethSpec {
-        host_name: &host_name,
-        peer_name: ifname,
-        peer_netns: netns.file(),
-        alias: &mark,
-        bridge: bridge.index,
-        mtu: config.mtu,
-        peer_mac: runtime.mac,
-    };
-    if !netlink.create_veth(&spec).await? {
-        return Err(Error::DeviceConflict {
-            name: ifname.to_string(),
-            reason: "already exists in the container's network namespace".into(),
-        });
-    }
-    let host = netlink.link(&host_name).await?.ok_or_else(|| {
-        Error::TryAgainLater(format!("{host_name} vanished right after it was created"))
-    })?;
-    if bridge.has_mark_flag(naming::HAIRPIN_FLAG) {
-        netlink.set_hairpin(&host).await?;
-    }
 
     let (metric, no_dad) = (config.route_metric, !config.dad);
     let (addresses, routes) = (&plan.addresses, &plan.routes);
@@ -407,6 +414,43 @@ async fn attach(
         .records()
         .write(&record(netlink, request, config, bridge, &host_name, &plan).await?)?;
     Ok(result)
+}
+
+/// The veth pair, its host end on the bridge (with hairpin when the bridge asks for it), and
+/// the bridge's subnets: everything of ADD that does not need the pod's addresses.
+async fn create_pair(
+    netlink: &Netlink,
+    netns: &NetNs,
+    bridge: &Link,
+    config: &ValidVethConfig,
+    runtime: &RuntimeRequest,
+    request: &Request<VethConfig>,
+) -> Result<(Link, Vec<IpNet>), Error> {
+    let ifname = request.env.ifname.as_str();
+    let host_name = naming::host_veth_name(&request.env.container_id);
+    let mark = request.attachment_mark();
+    let spec = VethSpec {
+        host_name: &host_name,
+        peer_name: ifname,
+        peer_netns: netns.file(),
+        alias: &mark,
+        bridge: bridge.index,
+        mtu: config.mtu,
+        peer_mac: runtime.mac,
+    };
+    if !netlink.create_veth(&spec).await? {
+        return Err(Error::DeviceConflict {
+            name: ifname.to_string(),
+            reason: "already exists in the container's network namespace".into(),
+        });
+    }
+    let host = netlink.link(&host_name).await?.ok_or_else(|| {
+        Error::TryAgainLater(format!("{host_name} vanished right after it was created"))
+    })?;
+    if bridge.has_mark_flag(naming::HAIRPIN_FLAG) {
+        netlink.set_hairpin(&host).await?;
+    }
+    Ok((host, netlink.addresses(bridge.index).await?))
 }
 
 /// What GC and the node agent need to undo this attachment without the runtime.
@@ -471,6 +515,27 @@ async fn record(
         ipam,
         created: rfc3339(SystemTime::now()),
     })
+}
+
+/// The devices DEL removes: the host veth first (when it is there), then this attachment's own
+/// bridge and VRF (pod scope); only those carrying this attachment's mark.
+async fn own_devices(netlink: &Netlink, request: &Request<VethConfig>) -> Result<Vec<Link>, Error> {
+    let id = &request.env.container_id;
+    let mark = request.attachment_mark();
+    let mut devices = Vec::new();
+    let names = [
+        naming::host_veth_name(id),
+        naming::bridge_name(id),
+        naming::vrf_name(id),
+    ];
+    for name in names {
+        match netlink.link(&name).await? {
+            Some(link) if link.is_marked(&mark) => devices.push(link),
+            Some(_) => tracing::warn!("{name} exists but is not this attachment's; leaving it"),
+            None => {}
+        }
+    }
+    Ok(devices)
 }
 
 async fn remove_pair(netlink: &Netlink, host_name: &str, mark: &str) -> Result<(), Error> {

@@ -197,15 +197,11 @@ fn krafty_conflist(
     gateway: &str,
 ) -> Value {
     let mut plugins = vec![
-        json!({ "type": "krafty-bridge", "scope": scope.name(), "subnet": subnet, "gateway": gateway,
-                "logFile": "" }),
-        json!({ "type": "krafty-veth", "ipam": ipam(subnet, gateway), "logFile": "" }),
+        json!({ "type": "krafty-bridge", "scope": scope.name(), "subnet": subnet, "gateway": gateway }),
+        json!({ "type": "krafty-veth", "ipam": ipam(subnet, gateway) }),
     ];
     if kernel == Kernel::Vm {
-        plugins.insert(
-            0,
-            json!({ "type": "krafty-vrf", "scope": scope.name(), "logFile": "" }),
-        );
+        plugins.insert(0, json!({ "type": "krafty-vrf", "scope": scope.name() }));
     }
     json!({ "cniVersion": "1.0.0", "name": network, "plugins": plugins })
 }
@@ -579,6 +575,7 @@ fn run(flags: &BTreeMap<String, String>) {
     };
     let cycles: usize = required(flags, "cycles").parse().expect("--cycles N");
     let with_scale = flags.get("scale").is_none_or(|v| v == "yes");
+    let with_concurrent = flags.get("concurrent").is_none_or(|v| v == "yes");
     let mut results = json!({ "environment": environment(), "cycles": cycles });
     for scope in [Scope::Pod, Scope::Network] {
         eprintln!("krafty-bench: {cycles} cycles in {} scope", scope.name());
@@ -586,8 +583,10 @@ fn run(flags: &BTreeMap<String, String>) {
     }
     eprintln!("krafty-bench: peak RSS");
     results["rss_kib"] = peak_rss(kernel);
-    eprintln!("krafty-bench: {CONCURRENT_ADDS} concurrent ADDs");
-    results["concurrent"] = concurrent(kernel);
+    if with_concurrent {
+        eprintln!("krafty-bench: {CONCURRENT_ADDS} concurrent ADDs");
+        results["concurrent"] = concurrent(kernel);
+    }
     if with_scale {
         eprintln!("krafty-bench: scale");
         results["scale"] = scale(kernel);
@@ -870,7 +869,17 @@ fn kernel_section(results: &Value) -> String {
     text += "\n(Measured with `tools/bench/maxrss`, a static wrapper that runs the plugin and \
              reads `ru_maxrss` from `wait4`. host-local appears as the IPAM child of \
              `krafty-veth` and `bridge`.)\n\n";
-    text += &format!(
+    if results["concurrent"].is_array() {
+        text += &concurrent_table(results);
+    }
+    if let Some(levels) = results["scale"].as_array() {
+        text += &scale_table(levels);
+    }
+    text
+}
+
+fn concurrent_table(results: &Value) -> String {
+    let mut text = format!(
         "### {CONCURRENT_ADDS} concurrent ADDs, then {CONCURRENT_ADDS} concurrent DELs ({CONCURRENT_ROUNDS} rounds, ms)\n\n\
          | variant | scope | ADD p50 | ADD p99 | ADD max | all ADDs done | DEL p50 | DEL p99 | all DELs done |\n|---|---|---|---|---|---|---|---|---|\n"
     );
@@ -907,27 +916,29 @@ fn kernel_section(results: &Value) -> String {
         );
     }
     text += "\n(\"all done\": the median over the rounds of the time from starting the 32 to the last one finishing.)\n\n";
-    if let Some(levels) = results["scale"].as_array() {
-        text += &format!(
+    text
+}
+
+fn scale_table(levels: &[Value]) -> String {
+    let mut text = format!(
             "### One more pod on a network with N attachments (network scope, krafty, {SCALE_PROBES} probes, ms)\n\n\
              | existing attachments | ADD p50 | ADD p90 | ADD p99 | DEL p50 | DEL p90 | DEL p99 |\n|---|---|---|---|---|---|---|\n"
         );
-        for level in levels {
-            let [a50, a90, a99] = summary(&samples(&level["series"]["add_us"]));
-            let [d50, d90, d99] = summary(&samples(&level["series"]["del_us"]));
-            text += &format!(
-                "| {} | {} | {} | {} | {} | {} | {} |\n",
-                level["existing"],
-                ms(a50),
-                ms(a90),
-                ms(a99),
-                ms(d50),
-                ms(d90),
-                ms(d99)
-            );
-        }
-        text += "\n";
+    for level in levels {
+        let [a50, a90, a99] = summary(&samples(&level["series"]["add_us"]));
+        let [d50, d90, d99] = summary(&samples(&level["series"]["del_us"]));
+        text += &format!(
+            "| {} | {} | {} | {} | {} | {} | {} |\n",
+            level["existing"],
+            ms(a50),
+            ms(a90),
+            ms(a99),
+            ms(d50),
+            ms(d90),
+            ms(d99)
+        );
     }
+    text += "\n";
     text
 }
 
