@@ -10,7 +10,8 @@
 #      as network namespaces, and attaches each pod as net1 with that conflist through the
 #      libcni driver and the real host-local; runs nettools-server in the server pod; runs
 #      scripts/validate.sh --local for each pod; fetches the server's JSON across net1; and
-#      checks that the client pod cannot reach the server.
+#      checks that the client pod cannot reach the server. An earlier sandbox of the same name
+#      is removed first.
 #
 #      The default network puts each pod in a VRF of its own (scope: pod), so the two pods are
 #      isolated from each other by design: the client's attempt to reach the server across its
@@ -31,6 +32,9 @@
 #      namespaces (and with the node's, every VRF, bridge and veth the plugins made), the
 #      plugins' state, log and locks, host-local's leases, libcni's cache, and the rendered
 #      conflist. Idempotent.
+#
+# in-vm is what `up` runs inside the VM: create, report, CMD, then remove; it expects `up` to
+#      have built and rendered everything already.
 #
 # Nothing touches this machine's own interfaces or krafty's node paths: the node is a network
 # namespace of its own, and the plugins, host-local and libcni keep everything below
@@ -82,11 +86,13 @@ fi
 
 node=$name-node
 pods=(server client)
+vrf_probe=$name-vrf-probe
 # Written by the plugins, host-local, libcni and nettools-server: a tmpfs, gone at reboot.
 runtime_dir=/run/$name
 # Made on this machine before any VM boots (the VM shares the target directory, and builds
 # slowly under emulation).
 prepared_dir=$target/$name
+chart_conflist=$prepared_dir/default_krafty.conflist
 description=$runtime_dir/sandbox.json
 network_conflist=$runtime_dir/krafty.conflist
 log_file=$runtime_dir/log/krafty.log
@@ -118,7 +124,7 @@ end_processes_in() {
 # runtime_dir, which go as a whole, even after an ADD that was cut short.
 remove_runtime() {
     local netns
-    for netns in "$node" "${pods[@]/#/$name-}"; do
+    for netns in "$node" "${pods[@]/#/$name-}" "$vrf_probe"; do
         netns_exists "$netns" || continue
         end_processes_in "$netns"
         ip netns del "$netns" && echo "removed network namespace $netns"
@@ -167,17 +173,17 @@ prepare() {
     rm -rf "$prepared_dir"
     python3 "$repo/tests/deploy/render_nads.py" "$prepared_dir" >/dev/null ||
         die "tests/deploy/render_nads.py failed (pip install -r tests/deploy/requirements.txt)"
-    [[ -f $prepared_dir/default_krafty.conflist ]] ||
+    [[ -f $chart_conflist ]] ||
         die "the chart's default values no longer render the NAD default/krafty"
 }
 
 # Whether this kernel can make a VRF, tried in a namespace of its own.
 kernel_has_vrf() {
-    local probe=$name-vrf-probe status
-    ip netns add "$probe" || die "cannot create a network namespace"
-    ip -n "$probe" link add vrf-probe type vrf table 10 2>/dev/null
+    local status
+    ip netns add "$vrf_probe" || die "cannot create a network namespace"
+    ip -n "$vrf_probe" link add vrf-probe type vrf table 10 2>/dev/null
     status=$?
-    ip netns del "$probe"
+    ip netns del "$vrf_probe"
     return "$status"
 }
 
@@ -230,7 +236,7 @@ create() {
     export KRAFTY_LOG_ROOT=$runtime_dir/log KRAFTY_STATE_ROOT=$runtime_dir/state \
         KRAFTY_RUN_DIR=$runtime_dir/run
     jq --arg dir "$runtime_dir/ipam" '(.plugins[] | select(has("ipam")) | .ipam.dataDir) = $dir' \
-        "$prepared_dir/default_krafty.conflist" >"$network_conflist" || return 1
+        "$chart_conflist" >"$network_conflist" || return 1
     say "node $node, pods ${pods[*]/#/$name-}; network krafty, as the chart renders it"
     ip netns add "$node" && ip -n "$node" link set lo up || return 1
     local pod attachment attachments=()
@@ -241,8 +247,9 @@ create() {
     done
     printf '%s\n' "${attachments[@]}" |
         jq -s --arg name "$name" --arg node "$node" --arg conflist "$network_conflist" \
-            --arg log "$log_file" --argjson port "$port" \
-            '{name: $name, node: $node, conflist: $conflist, logFile: $log, port: $port, pods: .}' \
+            --arg chart_conflist "$chart_conflist" --arg log "$log_file" --argjson port "$port" \
+            '{name: $name, node: $node, conflist: $conflist, chartConflist: $chart_conflist,
+              logFile: $log, port: $port, pods: .}' \
             >"$description"
 
     local server_netns=$name-server tries

@@ -51,8 +51,8 @@ def main() -> None:
     pods = {pod["pod"]: pod for pod in sandbox["pods"]}
     server, client = pods["server"], pods["client"]
     node_ip = ("ip", "-n", sandbox["node"])
-    # The conflist the sandbox rendered, before down removes it.
-    prepared_conflist = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target")) / sandbox["name"] / "default_krafty.conflist"
+    # The chart's conflist as the sandbox rendered it, read before down removes it.
+    prepared_conflist = Path(sandbox["chartConflist"])
     results: dict = {
         "kernel": os.uname().release,
         "sandbox": sandbox,
