@@ -392,7 +392,7 @@ fn compare(kernel: Kernel, scope: Scope, cycles: usize) -> Value {
 
 /// Peak RSS of every plugin process: a few cycles of both chains with each plugin replaced by
 /// tools/bench/maxrss (built by scripts/bench.sh at KRAFTY_BENCH_MAXRSS).
-fn peak_rss(kernel: Kernel) -> Value {
+fn peak_rss(kernel: Kernel, cycles: usize) -> Value {
     let maxrss = std::env::var("KRAFTY_BENCH_MAXRSS").expect("KRAFTY_BENCH_MAXRSS is set");
     let node = Node::new();
     let wrapped = node.dir.join("wrapped");
@@ -416,7 +416,7 @@ fn peak_rss(kernel: Kernel) -> Value {
     let pod = node.pod("rss");
     for scope in [Scope::Pod, Scope::Network] {
         let krafty = node.conflist(krafty_conflist(kernel, scope, "krafty", SUBNET, GATEWAY));
-        for _ in 0..RSS_CYCLES {
+        for _ in 0..cycles.min(RSS_CYCLES) {
             let id = container_id();
             let bridge = reference_bridge(scope, &id);
             let reference = node.conflist(reference_conflist(kernel, &bridge, &id));
@@ -582,7 +582,7 @@ fn run(flags: &BTreeMap<String, String>) {
         results["compare"][scope.name()] = compare(kernel, scope, cycles);
     }
     eprintln!("krafty-bench: peak RSS");
-    results["rss_kib"] = peak_rss(kernel);
+    results["rss_kib"] = peak_rss(kernel, cycles);
     if with_concurrent {
         eprintln!("krafty-bench: {CONCURRENT_ADDS} concurrent ADDs");
         results["concurrent"] = concurrent(kernel);
