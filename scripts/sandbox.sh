@@ -320,7 +320,9 @@ if [[ ${#after[@]} -gt 0 ]]; then
     KRAFTY_SANDBOX_JSON=$description "${after[@]}" || after_status=$?
     [[ $status -ne 0 ]] || status=$after_status
 fi
-if [[ $command == up ]]; then
+if [[ $command == up && $status -eq 0 ]]; then
     say "the sandbox stays up: ip netns exec $name-client bash, jq . $description; make sandbox-down removes it"
+elif [[ $command == up ]]; then
+    say "what was made stays for a look (jq . $description); make sandbox-down removes it"
 fi
 exit "$status"
