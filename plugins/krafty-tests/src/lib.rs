@@ -21,6 +21,18 @@ pub const NETWORK: &str = "krafty";
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
+/// Names this test process's nodes: the PID alone repeats across VMs booted side by side,
+/// which share the target directory the nodes keep their files in.
+fn process_tag() -> &'static str {
+    static TAG: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TAG.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.subsec_nanos());
+        format!("{}.{nanos:x}", std::process::id())
+    })
+}
+
 /// `target/<profile>`, where cargo put the plugin binaries (KRAFTY_BIN_DIR overrides).
 pub fn bin_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("KRAFTY_BIN_DIR") {
@@ -223,7 +235,7 @@ impl Node {
         require_root_and_reference_plugins();
         let id = format!(
             "{}-{}",
-            std::process::id(),
+            process_tag(),
             COUNTER.fetch_add(1, Ordering::SeqCst)
         );
         let name = format!("kt-node-{id}");
