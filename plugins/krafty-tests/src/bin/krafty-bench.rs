@@ -733,39 +733,28 @@ fn targets(host: &Value) -> String {
     let mut text = String::from(
         "## Targets (this machine's kernel)\n\n| target | measured | verdict |\n|---|---|---|\n",
     );
+    // (verb, baseline variant, the largest krafty/baseline ratio the target allows)
+    let latency_targets = [
+        ("add", "reference", 0.5),
+        ("add", "floor", 2.0),
+        ("del", "reference", 0.8),
+        ("del", "floor", 1.25),
+    ];
     for scope in ["pod", "network"] {
-        let [k_add, r_add, f_add] =
-            ["krafty", "reference", "floor"].map(|v| p50(host, scope, v, "add"));
-        let [k_del, r_del, f_del] =
-            ["krafty", "reference", "floor"].map(|v| p50(host, scope, v, "del"));
-        text += &format!(
-            "| ADD p50 ≤ 0.5 × reference ({scope} scope) | {} / {} ms = {:.2} | {} |\n",
-            ms(k_add),
-            ms(r_add),
-            ratio(k_add, r_add),
-            verdict(ratio(k_add, r_add) <= 0.5)
-        );
-        text += &format!(
-            "| ADD p50 ≤ 2 × floor ({scope} scope) | {} / {} ms = {:.2} | {} |\n",
-            ms(k_add),
-            ms(f_add),
-            ratio(k_add, f_add),
-            verdict(ratio(k_add, f_add) <= 2.0)
-        );
-        text += &format!(
-            "| DEL p50 ≤ 0.8 × reference ({scope} scope) | {} / {} ms = {:.2} | {} |\n",
-            ms(k_del),
-            ms(r_del),
-            ratio(k_del, r_del),
-            verdict(ratio(k_del, r_del) <= 0.8)
-        );
-        text += &format!(
-            "| DEL p50 ≤ 1.25 × floor ({scope} scope) | {} / {} ms = {:.2} | {} |\n",
-            ms(k_del),
-            ms(f_del),
-            ratio(k_del, f_del),
-            verdict(ratio(k_del, f_del) <= 1.25)
-        );
+        for (verb, baseline, bound) in latency_targets {
+            let (krafty, base) = (
+                p50(host, scope, "krafty", verb),
+                p50(host, scope, baseline, verb),
+            );
+            text += &format!(
+                "| {} p50 ≤ {bound} × {baseline} ({scope} scope) | {} / {} ms = {:.2} | {} |\n",
+                verb.to_uppercase(),
+                ms(krafty),
+                ms(base),
+                ratio(krafty, base),
+                verdict(ratio(krafty, base) <= bound)
+            );
+        }
     }
     for plugin in KRAFTY_PLUGINS {
         let size = std::fs::metadata(bin_dir().join(plugin))
