@@ -200,11 +200,7 @@ async fn the_node_annotation_is_applied_server_side_retried_and_not_repeated() {
         &json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": NODE}}),
     );
 
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(5), task)
-        .await
-        .unwrap()
-        .unwrap();
+    stop(shutdown, task).await;
 }
 
 #[tokio::test]
@@ -245,11 +241,7 @@ async fn events_are_posted_about_the_node() {
     );
     respond(send, StatusCode::CREATED, &event);
 
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(5), task)
-        .await
-        .unwrap()
-        .unwrap();
+    stop(shutdown, task).await;
 }
 
 /// Records what it is asked to clean up and removes the record, as the real cleaner will.
@@ -302,6 +294,15 @@ fn pod(name: &str, uid: &str, resource_version: &str) -> Value {
         "metadata": {"name": name, "namespace": "default", "uid": uid, "resourceVersion": resource_version},
         "spec": {"nodeName": NODE, "containers": []},
     })
+}
+
+/// Cancels a background task and waits for it to end cleanly.
+async fn stop(shutdown: CancellationToken, task: tokio::task::JoinHandle<()>) {
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("the task ends within 5 s of its shutdown")
+        .expect("the task did not panic");
 }
 
 /// The pod watch and orphan scans of node [`NODE`] against the mock API server, until the
@@ -469,11 +470,7 @@ async fn the_pod_watch_covers_this_node_and_drives_orphan_cleanup() {
     }
     assert_eq!(noticed, cleaner.cleaned());
 
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(5), task)
-        .await
-        .unwrap()
-        .unwrap();
+    stop(shutdown, task).await;
 }
 
 #[tokio::test]
@@ -522,11 +519,7 @@ async fn nothing_is_cleaned_up_before_the_pod_list_is_complete() {
     )
     .ends_with(" 1"));
 
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(5), task)
-        .await
-        .unwrap()
-        .unwrap();
+    stop(shutdown, task).await;
 }
 
 /// The channel a notifier feeds is bounded; a full queue drops, never blocks an install.

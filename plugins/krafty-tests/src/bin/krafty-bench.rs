@@ -795,6 +795,16 @@ fn targets(host: &Value) -> String {
     text
 }
 
+/// `| label | ADD p50 | p90 | p99 | DEL p50 | p90 | p99 |` of one series of samples.
+fn latency_row(label: &str, series: &Value) -> String {
+    let row: Vec<String> = ["add_us", "del_us"]
+        .iter()
+        .flat_map(|verb| summary(&samples(&series[verb])))
+        .map(ms)
+        .collect();
+    format!("| {label} | {} |\n", row.join(" | "))
+}
+
 fn kernel_section(results: &Value) -> String {
     let mut text = String::new();
     for scope in ["pod", "network"] {
@@ -802,18 +812,7 @@ fn kernel_section(results: &Value) -> String {
             "### {scope} scope: latency (ms)\n\n| variant | ADD p50 | ADD p90 | ADD p99 | DEL p50 | DEL p90 | DEL p99 |\n|---|---|---|---|---|---|---|\n"
         );
         for variant in ["krafty", "reference", "floor"] {
-            let series = series_of(results, scope, variant);
-            let [a50, a90, a99] = summary(&samples(&series["add_us"]));
-            let [d50, d90, d99] = summary(&samples(&series["del_us"]));
-            text += &format!(
-                "| {variant} | {} | {} | {} | {} | {} | {} |\n",
-                ms(a50),
-                ms(a90),
-                ms(a99),
-                ms(d50),
-                ms(d90),
-                ms(d99)
-            );
+            text += &latency_row(variant, series_of(results, scope, variant));
         }
         text += "\n| p50 ratio | ADD | DEL |\n|---|---|---|\n";
         for (label, other) in [
@@ -914,18 +913,7 @@ fn scale_table(levels: &[Value]) -> String {
              | existing attachments | ADD p50 | ADD p90 | ADD p99 | DEL p50 | DEL p90 | DEL p99 |\n|---|---|---|---|---|---|---|\n"
         );
     for level in levels {
-        let [a50, a90, a99] = summary(&samples(&level["series"]["add_us"]));
-        let [d50, d90, d99] = summary(&samples(&level["series"]["del_us"]));
-        text += &format!(
-            "| {} | {} | {} | {} | {} | {} | {} |\n",
-            level["existing"],
-            ms(a50),
-            ms(a90),
-            ms(a99),
-            ms(d50),
-            ms(d90),
-            ms(d99)
-        );
+        text += &latency_row(&level["existing"].to_string(), &level["series"]);
     }
     text += "\n";
     text
