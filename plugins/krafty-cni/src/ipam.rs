@@ -1,6 +1,7 @@
 //! Delegation to an IPAM plugin (host-local, static, dhcp, ...), as the reference plugins do it:
 //! the plugin named by `ipam.type` is looked up on CNI_PATH and run with the same stdin and
-//! environment, CNI_COMMAND set to the verb at hand.
+//! environment, CNI_COMMAND set to the verb at hand. host-local's ADD and DEL are served in
+//! process instead whenever [`HostLocal`] understands the config (see [`crate::host_local`]).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -11,6 +12,7 @@ use serde_json::Value;
 
 use crate::env::{Command, Environment};
 use crate::error::Error;
+use crate::host_local::{self, HostLocal};
 use crate::result::CniResult;
 
 /// The IPAM plugin a config delegates to.
@@ -74,8 +76,18 @@ impl Ipam {
             })
     }
 
+    /// host-local's own work done in this process, when the config is one it can serve.
+    fn in_process(&self, env: &Environment, stdin: &[u8]) -> Option<HostLocal> {
+        (self.plugin == host_local::PLUGIN)
+            .then(|| HostLocal::from_invocation(stdin, env))
+            .flatten()
+    }
+
     /// ADD: the addresses, routes and DNS the IPAM plugin hands out.
     pub fn add(&self, env: &Environment, stdin: &[u8]) -> Result<CniResult, Error> {
+        if let Some(host_local) = self.in_process(env, stdin) {
+            return host_local.add(env);
+        }
         let stdout = self.exec(Command::Add, env, stdin)?;
         let value: Value = serde_json::from_slice(&stdout).map_err(|e| Error::Ipam {
             plugin: self.plugin.clone(),
@@ -88,6 +100,9 @@ impl Ipam {
     }
 
     pub fn del(&self, env: &Environment, stdin: &[u8]) -> Result<(), Error> {
+        if let Some(host_local) = self.in_process(env, stdin) {
+            return host_local.del(env);
+        }
         self.exec(Command::Del, env, stdin).map(drop)
     }
 

@@ -4,7 +4,7 @@
 //! - [`config`]: the plugins' network configuration and its validation;
 //! - [`naming`]: device names, table ids and the ownership mark;
 //! - [`netlink`], [`netns`]: kernel access, host side and inside a container's namespace;
-//! - [`ipam`]: delegation to an IPAM plugin;
+//! - [`ipam`]: delegation to an IPAM plugin, and [`host_local`], host-local served in process;
 //! - [`invocation_log`]: the JSON-lines history of every invocation.
 
 pub mod chain;
@@ -12,6 +12,7 @@ pub mod cleanup;
 pub mod config;
 pub mod env;
 pub mod error;
+pub mod host_local;
 pub mod invocation_log;
 pub mod ipam;
 pub mod lock;
