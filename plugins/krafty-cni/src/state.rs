@@ -3,9 +3,12 @@
 //! attachments whose DEL never came).
 //!
 //! Layout: `<stateDir>/attachments/<network>/<container id>.<ifname>.json`, written atomically
-//! (temporary file, fsync, rename) by krafty-veth at the end of ADD and removed by its DEL.
+//! (temporary file, rename) by krafty-veth at the end of ADD and removed by its DEL. Records are
+//! not fsynced: a power loss that loses a fresh record also takes the devices it describes, and an
+//! fsync on every ADD costs more than the rest of krafty-veth's file work (docs/benchmarks.md);
+//! host-local does not fsync its leases either.
 
-use std::fs::{DirBuilder, File, OpenOptions};
+use std::fs::{DirBuilder, OpenOptions};
 use std::io::Write;
 use std::net::IpAddr;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -112,9 +115,7 @@ impl Records {
                 .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
                 .open(&temporary)?;
             file.write_all(&bytes)?;
-            file.sync_all()?;
-            std::fs::rename(&temporary, &path)?;
-            File::open(&dir)?.sync_all()
+            std::fs::rename(&temporary, &path)
         })();
         written.map_err(|e| {
             let _ = std::fs::remove_file(&temporary);
