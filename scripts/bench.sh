@@ -22,12 +22,16 @@ cycles=${KRAFTY_BENCH_CYCLES:-200}
 vm_cycles=${KRAFTY_BENCH_VM_CYCLES:-4}
 mkdir -p "$out_dir"
 
-# Release plugins: the sizes are those of what ships (the release profile strips).
-cargo build --release --quiet -p krafty-vrf -p krafty-bridge -p krafty-veth -p krafty-tests --bin krafty-bench
+# The plugins as they ship (installer/Dockerfile): release profile (stripped), static musl. The
+# bench binary is an ordinary host build.
+musl=x86_64-unknown-linux-musl
+rustup target list --installed | grep -qx "$musl" || rustup target add "$musl"
+cargo build --release --quiet --target "$musl" -p krafty-vrf -p krafty-bridge -p krafty-veth
+cargo build --release --quiet -p krafty-tests --bin krafty-bench
 scripts/build-cnidriver.sh "$target/cnidriver"
 gcc -static -Os -Wall -Wextra -Werror -o "$target/maxrss" tools/bench/maxrss.c
 
-export KRAFTY_BIN_DIR=$target/release
+export KRAFTY_BIN_DIR=$target/$musl/release
 export KRAFTY_CNIDRIVER=$target/cnidriver
 export KRAFTY_BENCH_MAXRSS=$target/maxrss
 bench=$target/release/krafty-bench

@@ -2,7 +2,7 @@
 # The krafty test command: every tier, in order, ending with one summary line.
 #
 #   scripts/test.sh                 # everything
-#   KRAFTY_SKIP=vm scripts/test.sh  # explicitly leave out tiers (comma-separated: host, vm, deploy, fuzz)
+#   KRAFTY_SKIP=vm scripts/test.sh  # explicitly leave out tiers (comma-separated: host, shipped, vm, deploy, fuzz)
 #
 # A tier that cannot run (missing tool, no root, VM does not boot) fails; it is never skipped
 # unless named in KRAFTY_SKIP, and a skipped tier is reported in the summary.
@@ -76,6 +76,16 @@ check shellcheck shellcheck scripts/*.sh tests/deploy/run.sh .ci/run
 
 # Unit tests and the namespace tests on this machine's kernel (everything but the VRF tier).
 tier host cargo nextest run --workspace --no-fail-fast -E 'not binary(vrf)'
+
+# The plugins as they ship (release, stripped, static musl, as installer/Dockerfile and the
+# benchmark build them) through the chain, scope and bad-input tests once more.
+shipped_tests() {
+    local musl=x86_64-unknown-linux-musl
+    cargo build --release --quiet --target "$musl" -p krafty-vrf -p krafty-bridge -p krafty-veth &&
+        KRAFTY_BIN_DIR="$target/$musl/release" KRAFTY_CNIDRIVER="$target/cnidriver" cargo nextest run -p krafty-tests --no-fail-fast \
+            -E 'binary(chain) | binary(scopes) | binary(bad_input) | binary(hostile)'
+}
+tier shipped shipped_tests
 
 # The VRF tier: Debian's kernel in a VM, sharing this filesystem. One boot runs the lot.
 vrf_tests() {

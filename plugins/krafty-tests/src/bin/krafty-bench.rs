@@ -695,6 +695,9 @@ fn method(host: &Value, vm: Option<&Value>) -> String {
             ]
         )
     );
+    text += "The krafty plugins are measured as they ship (installer/Dockerfile): release builds, \
+             stripped, statically linked against musl (`--target x86_64-unknown-linux-musl`), \
+             as the reference plugins are static Go binaries.\n\n";
     text += "Each cycle is one ADD then one DEL of a fresh container ID on a hermetic node \
              namespace (a reused pod namespace per variant), for three variants taken in \
              rotating order so that noise from other work on this shared 2-core machine \
@@ -921,7 +924,7 @@ fn scale_table(levels: &[Value]) -> String {
 
 fn sizes() -> String {
     let mut text = String::from(
-        "## Binary sizes (stripped; krafty from `cargo build --release`, reference from Debian)\n\n| krafty | bytes | reference | bytes |\n|---|---|---|---|\n",
+        "## Binary sizes (stripped; krafty from `cargo build --release --target x86_64-unknown-linux-musl`, reference from Debian)\n\n| krafty | bytes | reference | bytes |\n|---|---|---|---|\n",
     );
     let size = |path: PathBuf| std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     for (krafty, reference) in KRAFTY_PLUGINS.iter().zip(REFERENCE_PLUGINS) {
