@@ -241,6 +241,32 @@ fn a_missing_ipam_plugin_is_code_102() {
 }
 
 #[test]
+fn host_local_is_served_in_process_and_only_what_it_leaves_needs_the_binary() {
+    let (node, _pod, at) = setup();
+    let mut ipam = json!({"type": "host-local", "ranges": [[{"subnet": "172.16.10.0/24"}]]});
+    ipam["dataDir"] = json!(node.ipam_dir());
+    let mut env = at.env("ADD");
+    env.push(("CNI_PATH", "/nonexistent"));
+    // No host-local on CNI_PATH: the plain config is served by krafty itself...
+    let config = veth_after_bridge(&node, &at, json!({"ipam": ipam.clone()}));
+    let result = node
+        .plugin("krafty-veth", &env, &config.to_string())
+        .ok();
+    assert_eq!(result["ips"][0]["address"], "172.16.10.2/24", "{result}");
+    assert_eq!(node.leases(NETWORK), vec!["172.16.10.2"]);
+    let mut del = at.env("DEL");
+    del.push(("CNI_PATH", "/nonexistent"));
+    node.plugin("krafty-veth", &del, &config.to_string()).ok();
+    assert_eq!(node.leases(NETWORK), Vec::<String>::new());
+    // ...while one it leaves to host-local (resolvConf) needs the binary.
+    ipam["resolvConf"] = json!("/etc/resolv.conf");
+    let config = veth_after_bridge(&node, &at, json!({"ipam": ipam}));
+    node.plugin("krafty-veth", &env, &config.to_string())
+        .error(102, "not found on CNI_PATH");
+    undo_bridge_and_expect_clean(&node, &at);
+}
+
+#[test]
 fn a_failing_ipam_plugin_keeps_its_code_and_leaves_nothing() {
     let (node, _pod, at) = setup();
     // host-local refuses a range whose start lies outside its subnet.
