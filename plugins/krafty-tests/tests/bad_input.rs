@@ -249,9 +249,7 @@ fn host_local_is_served_in_process_and_only_what_it_leaves_needs_the_binary() {
     env.push(("CNI_PATH", "/nonexistent"));
     // No host-local on CNI_PATH: the plain config is served by krafty itself...
     let config = veth_after_bridge(&node, &at, json!({"ipam": ipam.clone()}));
-    let result = node
-        .plugin("krafty-veth", &env, &config.to_string())
-        .ok();
+    let result = node.plugin("krafty-veth", &env, &config.to_string()).ok();
     assert_eq!(result["ips"][0]["address"], "172.16.10.2/24", "{result}");
     assert_eq!(node.leases(NETWORK), vec!["172.16.10.2"]);
     let mut del = at.env("DEL");
