@@ -126,6 +126,7 @@ async fn create(
         mtu: config.mtu,
         promiscuous: config.promisc,
         controller: vrf.map(|v| v.index),
+        group: place.group(),
     };
     netlink.create_bridge(&spec).await?;
     // Created now or by a concurrent invocation since the lookup: either way it must be ours.

@@ -95,6 +95,13 @@ impl Placement {
         }
     }
 
+    /// The interface group of a pod's own device, shared with the attachment's other devices
+    /// so that DEL removes them in one request; shared devices stay in the default group, out
+    /// of reach of any attachment's group deletion.
+    pub fn group(&self) -> Option<u32> {
+        (!self.shared).then(|| naming::attachment_group(&self.mark))
+    }
+
     /// Holds the network's lock for shared devices, which concurrent invocations create and
     /// use together; a pod's own devices need none.
     pub fn lock<C>(&self, request: &Request<C>) -> Result<Option<NodeLock>, Error> {

@@ -11,6 +11,9 @@
 //!
 //! Two IDs sharing their first 12 characters would collide; the ownership mark (the device
 //! alias, carrying the full ID) turns that into an error instead of a hijack.
+//!
+//! In pod scope the attachment's devices also share an interface group derived from its mark
+//! ([`attachment_group`]), so that DEL can remove them in one request.
 
 use std::ops::RangeInclusive;
 
@@ -98,6 +101,18 @@ pub fn first_free_table(preferred: u32, is_used: impl Fn(u32) -> bool) -> Option
 /// touches a device of that name again.
 pub fn attachment_mark(network: &str, container_id: &str) -> String {
     format!("krafty:{network}/{container_id}")
+}
+
+/// Interface groups of pod-scope attachments fall in this range: clear of 0 (the default group,
+/// which the kernel refuses to delete by) and of the small numbers administrators pick by hand,
+/// and below 2^31, which iproute2 takes as the largest group.
+pub const ATTACHMENT_GROUP_RANGE: RangeInclusive<u32> = 0x4000_0000..=0x7fff_ffff;
+
+/// The interface group of the devices one pod-scope attachment owns (its VRF, bridge and host
+/// veth), from its mark: DEL removes them with one group RTM_DELLINK, one kernel batch. Two
+/// attachments may share a group (a 1 in 2^30 collision), so DEL checks the group's members.
+pub fn attachment_group(mark: &str) -> u32 {
+    ATTACHMENT_GROUP_RANGE.start() | (fnv1a32(mark.as_bytes()) & 0x3fff_ffff)
 }
 
 /// The alias of a network's shared devices: they belong to the network, not to one pod.
@@ -278,6 +293,20 @@ mod tests {
                 "never mistaken for a per-pod name: {name}"
             );
         }
+    }
+
+    #[test]
+    fn attachment_groups_stay_in_range_and_differ_per_attachment() {
+        for i in 0..10_000 {
+            let group = attachment_group(&attachment_mark("net", &format!("{i:064x}")));
+            assert!(ATTACHMENT_GROUP_RANGE.contains(&group), "{group}");
+        }
+        let mark = attachment_mark("net", ID);
+        assert_eq!(attachment_group(&mark), attachment_group(&mark));
+        assert_ne!(
+            attachment_group(&mark),
+            attachment_group(&attachment_mark("other", ID))
+        );
     }
 
     #[test]

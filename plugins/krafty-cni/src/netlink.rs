@@ -8,7 +8,7 @@ use ipnet::IpNet;
 use netlink_packet_route::address::{AddressAttribute, AddressHeaderFlags, AddressMessage};
 pub use netlink_packet_route::link::InfoKind;
 use netlink_packet_route::link::{
-    InfoData, InfoVeth, InfoVrf, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+    InfoData, InfoVeth, InfoVrf, LinkAttribute, LinkExtentMask, LinkFlags, LinkInfo, LinkMessage,
 };
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteScope};
 use netlink_packet_route::AddressFamily;
@@ -34,6 +34,8 @@ pub struct Link {
     pub mac: String,
     pub mtu: Option<u32>,
     pub vrf_table: Option<u32>,
+    /// The interface group (0, the default, unless krafty or an admin set one).
+    pub group: u32,
 }
 
 impl Link {
@@ -48,6 +50,7 @@ impl Link {
             mac: String::new(),
             mtu: None,
             vrf_table: None,
+            group: 0,
         };
         for attribute in message.attributes {
             match attribute {
@@ -55,6 +58,7 @@ impl Link {
                 LinkAttribute::IfAlias(alias) => link.alias = Some(alias),
                 LinkAttribute::Controller(index) => link.controller = Some(index),
                 LinkAttribute::Mtu(mtu) => link.mtu = Some(mtu),
+                LinkAttribute::Group(group) => link.group = group,
                 LinkAttribute::Address(bytes) => link.mac = format_mac(&bytes),
                 LinkAttribute::LinkInfo(infos) => {
                     for info in infos {
@@ -122,6 +126,22 @@ pub fn format_mac(bytes: &[u8]) -> String {
         .join(":")
 }
 
+/// Runs `work` on a connection of its own in a thread of its own (see
+/// [`Netlink::delete_in_background`]).
+fn in_background<F, Fut>(work: F) -> std::thread::JoinHandle<Result<(), Error>>
+where
+    F: FnOnce(Netlink) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), Error>>,
+{
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .map_err(|e| Error::io("starting a runtime", e))?
+            .block_on(async { work(Netlink::connect()?).await })
+    })
+}
+
 /// The errno of a failed netlink request, positive (e.g. `libc::EEXIST`).
 pub fn errno(error: &rtnetlink::Error) -> Option<i32> {
     match error {
@@ -150,6 +170,8 @@ pub struct BridgeSpec<'a> {
     pub mtu: Option<u32>,
     pub promiscuous: bool,
     pub controller: Option<u32>,
+    /// The attachment's interface group, for a pod's own bridge.
+    pub group: Option<u32>,
 }
 
 /// A veth pair to create between the node and a container.
@@ -162,6 +184,8 @@ pub struct VethSpec<'a> {
     pub mtu: Option<u32>,
     /// The pod end's MAC, when the runtime asks for one.
     pub peer_mac: Option<[u8; 6]>,
+    /// The attachment's interface group, for the host end on a pod's own bridge.
+    pub group: Option<u32>,
 }
 
 /// A route krafty installs, in the form both families share.
@@ -257,6 +281,25 @@ impl Netlink {
         }
     }
 
+    /// Every device in interface group `group`. The kernel cannot filter a dump by group, so
+    /// this lists every device, without their statistics.
+    pub async fn links_in_group(&self, group: u32) -> Result<Vec<Link>, Error> {
+        let messages: Vec<LinkMessage> = self
+            .handle
+            .link()
+            .get()
+            .set_filter_mask(AddressFamily::Unspec, vec![LinkExtentMask::SkipStats])
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|e| failure(format!("listing interface group {group}"), e))?;
+        Ok(messages
+            .into_iter()
+            .map(Link::from_message)
+            .filter(|link| link.group == group)
+            .collect())
+    }
+
     /// Every device of one kind (the kernel filters the dump by kind).
     pub async fn links_of_kind(&self, kind: InfoKind) -> Result<Vec<Link>, Error> {
         let mut request = self.handle.link().get();
@@ -309,19 +352,34 @@ impl Netlink {
         }
     }
 
+    /// Deletes every device of interface group `group` (never 0) in one RTM_DELLINK (ifindex 0,
+    /// IFLA_GROUP): the kernel unregisters them in one batch (`rtnl_group_dellink`). An empty
+    /// group counts as deleted.
+    pub async fn delete_group(&self, group: u32) -> Result<(), Error> {
+        let mut request = self.handle.link().del(0);
+        request
+            .message_mut()
+            .attributes
+            .push(LinkAttribute::Group(group));
+        match request.execute().await {
+            Ok(()) => Ok(()),
+            Err(e) if errno(&e) == Some(libc::ENODEV) => Ok(()),
+            Err(e) => Err(failure(format!("deleting interface group {group}"), e)),
+        }
+    }
+
     /// Deletes `link` from a thread of its own, on a netlink socket of its own, and returns at
     /// once. The kernel answers RTM_DELLINK only after an RCU grace period (the `rcu_barrier`
     /// in `netdev_run_todo`, 20-35 ms), with the sending thread blocked in `sendmsg` all along:
     /// devices deleted from separate threads wait out the same grace period instead of one
     /// each, and the caller can do other work meanwhile.
     pub fn delete_in_background(link: Link) -> std::thread::JoinHandle<Result<(), Error>> {
-        std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_io()
-                .build()
-                .map_err(|e| Error::io("starting a runtime", e))?
-                .block_on(async { Netlink::connect()?.delete(&link).await })
-        })
+        in_background(move |netlink| async move { netlink.delete(&link).await })
+    }
+
+    /// [`Netlink::delete_group`] from a thread of its own, as [`Netlink::delete_in_background`].
+    pub fn delete_group_in_background(group: u32) -> std::thread::JoinHandle<Result<(), Error>> {
+        in_background(move |netlink| async move { netlink.delete_group(group).await })
     }
 
     /// Adds an address; one that is already there counts as added. `no_dad` skips IPv6
@@ -364,10 +422,20 @@ impl Netlink {
             .collect())
     }
 
-    /// Creates a VRF device, up, marked. `Ok(false)` when the name is taken.
-    pub async fn create_vrf(&self, name: &str, table: u32, alias: &str) -> Result<bool, Error> {
-        let message = LinkVrf::new(name, table).up().build();
-        self.create(name, alias, message).await
+    /// Creates a VRF device, up, marked, in `group` when given. `Ok(false)` when the name is
+    /// taken.
+    pub async fn create_vrf(
+        &self,
+        name: &str,
+        table: u32,
+        alias: &str,
+        group: Option<u32>,
+    ) -> Result<bool, Error> {
+        let mut builder = LinkVrf::new(name, table).up();
+        if let Some(group) = group {
+            builder = builder.link_group(group);
+        }
+        self.create(name, alias, builder.build()).await
     }
 
     /// Whether the kernel can make VRF devices, asked without making one: a request for a VRF
@@ -399,6 +467,9 @@ impl Netlink {
         if let Some(controller) = spec.controller {
             builder = builder.controller(controller);
         }
+        if let Some(group) = spec.group {
+            builder = builder.link_group(group);
+        }
         self.create(spec.name, spec.alias, builder.build()).await
     }
 
@@ -417,6 +488,10 @@ impl Netlink {
         if let Some(mtu) = spec.mtu {
             peer = peer.mtu(mtu);
             host = host.mtu(mtu);
+        }
+        // The host end only: the peer is in the pod's namespace and goes with the host end.
+        if let Some(group) = spec.group {
+            host = host.link_group(group);
         }
         let message = host
             .set_info_data(InfoData::Veth(InfoVeth::Peer(peer.build())))
@@ -525,6 +600,7 @@ mod tests {
             mac: String::new(),
             mtu: None,
             vrf_table: None,
+            group: 0,
         }
     }
 

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use krafty_cni::{cleanup, naming, netns::NetNs};
 use serde_json::{json, Value};
 
 /// Where Debian's containernetworking-plugins put host-local, tuning, bridge, vrf...
@@ -245,6 +246,31 @@ impl Node {
         run_checked(Command::new("ip").args(["netns", "add", &name]));
         run_checked(Command::new("ip").args(["-n", &name, "link", "set", "lo", "up"]));
         Node { name, dir }
+    }
+
+    pub fn netns_path(&self) -> String {
+        format!("/run/netns/{}", self.name)
+    }
+
+    /// Deletes the devices named `names` of attachment `id` of `network` inside the node the
+    /// way DEL does ([`cleanup::start_deleting`]) and returns how many deletion requests that
+    /// took: one for all the devices of an interface group that went in one batch.
+    pub fn delete_as_del_does(&self, network: &str, id: &str, names: &[String]) -> usize {
+        let mark = naming::attachment_mark(network, id);
+        let netns = NetNs::open(Path::new(&self.netns_path())).expect("the node namespace opens");
+        let deletions = netns
+            .run(|netlink| async move {
+                let mut devices = Vec::new();
+                for name in names {
+                    devices.extend(netlink.link(name).await?);
+                }
+                Ok(cleanup::start_deleting(&netlink, devices, &mark).await)
+            })
+            .expect("the devices are looked up");
+        let requests = deletions.len();
+        let errors = cleanup::finish(deletions);
+        assert!(errors.is_empty(), "deleting {names:?}: {errors:?}");
+        requests
     }
 
     /// A new pod namespace, removed when the returned value is dropped.

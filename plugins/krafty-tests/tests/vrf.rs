@@ -2,8 +2,22 @@
 //! Debian's kernel loads the vrf module. On a kernel without VRF these tests fail, loudly.
 
 use krafty_cni::naming;
-use krafty_tests::{address_of, container_id, full_conflist, shared_network, Node};
+use krafty_tests::{address_of, container_id, full_conflist, shared_network, Node, NETWORK};
 use serde_json::{json, Value};
+
+/// The interface group `ip -j link` shows for the devices of attachment `id` in pod scope.
+fn attachment_group(id: &str) -> String {
+    naming::attachment_group(&naming::attachment_mark(NETWORK, id)).to_string()
+}
+
+/// A pod-scope attachment's own node devices, the host veth first as DEL has them.
+fn pod_devices(id: &str) -> Vec<String> {
+    vec![
+        naming::host_veth_name(id),
+        naming::bridge_name(id),
+        naming::vrf_name(id),
+    ]
+}
 
 fn vrf_table(node: &Node, vrf: &str) -> u64 {
     let link = node.link(vrf).unwrap_or_else(|| panic!("VRF {vrf} exists"));
@@ -69,9 +83,55 @@ fn the_full_chain_puts_the_pod_behind_a_bridge_in_its_own_vrf() {
     assert!(node
         .ip(&["route", "show", "table", &table])
         .contains("172.16.10.0/24"));
+    for device in pod_devices(&id) {
+        assert_eq!(
+            node.link(&device).unwrap()["group"],
+            attachment_group(&id),
+            "{device} is in the attachment's group"
+        );
+    }
 
     node.cni("check", &conflist, &id, &pod.netns_path()).ok();
     node.cni("del", &conflist, &id, &pod.netns_path()).ok();
+    node.assert_clean();
+}
+
+#[test]
+fn a_pods_vrf_bridge_and_veth_go_in_one_request_and_a_stranger_in_their_group_stays() {
+    let node = Node::new();
+    let (a, b) = (node.pod("a"), node.pod("b"));
+    let conflist = node.conflist(full_conflist("1.0.0"));
+    let (id_a, id_b) = (container_id(), container_id());
+    node.cni("add", &conflist, &id_a, &a.netns_path()).ok();
+    node.cni("add", &conflist, &id_b, &b.netns_path()).ok();
+    // Somebody else's device whose group collides with b's: a group DEL would take it.
+    let stranger_group = attachment_group(&id_b);
+    node.ip(&[
+        "link",
+        "add",
+        "kt-stranger",
+        "group",
+        &stranger_group,
+        "type",
+        "vrf",
+        "table",
+        "4343",
+    ]);
+
+    assert_eq!(
+        node.delete_as_del_does(NETWORK, &id_a, &pod_devices(&id_a)),
+        1
+    );
+    node.cni("del", &conflist, &id_a, &a.netns_path()).ok();
+    assert!(b.ping("172.16.10.1"), "b's VRF is untouched");
+
+    node.cni("del", &conflist, &id_b, &b.netns_path()).ok();
+    for device in pod_devices(&id_a).into_iter().chain(pod_devices(&id_b)) {
+        assert!(node.link(&device).is_none(), "{device} is gone");
+    }
+    assert_eq!(node.link("kt-stranger").unwrap()["group"], stranger_group);
+    node.cni("del", &conflist, &id_b, &b.netns_path()).ok();
+    node.ip(&["link", "del", "kt-stranger"]);
     node.assert_clean();
 }
 
@@ -216,6 +276,13 @@ fn a_shared_network_in_a_vrf_connects_its_pods_and_isolates_others() {
         node.link(&naming::shared_bridge_name("blue")).unwrap()["master"],
         vrf.as_str()
     );
+    for shared in [&vrf, &naming::shared_bridge_name("blue")] {
+        assert_eq!(
+            node.link(shared).unwrap()["group"],
+            "default",
+            "{shared} stays out of any attachment's group"
+        );
+    }
     assert!(
         a.ping(&address_of(&result_b, false)),
         "pods of one network reach each other"

@@ -16,7 +16,7 @@ use std::net::IpAddr;
 use std::time::SystemTime;
 
 use ipnet::IpNet;
-use krafty_cni::cleanup::undo_attachment;
+use krafty_cni::cleanup::{self, undo_attachment};
 use krafty_cni::config::{AddressSource, RuntimeRequest, ValidVethConfig, VethConfig};
 use krafty_cni::env::Command;
 use krafty_cni::invocation_log::rfc3339;
@@ -84,20 +84,17 @@ impl Plugin for Veth {
         let config = request.config.validate()?;
         let netlink = Netlink::connect()?;
         let mut errors = Vec::new();
-        // The attachment's own devices are deleted at once, each from its own thread, so that
-        // their grace periods overlap (see `Netlink::delete_in_background`): the pair and, in
-        // pod scope, the attachment's bridge and VRF, which krafty-bridge and krafty-vrf then
-        // find gone. Devices without this attachment's mark (shared or foreign) are left.
+        // The attachment's own devices are deleted at once, in pod scope in one kernel batch
+        // (see `cleanup::start_deleting`): the pair and, in pod scope, the attachment's bridge
+        // and VRF, which krafty-bridge and krafty-vrf then find gone. Devices without this
+        // attachment's mark (shared or foreign) are left.
         let doomed = own_devices(&netlink, request).await?;
         let host_name = naming::host_veth_name(&request.env.container_id);
         let pair_index = doomed
             .first()
             .filter(|host| host.name == host_name)
             .map(|host| host.index);
-        let deletions: Vec<_> = doomed
-            .into_iter()
-            .map(Netlink::delete_in_background)
-            .collect();
+        let deletions = cleanup::start_deleting(&netlink, doomed, &request.attachment_mark()).await;
         // The address is released once the pair has left the kernel's device list, so it is
         // never handed out while still in use, but without waiting for the grace period.
         if let Some(index) = pair_index {
@@ -110,14 +107,7 @@ impl Plugin for Veth {
                 errors.push(error);
             }
         }
-        for deletion in deletions {
-            let deleted = deletion
-                .join()
-                .unwrap_or_else(|_| Err(Error::TryAgainLater("a deletion thread panicked".into())));
-            if let Err(error) = deleted {
-                errors.push(error);
-            }
-        }
+        errors.extend(cleanup::finish(deletions));
         // The record goes last: while anything above failed, it still says what to undo.
         if errors.is_empty() {
             request.records().remove(
@@ -437,6 +427,10 @@ async fn create_pair(
         bridge: bridge.index,
         mtu: config.mtu,
         peer_mac: runtime.mac,
+        // In the attachment's group only when the bridge is the attachment's own (pod scope).
+        group: bridge
+            .is_marked(&mark)
+            .then(|| naming::attachment_group(&mark)),
     };
     if !netlink.create_veth(&spec).await? {
         return Err(Error::DeviceConflict {

@@ -134,7 +134,10 @@ async fn create(
             Error::TryAgainLater("every table of krafty's derived range is in use".into())
         })?,
     };
-    let created = match netlink.create_vrf(&place.name, table, &place.mark).await {
+    let created = match netlink
+        .create_vrf(&place.name, table, &place.mark, place.group())
+        .await
+    {
         Err(Error::Netlink {
             errno: Some(libc::EOPNOTSUPP),
             ..

@@ -1,0 +1,159 @@
+//! Interface groups: a pod-scope attachment's own devices share a group derived from its mark,
+//! so that DEL removes them in one kernel batch; shared devices stay in the default group; a
+//! stranger in the group sends DEL back to one deletion per device. On this machine's kernel
+//! (bridge + veth); the VRF's group is checked in the VM tier (tests/vrf.rs).
+
+use krafty_cni::naming;
+use krafty_tests::{bridge_veth_conflist, container_id, shared_network, Node, NETWORK};
+use serde_json::Value;
+
+/// The group `ip -j link` shows for an attachment's devices.
+fn group_of_attachment(id: &str) -> String {
+    naming::attachment_group(&naming::attachment_mark(NETWORK, id)).to_string()
+}
+
+fn group_of_device(node: &Node, name: &str) -> Value {
+    node.link(name).unwrap_or_else(|| panic!("{name} exists"))["group"].clone()
+}
+
+/// The pod-scope devices of attachment `id` on this kernel: the host veth first, as DEL has it.
+fn pod_devices(id: &str) -> Vec<String> {
+    vec![naming::host_veth_name(id), naming::bridge_name(id)]
+}
+
+#[test]
+fn pod_scope_devices_share_the_attachments_group_and_del_removes_only_them() {
+    let node = Node::new();
+    let (a, b, c) = (node.pod("a"), node.pod("b"), node.pod("c"));
+    let pod_scope = node.conflist(bridge_veth_conflist("1.0.0"));
+    let shared = shared_network("grpnet", &[("172.16.40.0/24", "172.16.40.1")], false);
+    let shared_list = node.conflist(shared.clone());
+    let (id_a, id_b, id_c) = (container_id(), container_id(), container_id());
+    node.cni("add", &pod_scope, &id_a, &a.netns_path()).ok();
+    node.cni("add", &shared_list, &id_b, &b.netns_path()).ok();
+    node.cni("add", &pod_scope, &id_c, &c.netns_path()).ok();
+
+    for device in pod_devices(&id_a) {
+        assert_eq!(group_of_device(&node, &device), group_of_attachment(&id_a));
+    }
+    for device in pod_devices(&id_c) {
+        assert_eq!(group_of_device(&node, &device), group_of_attachment(&id_c));
+    }
+    assert_ne!(group_of_attachment(&id_a), group_of_attachment(&id_c));
+    for device in [
+        naming::shared_bridge_name("grpnet"),
+        naming::host_veth_name(&id_b),
+    ] {
+        assert_eq!(
+            group_of_device(&node, &device),
+            "default",
+            "{device} is on a shared bridge"
+        );
+    }
+
+    node.cni("del", &pod_scope, &id_a, &a.netns_path()).ok();
+    for device in pod_devices(&id_a) {
+        assert!(node.link(&device).is_none(), "{device} is gone");
+    }
+    assert!(a.addresses("net1").is_empty(), "the pod end went too");
+    assert_eq!(node.leases(NETWORK).len(), 1, "a's lease is released");
+    assert_eq!(node.records().len(), 2, "a's record is removed");
+    assert!(b.ping("172.16.40.1"), "the shared network is untouched");
+    assert!(
+        c.ping("172.16.10.1"),
+        "the other pod's devices are untouched"
+    );
+
+    node.cni("del", &pod_scope, &id_a, &a.netns_path()).ok();
+    node.cni("del", &pod_scope, &id_c, &c.netns_path()).ok();
+    node.cni("del", &shared_list, &id_b, &b.netns_path()).ok();
+    node.gc(&shared, &[]).ok();
+    node.assert_clean();
+}
+
+#[test]
+fn a_stranger_in_the_attachments_group_survives_del_and_gc() {
+    let node = Node::new();
+    let (a, b) = (node.pod("a"), node.pod("b"));
+    let conflist = bridge_veth_conflist("1.0.0");
+    let list = node.conflist(conflist.clone());
+    let (id_a, id_b) = (container_id(), container_id());
+    node.cni("add", &list, &id_a, &a.netns_path()).ok();
+    node.cni("add", &list, &id_b, &b.netns_path()).ok();
+    // Devices of others whose group collides with a's and b's: a group DEL would take them.
+    let (group_a, group_b) = (group_of_attachment(&id_a), group_of_attachment(&id_b));
+    node.ip(&[
+        "link",
+        "add",
+        "kt-stranger-a",
+        "group",
+        &group_a,
+        "type",
+        "bridge",
+    ]);
+    node.ip(&[
+        "link",
+        "add",
+        "kt-stranger-b",
+        "group",
+        &group_b,
+        "type",
+        "bridge",
+    ]);
+
+    node.cni("del", &list, &id_a, &a.netns_path()).ok();
+    for device in pod_devices(&id_a) {
+        assert!(node.link(&device).is_none(), "{device} is gone");
+    }
+    assert_eq!(group_of_device(&node, "kt-stranger-a"), group_a);
+    node.cni("del", &list, &id_a, &a.netns_path()).ok();
+
+    // GC undoes b's attachment from its record the same way.
+    node.gc(&conflist, &[]).ok();
+    for device in pod_devices(&id_b) {
+        assert!(node.link(&device).is_none(), "{device} is gone");
+    }
+    assert_eq!(group_of_device(&node, "kt-stranger-b"), group_b);
+
+    node.ip(&["link", "del", "kt-stranger-a"]);
+    node.ip(&["link", "del", "kt-stranger-b"]);
+    node.assert_clean();
+}
+
+#[test]
+fn the_group_goes_in_one_request_unless_a_stranger_is_in_it() {
+    let node = Node::new();
+    let (a, b) = (node.pod("a"), node.pod("b"));
+    let list = node.conflist(bridge_veth_conflist("1.0.0"));
+    let (id_a, id_b) = (container_id(), container_id());
+    node.cni("add", &list, &id_a, &a.netns_path()).ok();
+    node.cni("add", &list, &id_b, &b.netns_path()).ok();
+    node.ip(&[
+        "link",
+        "add",
+        "kt-stranger",
+        "group",
+        &group_of_attachment(&id_b),
+        "type",
+        "bridge",
+    ]);
+
+    let devices = pod_devices(&id_a);
+    assert_eq!(node.delete_as_del_does(NETWORK, &id_a, &devices), 1);
+    let devices = pod_devices(&id_b);
+    assert_eq!(
+        node.delete_as_del_does(NETWORK, &id_b, &devices),
+        devices.len(),
+        "one request per device"
+    );
+    assert!(node.link("kt-stranger").is_some());
+    for device in pod_devices(&id_a).into_iter().chain(devices) {
+        assert!(node.link(&device).is_none(), "{device} is gone");
+    }
+
+    // DEL finds the devices gone and releases the rest.
+    node.cni("del", &list, &id_a, &a.netns_path()).ok();
+    node.cni("del", &list, &id_b, &b.netns_path()).ok();
+    node.ip(&["link", "del", "kt-stranger"]);
+    node.assert_clean();
+}
