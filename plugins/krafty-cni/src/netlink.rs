@@ -8,10 +8,12 @@ use ipnet::IpNet;
 use netlink_packet_route::address::{AddressAttribute, AddressHeaderFlags, AddressMessage};
 pub use netlink_packet_route::link::InfoKind;
 use netlink_packet_route::link::{
-    InfoData, InfoVeth, InfoVrf, LinkAttribute, LinkExtentMask, LinkFlags, LinkInfo, LinkMessage,
+    AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoData, InfoVeth, InfoVrf, LinkAttribute,
+    LinkExtentMask, LinkFlags, LinkInfo, LinkMessage,
 };
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteScope};
 use netlink_packet_route::AddressFamily;
+use rtnetlink::sys::AsyncSocket;
 use rtnetlink::{
     Handle, LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVeth, LinkVrf,
     RouteMessageBuilder,
@@ -251,8 +253,16 @@ pub struct Netlink {
 impl Netlink {
     /// Opens a connection in the calling thread's network namespace; needs a tokio runtime.
     pub fn connect() -> Result<Netlink, Error> {
-        let (connection, handle, _) =
+        let (mut connection, handle, _) =
             rtnetlink::new_connection().map_err(|e| Error::io("opening a netlink socket", e))?;
+        // Strict checking makes the kernel apply the filters in a dump request's header (an
+        // address dump's interface, say) instead of sending every object of the namespace, which
+        // grows with the number of attachments.
+        connection
+            .socket_mut()
+            .socket_ref()
+            .set_netlink_get_strict_chk(true)
+            .map_err(|e| Error::io("asking for strict netlink dumps", e))?;
         tokio::spawn(connection);
         Ok(Netlink { handle })
     }
@@ -399,12 +409,11 @@ impl Netlink {
         }
     }
 
+    /// The addresses of interface `index` (the kernel filters the dump by interface).
     pub async fn addresses(&self, index: u32) -> Result<Vec<IpNet>, Error> {
-        let messages: Vec<AddressMessage> = self
-            .handle
-            .address()
-            .get()
-            .set_link_index_filter(index)
+        let mut request = self.handle.address().get();
+        request.message_mut().header.index = index;
+        let messages: Vec<AddressMessage> = request
             .execute()
             .try_collect()
             .await
@@ -481,10 +490,10 @@ impl Netlink {
         if let Some(mac) = spec.peer_mac {
             peer = peer.address(mac.to_vec());
         }
+        // Down until it is marked and has no IPv6 link-local address to make (see below).
         let mut host = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
             .name(spec.host_name.to_string())
-            .controller(spec.bridge)
-            .up();
+            .controller(spec.bridge);
         if let Some(mtu) = spec.mtu {
             peer = peer.mtu(mtu);
             host = host.mtu(mtu);
@@ -496,7 +505,27 @@ impl Netlink {
         let message = host
             .set_info_data(InfoData::Veth(InfoVeth::Peer(peer.build())))
             .build();
-        self.create(spec.host_name, spec.alias, message).await
+        if !self.create(spec.host_name, spec.alias, message).await? {
+            return Ok(false);
+        }
+        // A bridge port needs no IPv6 address of its own. Without one, the node's IPv6 tables
+        // do not grow by a link-local address and route per attachment, and the kernel's walks
+        // of them on every link event stay short. The kernel takes this only after creation.
+        // A node without IPv6 has nothing to turn off.
+        let no_link_local = LinkUnspec::new_with_name(spec.host_name)
+            .append_extra_attribute(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(
+                vec![AfSpecInet6::AddrGenMode(In6AddrGenMode::None)],
+            )]))
+            .build();
+        match self.handle.link().set(no_link_local).execute().await {
+            Ok(()) => {}
+            Err(e) if errno(&e) == Some(libc::EAFNOSUPPORT) => {}
+            Err(e) => return Err(failure(format!("configuring {}", spec.host_name), e)),
+        }
+        let up = LinkUnspec::new_with_name(spec.host_name).up().build();
+        self.set(&format!("bringing {} up", spec.host_name), up)
+            .await?;
+        Ok(true)
     }
 
     /// Enslaves `link` to `controller` (a VRF, a bridge).
@@ -535,7 +564,8 @@ impl Netlink {
 
     /// The routes of one family in every table.
     pub async fn routes(&self, family: AddressFamily) -> Result<Vec<InstalledRoute>, Error> {
-        let mut query = RouteMessageBuilder::<IpAddr>::new().build();
+        // A strict dump filters by the header's table, protocol and type: all left unspecified.
+        let mut query = RouteMessage::default();
         query.header.address_family = family;
         let messages: Vec<RouteMessage> = self
             .handle

@@ -56,6 +56,11 @@ fn add_gives_the_pod_an_address_and_del_removes_everything() {
         .link(&format!("veth{}", &id[..11]))
         .expect("host veth exists");
     assert_eq!(veth["master"], bridge["ifname"]);
+    assert!(veth["flags"].as_array().unwrap().contains(&"UP".into()));
+    // A bridge port: no IPv6 link-local address of its own to grow the node's tables.
+    assert_eq!(veth["inet6_addr_gen_mode"], "none", "{veth}");
+    let veth_name = veth["ifname"].as_str().unwrap();
+    assert_eq!(node.ip(&["-6", "addr", "show", "dev", veth_name]), "");
     assert!(pod.ping("172.16.10.1"), "the pod reaches its gateway");
     assert_eq!(node.leases(NETWORK), vec!["172.16.10.10"]);
 
