@@ -143,6 +143,7 @@ def test_two_networks():
         "mtu": 9000,
         "hairpinMode": True,
         "promiscMode": False,
+        "multicastSnooping": True,
         "logFile": "/var/log/krafty/storage.log",
     }
     assert plugin(storage, "krafty-veth") == {

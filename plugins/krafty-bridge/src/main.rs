@@ -127,6 +127,7 @@ async fn create(
         promiscuous: config.promisc,
         controller: vrf.map(|v| v.index),
         group: place.group(),
+        multicast_snooping: config.multicast_snooping,
     };
     netlink.create_bridge(&spec).await?;
     // Created now or by a concurrent invocation since the lookup: either way it must be ours.

@@ -216,6 +216,8 @@ pub struct BridgeConfig {
     pub hairpin_mode: bool,
     #[serde(rename = "promiscMode", default)]
     pub promisc_mode: bool,
+    #[serde(rename = "multicastSnooping", default)]
+    pub multicast_snooping: bool,
     #[serde(default)]
     pub scope: Option<String>,
 }
@@ -241,6 +243,7 @@ pub struct ValidBridgeConfig {
     pub mtu: Option<u32>,
     pub hairpin: bool,
     pub promisc: bool,
+    pub multicast_snooping: bool,
     pub scope: Scope,
 }
 
@@ -296,6 +299,7 @@ impl BridgeConfig {
             mtu: validate_mtu("mtu", self.mtu)?,
             hairpin: self.hairpin_mode,
             promisc: self.promisc_mode,
+            multicast_snooping: self.multicast_snooping,
             scope: validate_scope(self.scope.as_deref())?,
         })
     }
@@ -533,7 +537,8 @@ mod tests {
         assert_eq!(one.scope, Scope::Pod);
         let dual = bridge(json!({
             "subnet": ["172.16.10.0/24", "fd10:16:10::/64"],
-            "gateway": ["172.16.10.1", "fd10:16:10::1"], "mtu": 9000, "hairpinMode": true
+            "gateway": ["172.16.10.1", "fd10:16:10::1"], "mtu": 9000, "hairpinMode": true,
+            "multicastSnooping": true
         }))
         .unwrap();
         assert_eq!(dual.networks.len(), 2);
@@ -543,6 +548,7 @@ mod tests {
         );
         assert_eq!(dual.mtu, Some(9000));
         assert!(dual.hairpin);
+        assert!(dual.multicast_snooping);
     }
 
     #[test]

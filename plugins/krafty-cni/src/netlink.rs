@@ -144,6 +144,21 @@ where
     })
 }
 
+/// A random locally administered unicast MAC, as the kernel gives a veth end by itself.
+pub fn random_mac() -> Result<[u8; 6], Error> {
+    let mut mac = [0u8; 6];
+    // SAFETY: getrandom writes at most `mac.len()` bytes into `mac`.
+    let written = unsafe { libc::getrandom(mac.as_mut_ptr().cast(), mac.len(), 0) };
+    if written != mac.len() as isize {
+        return Err(Error::io(
+            "drawing a random MAC",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    mac[0] = (mac[0] & 0xfe) | 0x02;
+    Ok(mac)
+}
+
 /// The errno of a failed netlink request, positive (e.g. `libc::EEXIST`).
 pub fn errno(error: &rtnetlink::Error) -> Option<i32> {
     match error {
@@ -174,6 +189,9 @@ pub struct BridgeSpec<'a> {
     pub controller: Option<u32>,
     /// The attachment's interface group, for a pod's own bridge.
     pub group: Option<u32>,
+    /// IGMP/MLD snooping. Off unless asked for: without a querier on the network it forwards
+    /// nothing differently, and with it on the kernel walks every port on each port change.
+    pub multicast_snooping: bool,
 }
 
 /// A veth pair to create between the node and a container.
@@ -188,6 +206,10 @@ pub struct VethSpec<'a> {
     pub peer_mac: Option<[u8; 6]>,
     /// The attachment's interface group, for the host end on a pod's own bridge.
     pub group: Option<u32>,
+    /// The host end's MAC, chosen by the caller so that it need not look the device up after
+    /// creating it (a lookup makes the kernel finish the bridge's port bookkeeping, which grows
+    /// with its ports, inside the request).
+    pub host_mac: [u8; 6],
 }
 
 /// A route krafty installs, in the form both families share.
@@ -469,7 +491,9 @@ impl Netlink {
 
     /// Creates a bridge, up, marked, enslaved to `controller` when given.
     pub async fn create_bridge(&self, spec: &BridgeSpec<'_>) -> Result<bool, Error> {
-        let mut builder = LinkBridge::new(spec.name).promiscuous(spec.promiscuous);
+        let mut builder = LinkBridge::new(spec.name)
+            .promiscuous(spec.promiscuous)
+            .mcast_snooping(spec.multicast_snooping);
         if let Some(mtu) = spec.mtu {
             builder = builder.mtu(mtu);
         }
@@ -493,6 +517,7 @@ impl Netlink {
         // Down until it is marked and has no IPv6 link-local address to make (see below).
         let mut host = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
             .name(spec.host_name.to_string())
+            .address(spec.host_mac.to_vec())
             .controller(spec.bridge);
         if let Some(mtu) = spec.mtu {
             peer = peer.mtu(mtu);

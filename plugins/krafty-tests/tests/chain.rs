@@ -1,6 +1,7 @@
 //! The bridge + veth chain through the real libcni and the real host-local, on this machine's
 //! kernel (no VRF needed). Each test has its own node namespace.
 
+use krafty_cni::naming;
 use krafty_tests::{bridge_veth_conflist, container_id, Node, NETWORK};
 use serde_json::{json, Value};
 
@@ -52,6 +53,7 @@ fn add_gives_the_pod_an_address_and_del_removes_everything() {
         .expect("bridge exists");
     assert_eq!(bridge["linkinfo"]["info_kind"], "bridge");
     assert_eq!(bridge["ifalias"], format!("krafty:{NETWORK}/{id}"));
+    assert_eq!(bridge["linkinfo"]["info_data"]["mcast_snooping"], 0);
     let veth = node
         .link(&format!("veth{}", &id[..11]))
         .expect("host veth exists");
@@ -260,5 +262,20 @@ fn a_second_add_of_a_live_attachment_is_refused_and_harms_nothing() {
     assert!(pod.ping("172.16.10.1"));
     assert_eq!(node.leases(NETWORK), vec!["172.16.10.10"]);
     node.cni("del", &conflist, &id, &pod.netns_path()).ok();
+    node.assert_clean();
+}
+
+#[test]
+fn multicast_snooping_is_on_when_the_config_asks_for_it() {
+    let node = Node::new();
+    let pod = node.pod("a");
+    let mut conflist = bridge_veth_conflist("1.0.0");
+    conflist["plugins"][0]["multicastSnooping"] = true.into();
+    let list = node.conflist(conflist);
+    let id = container_id();
+    node.cni("add", &list, &id, &pod.netns_path()).ok();
+    let bridge = node.link(&naming::bridge_name(&id)).expect("bridge exists");
+    assert_eq!(bridge["linkinfo"]["info_data"]["mcast_snooping"], 1);
+    node.cni("del", &list, &id, &pod.netns_path()).ok();
     node.assert_clean();
 }

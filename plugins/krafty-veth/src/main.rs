@@ -21,7 +21,7 @@ use krafty_cni::config::{AddressSource, RuntimeRequest, ValidVethConfig, VethCon
 use krafty_cni::env::Command;
 use krafty_cni::invocation_log::rfc3339;
 use krafty_cni::lock::NodeLock;
-use krafty_cni::netlink::{InfoKind, Link, Netlink, RouteSpec, VethSpec};
+use krafty_cni::netlink::{self, InfoKind, Link, Netlink, RouteSpec, VethSpec};
 use krafty_cni::netns::NetNs;
 use krafty_cni::result::{Dns, Interface, IpConfig, Route};
 use krafty_cni::state::{AttachmentRecord, RecordedDevice, RecordedIpam};
@@ -340,7 +340,7 @@ async fn attach(
                 .unwrap_or_else(|_| Err(Error::TryAgainLater("the IPAM thread panicked".into())))
         })
         .transpose();
-    let (host, bridge_networks) = created?;
+    let (host_mac, bridge_networks) = created?;
     let plan = plan(config, ipam_result?, runtime, &bridge_networks)?;
     let ifname = request.env.ifname.as_str();
     let host_name = naming::host_veth_name(&request.env.container_id);
@@ -373,7 +373,7 @@ async fn attach(
     let mut result = request.result_to_extend();
     result.push_interface(Interface {
         name: host_name.clone(),
-        mac: host.mac,
+        mac: host_mac,
         ..Interface::default()
     });
     let pod_index = result.push_interface(Interface {
@@ -415,10 +415,11 @@ async fn create_pair(
     config: &ValidVethConfig,
     runtime: &RuntimeRequest,
     request: &Request<VethConfig>,
-) -> Result<(Link, Vec<IpNet>), Error> {
+) -> Result<(String, Vec<IpNet>), Error> {
     let ifname = request.env.ifname.as_str();
     let host_name = naming::host_veth_name(&request.env.container_id);
     let mark = request.attachment_mark();
+    let host_mac = netlink::random_mac()?;
     let spec = VethSpec {
         host_name: &host_name,
         peer_name: ifname,
@@ -431,6 +432,7 @@ async fn create_pair(
         group: bridge
             .is_marked(&mark)
             .then(|| naming::attachment_group(&mark)),
+        host_mac,
     };
     if !netlink.create_veth(&spec).await? {
         return Err(Error::DeviceConflict {
@@ -438,13 +440,16 @@ async fn create_pair(
             reason: "already exists in the container's network namespace".into(),
         });
     }
-    let host = netlink.link(&host_name).await?.ok_or_else(|| {
-        Error::TryAgainLater(format!("{host_name} vanished right after it was created"))
-    })?;
     if bridge.has_mark_flag(naming::HAIRPIN_FLAG) {
+        let host = netlink.link(&host_name).await?.ok_or_else(|| {
+            Error::TryAgainLater(format!("{host_name} vanished right after it was created"))
+        })?;
         netlink.set_hairpin(&host).await?;
     }
-    Ok((host, netlink.addresses(bridge.index).await?))
+    Ok((
+        netlink::format_mac(&host_mac),
+        netlink.addresses(bridge.index).await?,
+    ))
 }
 
 /// What GC and the node agent need to undo this attachment without the runtime.

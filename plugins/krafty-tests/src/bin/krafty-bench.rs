@@ -28,6 +28,11 @@ const SCALE_SUBNET: &str = "172.20.0.0/22";
 const SCALE_GATEWAY: &str = "172.20.0.1";
 const SCALE_LEVELS: [usize; 3] = [1, 100, 500];
 const SCALE_PROBES: usize = 40;
+/// How long the node is left alone after a level's attachments are made, before its probes:
+/// the pods' first IPv6 packets (router solicitations, MLD reports, flooded to every port), the
+/// kernel's deferred link events and the file system's recently freed inodes belong to the burst
+/// of ADDs, not to the steady state of N attachments that the level measures.
+const SCALE_SETTLE: std::time::Duration = std::time::Duration::from_secs(15);
 const CONCURRENT_ADDS: usize = 32;
 const CONCURRENT_ROUNDS: usize = 3;
 const RSS_CYCLES: usize = 10;
@@ -469,6 +474,7 @@ fn scale(kernel: Kernel) -> Value {
             timed_cni(&node, "add", &list, &container_id(), &pod, &[]);
             existing.push(pod);
         }
+        std::thread::sleep(SCALE_SETTLE);
         let mut series = Series::default();
         for _ in 0..SCALE_PROBES {
             let id = container_id();
