@@ -5,7 +5,8 @@
 //! - [`naming`]: device names, table ids and the ownership mark;
 //! - [`netlink`], [`netns`]: kernel access, host side and inside a container's namespace;
 //! - [`ipam`]: delegation to an IPAM plugin, and [`host_local`], host-local served in process;
-//! - [`invocation_log`]: the JSON-lines history of every invocation.
+//! - [`invocation_log`]: the JSON-lines history of every invocation;
+//! - [`stderr_log`]: the diagnostics on stderr.
 
 pub mod chain;
 pub mod cleanup;
@@ -22,6 +23,7 @@ pub mod netns;
 pub mod result;
 pub mod skel;
 pub mod state;
+pub mod stderr_log;
 pub mod version;
 
 pub use error::Error;

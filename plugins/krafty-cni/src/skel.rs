@@ -18,6 +18,7 @@ use crate::invocation_log::{self, Entry, LoggedError};
 use crate::naming;
 use crate::result::CniResult;
 use crate::state::Records;
+use crate::stderr_log;
 use crate::version::CniVersion;
 
 /// A config larger than this is not a network config.
@@ -109,11 +110,7 @@ fn init_tracing() {
         .ok()
         .and_then(|l| l.parse::<tracing::Level>().ok())
         .unwrap_or(tracing::Level::WARN);
-    let _ = tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .try_init();
+    stderr_log::init(level);
 }
 
 /// The outcome of one invocation before it is printed.
