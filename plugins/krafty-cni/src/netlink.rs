@@ -171,7 +171,7 @@ fn failure(operation: impl Into<String>, error: rtnetlink::Error) -> Error {
     let errno = errno(&error);
     let reason = match errno {
         Some(code) => std::io::Error::from_raw_os_error(code).to_string(),
-        None => error.to_string(),
+        None => describe(&error),
     };
     Error::Netlink {
         operation: operation.into(),
@@ -225,6 +225,34 @@ pub struct RouteSpec {
 /// The builder's complaint about a route that does not fit its family.
 fn invalid(error: impl std::fmt::Display) -> Error {
     Error::invalid_config(error.to_string())
+}
+
+/// rtnetlink's `Display` of an error prints an unexpected message with `Debug`, which links
+/// the `Debug` of every netlink message type into the plugins; its type number says enough.
+fn describe(error: &rtnetlink::Error) -> String {
+    match error {
+        rtnetlink::Error::UnexpectedMessage(message) => format!(
+            "Received an unexpected message of type {}",
+            message.header.message_type
+        ),
+        rtnetlink::Error::NetlinkError(message) => {
+            format!("Received a netlink error message {message}")
+        }
+        rtnetlink::Error::RequestFailed => "A netlink request failed".into(),
+        rtnetlink::Error::NamespaceError(reason) => format!("Namespace error {reason}"),
+        rtnetlink::Error::InvalidHardwareAddress(address) => {
+            format!(
+                "Received a link message with an invalid hardware address attribute: {address:?}."
+            )
+        }
+        rtnetlink::Error::InvalidIp(address) => {
+            format!("Failed to parse an IP address: {address:?}")
+        }
+        rtnetlink::Error::InvalidAddress(ip, mask) => {
+            format!("Failed to parse a network address (IP and mask): {ip:?}/{mask:?}")
+        }
+        rtnetlink::Error::InvalidNla(nla) => format!("Attempting to set and Invalid NLA: {nla}"),
+    }
 }
 
 impl RouteSpec {
