@@ -344,20 +344,17 @@ impl Netlink {
     /// Every device in interface group `group`. The kernel cannot filter a dump by group, so
     /// this lists every device, without their statistics.
     pub async fn links_in_group(&self, group: u32) -> Result<Vec<Link>, Error> {
-        let messages: Vec<LinkMessage> = self
+        let request = self
             .handle
             .link()
             .get()
-            .set_filter_mask(AddressFamily::Unspec, vec![LinkExtentMask::SkipStats])
-            .execute()
-            .try_collect()
-            .await
-            .map_err(|e| failure(format!("listing interface group {group}"), e))?;
-        Ok(messages
-            .into_iter()
-            .map(Link::from_message)
-            .filter(|link| link.group == group)
-            .collect())
+            .set_filter_mask(AddressFamily::Unspec, vec![LinkExtentMask::SkipStats]);
+        self.dump_links(
+            request,
+            format!("listing interface group {group}"),
+            |link| link.group == group,
+        )
+        .await
     }
 
     /// Every device of one kind (the kernel filters the dump by kind).
@@ -367,15 +364,28 @@ impl Netlink {
             .message_mut()
             .attributes
             .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(kind.clone())]));
+        self.dump_links(request, format!("listing {kind} devices"), |link| {
+            link.is_kind(&kind)
+        })
+        .await
+    }
+
+    /// The devices of a link dump that `keep` accepts.
+    async fn dump_links(
+        &self,
+        request: rtnetlink::LinkGetRequest,
+        operation: String,
+        keep: impl Fn(&Link) -> bool,
+    ) -> Result<Vec<Link>, Error> {
         let messages: Vec<LinkMessage> = request
             .execute()
             .try_collect()
             .await
-            .map_err(|e| failure(format!("listing {kind} devices"), e))?;
+            .map_err(|e| failure(operation, e))?;
         Ok(messages
             .into_iter()
             .map(Link::from_message)
-            .filter(|link| link.is_kind(&kind))
+            .filter(|link| keep(link))
             .collect())
     }
 
