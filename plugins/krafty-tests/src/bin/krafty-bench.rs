@@ -18,7 +18,7 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use krafty_cni::naming;
-use krafty_tests::{bin_dir, container_id, target_dir, Node, Pod, REFERENCE_PLUGIN_DIR};
+use krafty_tests::{bin_dir, container_id, Node, Pod, REFERENCE_PLUGIN_DIR};
 use serde_json::{json, Value};
 
 const SUBNET: &str = "172.16.10.0/24";
@@ -36,6 +36,9 @@ const SCALE_SETTLE: std::time::Duration = std::time::Duration::from_secs(15);
 const CONCURRENT_ADDS: usize = 32;
 const CONCURRENT_ROUNDS: usize = 3;
 const RSS_CYCLES: usize = 10;
+const DELETION_ROUNDS: usize = 60;
+/// The interface group of the deletion-cost cases (their own node namespace, so any number).
+const DELETION_GROUP: u32 = 4242;
 /// Plugins whose peak RSS and size are reported.
 const KRAFTY_PLUGINS: [&str; 3] = ["krafty-vrf", "krafty-bridge", "krafty-veth"];
 const REFERENCE_PLUGINS: [&str; 3] = ["vrf", "bridge", "host-local"];
@@ -395,6 +398,69 @@ fn compare(kernel: Kernel, scope: Scope, cycles: usize) -> Value {
     })
 }
 
+/// What the kernel charges for deleting devices, each case timed around one `ip link del`
+/// (`ip`'s start-up included, as in the floor) right after the devices were made: the yardstick
+/// for "pod-scope DEL near the cost of one device". The cases take turns, round by round.
+fn deletion_costs(kernel: Kernel) -> Value {
+    let node = Node::new();
+    let pod = node.pod("d");
+    let (group, peer) = (
+        DELETION_GROUP,
+        format!("peer name kd-peer netns {}", pod.name),
+    );
+    let bridge = "type bridge mcast_snooping 0";
+    let mut cases: Vec<(&str, String, String)> = vec![
+        (
+            "a veth (its peer in the pod)",
+            format!("link add kd-veth up type veth {peer}\n"),
+            "link del kd-veth\n".into(),
+        ),
+        (
+            "an empty bridge",
+            format!("link add kd-br {bridge}\nlink set kd-br up\n"),
+            "link del kd-br\n".into(),
+        ),
+        (
+            "a bridge and a veth on it, by group",
+            format!(
+                "link add kd-br group {group} {bridge}\nlink set kd-br up\n\
+                 link add kd-veth group {group} master kd-br up type veth {peer}\n"
+            ),
+            format!("link del group {group}\n"),
+        ),
+    ];
+    if kernel == Kernel::Vm {
+        cases.push((
+            "a VRF",
+            "link add kd-vrf type vrf table 4242\nlink set kd-vrf up\n".into(),
+            "link del kd-vrf\n".into(),
+        ));
+        cases.push((
+            "a VRF, a bridge in it and a veth on the bridge, by group",
+            format!(
+                "link add kd-vrf group {group} type vrf table 4242\nlink set kd-vrf up\n\
+                 link add kd-br group {group} master kd-vrf {bridge}\nlink set kd-br up\n\
+                 link add kd-veth group {group} master kd-br up type veth {peer}\n"
+            ),
+            format!("link del group {group}\n"),
+        ));
+    }
+    let mut costs: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    for round in 0..DELETION_ROUNDS {
+        for turn in 0..cases.len() {
+            let (label, create, delete) = &cases[(round + turn) % cases.len()];
+            ip_batch(&node.name, create);
+            let start = Instant::now();
+            ip_batch(&node.name, delete);
+            costs
+                .entry(label)
+                .or_default()
+                .push(start.elapsed().as_secs_f64() * 1e6);
+        }
+    }
+    json!(costs)
+}
+
 /// Peak RSS of every plugin process: a few cycles of both chains with each plugin replaced by
 /// tools/bench/maxrss (built by scripts/bench.sh at KRAFTY_BENCH_MAXRSS).
 fn peak_rss(kernel: Kernel, cycles: usize) -> Value {
@@ -582,11 +648,17 @@ fn run(flags: &BTreeMap<String, String>) {
     let cycles: usize = required(flags, "cycles").parse().expect("--cycles N");
     let with_scale = flags.get("scale").is_none_or(|v| v == "yes");
     let with_concurrent = flags.get("concurrent").is_none_or(|v| v == "yes");
-    let mut results = json!({ "environment": environment(), "cycles": cycles });
+    let mut results = json!({
+        "environment": environment(),
+        "cycles": cycles,
+        "sizes": binary_sizes(),
+    });
     for scope in [Scope::Pod, Scope::Network] {
         eprintln!("krafty-bench: {cycles} cycles in {} scope", scope.name());
         results["compare"][scope.name()] = compare(kernel, scope, cycles);
     }
+    eprintln!("krafty-bench: the kernel's cost of deleting devices");
+    results["deletion_us"] = deletion_costs(kernel);
     eprintln!("krafty-bench: peak RSS");
     results["rss_kib"] = peak_rss(kernel, cycles);
     if with_concurrent {
@@ -658,7 +730,7 @@ fn report(flags: &BTreeMap<String, String>) {
                 numbers are several times the host's; compare the ratios.\n\n";
         doc += &kernel_section(vm);
     }
-    doc += &sizes();
+    doc += &sizes(&host);
     doc += &analysis;
     let out = required(flags, "out");
     std::fs::write(out, doc).expect("write the report");
@@ -766,9 +838,7 @@ fn targets(host: &Value) -> String {
         }
     }
     for plugin in KRAFTY_PLUGINS {
-        let size = std::fs::metadata(bin_dir().join(plugin))
-            .map(|m| m.len())
-            .unwrap_or(0);
+        let size = recorded_size(host, "krafty", plugin);
         text += &format!(
             "| {plugin} ≤ 1.5 MB stripped | {:.2} MB ({size} bytes) | {} |\n",
             size as f64 / 1e6,
@@ -853,6 +923,9 @@ fn kernel_section(results: &Value) -> String {
         }
         text += "\n";
     }
+    if results["deletion_us"].is_object() {
+        text += &deletion_table(results);
+    }
     text += "### Peak RSS per plugin process (KiB, max over the invocations)\n\n| plugin | command | invocations | peak RSS |\n|---|---|---|---|\n";
     for (key, values) in results["rss_kib"].as_object().into_iter().flatten() {
         let values = samples(values);
@@ -872,6 +945,33 @@ fn kernel_section(results: &Value) -> String {
     if let Some(levels) = results["scale"].as_array() {
         text += &scale_table(levels);
     }
+    text
+}
+
+/// The kernel's price of each deletion, and pod-scope DEL against the dearest single device.
+fn deletion_table(results: &Value) -> String {
+    let mut text = String::from(
+        "### What the kernel charges for a deletion (one `ip link del`, ms)\n\n\
+         | deleted | p50 | p90 | p99 |\n|---|---|---|---|\n",
+    );
+    let mut dearest_single = (String::new(), 0.0);
+    for (label, values) in results["deletion_us"].as_object().into_iter().flatten() {
+        let [d50, d90, d99] = summary(&samples(values));
+        text += &format!("| {label} | {} | {} | {} |\n", ms(d50), ms(d90), ms(d99));
+        if !label.contains(" by group") && d50 > dearest_single.1 {
+            dearest_single = (label.clone(), d50);
+        }
+    }
+    let krafty = p50(results, "pod", "krafty", "del");
+    text += &format!(
+        "\nkrafty's pod-scope DEL (p50 {} ms, the whole chain: its devices in one batch, the \
+         address, the record, every plugin process) against the dearest single device, {} \
+         (p50 {} ms): {:.2}.\n\n",
+        ms(krafty),
+        dearest_single.0,
+        ms(dearest_single.1),
+        ratio(krafty, dearest_single.1)
+    );
     text
 }
 
@@ -928,19 +1028,47 @@ fn scale_table(levels: &[Value]) -> String {
     text
 }
 
-fn sizes() -> String {
+/// The stripped size of every plugin the report compares, taken when the samples are, so
+/// that the report describes the binaries that were measured.
+fn binary_sizes() -> Value {
+    let size = |path: PathBuf| -> u64 {
+        std::fs::metadata(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .len()
+    };
+    let krafty: BTreeMap<&str, u64> = KRAFTY_PLUGINS
+        .iter()
+        .map(|plugin| (*plugin, size(bin_dir().join(plugin))))
+        .collect();
+    let reference: BTreeMap<&str, u64> = REFERENCE_PLUGINS
+        .iter()
+        .map(|plugin| (*plugin, size(Path::new(REFERENCE_PLUGIN_DIR).join(plugin))))
+        .collect();
+    json!({ "krafty": krafty, "reference": reference })
+}
+
+/// A size from the results; results without one are from an older run and cannot be reported.
+fn recorded_size(results: &Value, family: &str, plugin: &str) -> u64 {
+    results["sizes"][family][plugin]
+        .as_u64()
+        .filter(|&bytes| bytes > 0)
+        .unwrap_or_else(|| {
+            panic!("the results record no size for {plugin}: rerun `krafty-bench run`")
+        })
+}
+
+fn sizes(host: &Value) -> String {
     let mut text = String::from(
         "## Binary sizes (stripped; krafty from `cargo build --release --target x86_64-unknown-linux-musl`, reference from Debian)\n\n| krafty | bytes | reference | bytes |\n|---|---|---|---|\n",
     );
-    let size = |path: PathBuf| std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     for (krafty, reference) in KRAFTY_PLUGINS.iter().zip(REFERENCE_PLUGINS) {
         text += &format!(
             "| {krafty} | {} | {reference} | {} |\n",
-            size(bin_dir().join(krafty)),
-            size(Path::new(REFERENCE_PLUGIN_DIR).join(reference))
+            recorded_size(host, "krafty", krafty),
+            recorded_size(host, "reference", reference)
         );
     }
-    text += &format!("\n(`target` is {}.)\n\n", target_dir().display());
+    text += "\n";
     text
 }
 
@@ -969,6 +1097,22 @@ mod tests {
         assert_eq!(percentile(&[], 50.0), None);
         assert_eq!(percentile(&[7.0], 1.0), Some(7.0));
         assert_eq!(percentile(&[7.0], 99.0), Some(7.0));
+    }
+
+    #[test]
+    fn sizes_come_from_the_results() {
+        let results = json!({ "sizes": { "krafty": { "krafty-veth": 1_496_256 } } });
+        assert_eq!(recorded_size(&results, "krafty", "krafty-veth"), 1_496_256);
+    }
+
+    #[test]
+    #[should_panic(expected = "no size for krafty-veth")]
+    fn results_without_sizes_cannot_be_reported() {
+        recorded_size(
+            &json!({ "sizes": { "krafty": { "krafty-veth": 0 } } }),
+            "krafty",
+            "krafty-veth",
+        );
     }
 
     #[test]
