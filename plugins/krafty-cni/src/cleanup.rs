@@ -107,7 +107,11 @@ pub async fn undo_attachment(
         let release = Ipam {
             plugin: ipam.plugin.clone(),
         }
-        .del(&env, ipam.config.to_string().as_bytes());
+        .del(
+            &env,
+            ipam.config.to_string().as_bytes(),
+            &record.ip_addresses(),
+        );
         if let Err(error) = release {
             errors.push(error);
         }

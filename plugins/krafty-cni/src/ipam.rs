@@ -4,6 +4,7 @@
 //! process instead whenever [`HostLocal`] understands the config (see [`crate::host_local`]).
 
 use std::io::Write;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::{Command as Process, Stdio};
 
@@ -99,9 +100,11 @@ impl Ipam {
         )
     }
 
-    pub fn del(&self, env: &Environment, stdin: &[u8]) -> Result<(), Error> {
+    /// DEL. `known`: the addresses the attachment is recorded to hold, which lets host-local
+    /// in process release them without reading every lease (see [`HostLocal::del`]).
+    pub fn del(&self, env: &Environment, stdin: &[u8], known: &[IpAddr]) -> Result<(), Error> {
         if let Some(host_local) = self.in_process(env, stdin) {
-            return host_local.del(env);
+            return host_local.del(env, known);
         }
         self.exec(Command::Del, env, stdin).map(drop)
     }

@@ -61,6 +61,11 @@ pub struct AttachmentRecord {
 }
 
 impl AttachmentRecord {
+    /// The attachment's addresses, without their prefix lengths.
+    pub fn ip_addresses(&self) -> Vec<IpAddr> {
+        self.addresses.iter().map(IpNet::addr).collect()
+    }
+
     pub fn pod(&self) -> PodRef {
         PodRef {
             namespace: self.pod_namespace.clone(),

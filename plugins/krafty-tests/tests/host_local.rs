@@ -134,7 +134,7 @@ fn run_krafty(verb: Verb, config: &Value, id: &str) -> Outcome {
         Verb::Add => host_local
             .add(&env)
             .map(|result| essentials(&serde_json::to_value(result).unwrap())),
-        Verb::Del => host_local.del(&env).map(|()| Value::Null),
+        Verb::Del => host_local.del(&env, &[]).map(|()| Value::Null),
         other => panic!("{other:?} is not served in process"),
     };
     outcome.map_err(|error| match error {
@@ -432,4 +432,64 @@ fn host_local_refuses_what_krafty_leaves_to_it() {
             "host-local accepts {config}"
         );
     }
+}
+
+/// DEL given the addresses an attachment's record names: released directly when they are its
+/// leases; when one is not (another attachment's, or gone), every lease is read instead, as
+/// host-local does, and only the attachment's own leases go.
+#[test]
+fn del_releases_the_recorded_addresses_and_otherwise_reads_every_lease() {
+    let store = DataDir::new();
+    let config = config(
+        "net",
+        &store.0,
+        json!({"ranges": [[{"subnet": "10.9.0.0/24"}], [{"subnet": "fd00:9::/120"}]]}),
+    );
+    let stdin = config.to_string();
+    let host_local = |id: &str, verb: Verb| {
+        let env = environment(verb, id, "net1");
+        (
+            HostLocal::from_invocation(stdin.as_bytes(), &env).unwrap(),
+            env,
+        )
+    };
+    let add = |id: &str| -> Vec<std::net::IpAddr> {
+        let (host_local, env) = host_local(id, Verb::Add);
+        let result = host_local.add(&env).unwrap();
+        result.ips.iter().map(|ip| ip.address.addr()).collect()
+    };
+    let del = |id: &str, known: &[std::net::IpAddr]| {
+        let (host_local, env) = host_local(id, Verb::Del);
+        host_local.del(&env, known).unwrap();
+    };
+    let leases = || -> Vec<String> {
+        store
+            .files("net")
+            .into_iter()
+            .filter(|(name, _)| !name.starts_with("last_reserved_ip"))
+            .map(|(name, holder)| format!("{name}={}", holder.replace("\r\n", "/")))
+            .collect()
+    };
+
+    let a = add("a");
+    let b = add("b");
+    assert_eq!(a.len(), 2, "one address per family: {a:?}");
+    del("a", &a);
+    assert_eq!(leases(), ["10.9.0.3=b/net1", "fd00:9::3=b/net1"]);
+
+    // A record naming another attachment's address: b's leases stay, c's own go.
+    let c = add("c");
+    del("c", &b[..1]);
+    assert_eq!(
+        leases(),
+        ["10.9.0.3=b/net1", "fd00:9::3=b/net1"],
+        "c held {c:?}"
+    );
+
+    // A record naming an address that is no longer leased.
+    add("d");
+    del("d", &a);
+    assert_eq!(leases(), ["10.9.0.3=b/net1", "fd00:9::3=b/net1"]);
+    del("b", &b);
+    assert_eq!(leases(), Vec::<String>::new());
 }
