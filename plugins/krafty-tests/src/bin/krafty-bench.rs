@@ -636,6 +636,17 @@ fn environment() -> Value {
         "cpus": command_output("nproc", &[]),
         "memory": memory,
         "iproute2": command_output("ip", &["-V"]),
+        // What was measured, taken when it was measured.
+        "versions": command_output(
+            "sh",
+            &[
+                "-c",
+                "echo \"krafty $(git describe --always --dirty), $(rustc -V), \
+                 $(go version | cut -d' ' -f3), libcni $(dpkg-query -W -f '${Version}' \
+                 golang-github-appc-cni-dev), containernetworking-plugins $(dpkg-query -W -f \
+                 '${Version}' containernetworking-plugins)\""
+            ]
+        ),
     })
 }
 
@@ -762,16 +773,7 @@ fn method(host: &Value, vm: Option<&Value>) -> String {
     }
     text += &format!(
         "- versions: {}\n\n",
-        command_output(
-            "sh",
-            &[
-                "-c",
-                "echo \"krafty $(git rev-parse --short HEAD), $(rustc -V), \
-             $(go version | cut -d' ' -f3), libcni $(dpkg-query -W -f '${Version}' \
-             golang-github-appc-cni-dev), containernetworking-plugins $(dpkg-query -W -f \
-             '${Version}' containernetworking-plugins)\""
-            ]
-        )
+        host["environment"]["versions"].as_str().unwrap_or_default()
     );
     text += "The krafty plugins are measured as they ship (installer/Dockerfile): release builds, \
              stripped, statically linked against musl (`--target x86_64-unknown-linux-musl`), \
