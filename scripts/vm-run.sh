@@ -2,13 +2,20 @@
 # Run a command inside a throw-away VM booted with Debian's distro kernel
 # (which ships VRF as a module) through virtme-ng, under software emulation.
 #
-# Usage: scripts/vm-run.sh [--rwdir DIR]... [--] CMD [ARGS...]
+# Usage: scripts/vm-run.sh [--rwdir DIR]... [--cached DIR]... [--] CMD [ARGS...]
 #
 # The guest sees the host filesystem (virtme-ng shares / read-only over 9p;
 # /etc /home /opt /srv /usr /var /tmp get a guest-private tmpfs overlay, i.e.
 # writable inside but never written back; /run and /dev/shm are guest tmpfs).
 # Written back to the host: the repo, the cargo target dir
 # (${CARGO_TARGET_DIR:-<repo>/target}) and every --rwdir DIR.
+#
+# The 9p shares are mounted without caching: a file's pages are dropped with
+# its last user, so a binary exec'd straight from them is read again, page
+# by page, at every exec (under TCG ~100 ms for a 1.2 MB static binary). The
+# overlays above keep their files cached; --cached DIR puts DIR (a directory
+# of binaries, e.g. the plugins) under such a read-only overlay too. DIR is
+# then read-only in the guest and shows what it held at boot.
 #
 # Before CMD the guest loads vrf, veth and bridge (failing loudly if any is
 # missing), brings lo up and makes sure /run/netns exists (`ip netns add`
@@ -45,12 +52,18 @@ usage() {
 
 # ---------------------------------------------------------------------------
 # Guest side: the script re-executes itself inside the VM as
-#   vm-run.sh --in-guest STATUS_FILE -- CMD [ARGS...]
+#   vm-run.sh --in-guest STATUS_FILE [--cached DIR]... -- CMD [ARGS...]
 # ---------------------------------------------------------------------------
 guest_main() {
     local status_file=$1
     shift
     local m rc
+    local cached=()
+    while [ "$1" = --cached ]; do
+        cached+=("$2")
+        shift 2
+    done
+    shift # --
     for m in vrf veth bridge; do
         if ! modprobe "$m"; then
             echo "$prog: ERROR: 'modprobe $m' failed in the VM (kernel $(uname -r));" \
@@ -62,6 +75,14 @@ guest_main() {
     modprobe dummy 2>/dev/null || true
     ip link set lo up
     mkdir -p /run/netns
+    # Read-only overlays keep the files of these directories in the guest's page cache.
+    for m in ${cached[@]+"${cached[@]}"}; do
+        mkdir -p /run/vm-run-empty
+        if ! mount -t overlay vm-run-cached -o "ro,lowerdir=$m:/run/vm-run-empty" "$m"; then
+            echo "$prog: ERROR: cannot mount a read-only overlay over $m (--cached)" >&2
+            exit "$infra_fail"
+        fi
+    done
 
     # `|| rc=$?` keeps set -e from aborting on CMD's failure.
     rc=0
@@ -73,12 +94,20 @@ guest_main() {
 }
 
 if [ "${1:-}" = --in-guest ]; then
-    if [ $# -lt 3 ] || [ "$3" != -- ]; then
+    if [ $# -lt 3 ]; then
         echo "$prog: bad --in-guest call" >&2
         exit "$infra_fail"
     fi
     status_file=$2
-    shift 3
+    shift 2
+    # [--cached DIR]... -- CMD
+    args=("$@")
+    i=0
+    while [ "${args[i]:-}" = --cached ] && [ $((i + 1)) -lt ${#args[@]} ]; do i=$((i + 2)); done
+    if [ "${args[i]:-}" != -- ] || [ $((i + 1)) -ge ${#args[@]} ]; then
+        echo "$prog: bad --in-guest call" >&2
+        exit "$infra_fail"
+    fi
     guest_main "$status_file" "$@"
 fi
 
@@ -89,10 +118,13 @@ self=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/$(basename "${BASH_SOURCE[0]}
 repo=$(cd "$(dirname "$self")/.." && pwd)
 
 rwdirs=()
+cached=()
 while [ $# -gt 0 ]; do
     case $1 in
         --rwdir) [ $# -ge 2 ] || usage; rwdirs+=("$2"); shift 2 ;;
         --rwdir=*) rwdirs+=("${1#--rwdir=}"); shift ;;
+        --cached) [ $# -ge 2 ] || usage; cached+=("$2"); shift 2 ;;
+        --cached=*) cached+=("${1#--cached=}"); shift ;;
         --) shift; break ;;
         -h|--help) usage ;;
         -*) echo "$prog: unknown option $1" >&2; usage ;;
@@ -147,6 +179,17 @@ case $(cd "$target_dir" && pwd -P)/ in
 esac
 for d in "${rwdirs[@]}"; do add_rw "$d"; done
 
+# --- directories kept in the guest's page cache (--cached) --------------------
+cached_args=()
+for d in "${cached[@]}"; do
+    [ -d "$d" ] || die "--cached $d: not a directory"
+    d=$(cd "$d" && pwd -P)
+    case $d in
+        *[:,]*) die "--cached $d: an overlay lower directory cannot contain ':' or ','" ;;
+    esac
+    cached_args+=(--cached "$d")
+done
+
 # --- environment forwarded to CMD --------------------------------------------
 # virtme-ng gives the guest a fixed PATH/HOME and no host environment.
 fwd_env=(PATH="$PATH" HOME="${HOME:-/root}")
@@ -163,7 +206,8 @@ shquote() {
     done
     printf '%s' "$out"
 }
-guest_cmd=$(shquote env "${fwd_env[@]}" bash "$self" --in-guest "$status_file" -- "$@")
+guest_cmd=$(shquote env "${fwd_env[@]}" bash "$self" --in-guest "$status_file" \
+    ${cached_args[@]+"${cached_args[@]}"} -- "$@")
 
 vng_args=(
     --run "$kernel"
