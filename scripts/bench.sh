@@ -44,8 +44,7 @@ if [ "${KRAFTY_BENCH_VM:-1}" != 0 ]; then
     # The scale and concurrency tests are left out under emulation: they are about this kernel.
     # --cached: krafty's plugins stay in the guest's page cache, as Debian's in /usr/lib/cni do;
     # read over 9p at every exec instead, each would start ~100 ms later (scripts/vm-run.sh).
-    # vm-run.sh forwards the KRAFTY_* variables exported above. The whole command travels on
-    # the guest kernel's command line, which holds 2048 bytes: keep it short.
+    # vm-run.sh forwards the KRAFTY_* variables exported above.
     scripts/vm-run.sh --rwdir "$target" --cached "$KRAFTY_BIN_DIR" -- \
         "$bench" run --kernel vm --cycles "$vm_cycles" --scale no --concurrent no --out "$out_dir/vm.json"
     report_args+=(--vm "$out_dir/vm.json")

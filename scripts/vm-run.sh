@@ -206,8 +206,12 @@ shquote() {
     done
     printf '%s' "$out"
 }
-guest_cmd=$(shquote env "${fwd_env[@]}" bash "$self" --in-guest "$status_file" \
-    ${cached_args[@]+"${cached_args[@]}"} -- "$@")
+# The command goes to the guest in a file: what --exec gets travels on the guest
+# kernel's command line, which holds 2048 bytes (a longer one panics the guest
+# at boot, and the VM then hangs until the timeout).
+shquote env "${fwd_env[@]}" bash "$self" --in-guest "$status_file" \
+    ${cached_args[@]+"${cached_args[@]}"} -- "$@" >"$status_dir/command"
+guest_cmd=$(shquote sh "$status_dir/command")
 
 vng_args=(
     --run "$kernel"
