@@ -27,8 +27,8 @@ const GATEWAY: &str = "172.16.10.1";
 const SCALE_SUBNET: &str = "172.20.0.0/22";
 const SCALE_GATEWAY: &str = "172.20.0.1";
 const SCALE_LEVELS: [usize; 3] = [1, 100, 500];
-const SCALE_PROBES: usize = 40;
-/// How long the node is left alone after a level's attachments are made, before its probes:
+const SCALE_PROBES: usize = 100;
+/// How long the nodes are left alone after the levels' attachments are made, before the probes:
 /// the pods' first IPv6 packets (router solicitations, MLD reports, flooded to every port), the
 /// kernel's deferred link events and the file system's recently freed inodes belong to the burst
 /// of ADDs, not to the steady state of N attachments that the level measures.
@@ -557,38 +557,65 @@ fn wrap(dir: &Path, plugin: &str, real: &Path, maxrss: &str) {
     std::os::unix::fs::symlink(real, dir.join("real").join(plugin)).expect("link the plugin");
 }
 
-/// ADD and DEL of one more pod on a network-scope network that already has 1, 100 and 500
-/// attachments: what an invocation costs must not grow with the number of pods.
+/// One more pod on a network that already has 1, 100 or 500 attachments. Each level is a
+/// network on a node namespace of its own, all made up front and left alone for
+/// [`SCALE_SETTLE`]; then the levels take turns probe by probe, in rotating order, so that
+/// drift on the machine during the probes falls on every level alike instead of on whichever
+/// level was measured last.
 fn scale(kernel: Kernel) -> Value {
-    let node = Node::new();
-    let list = node.conflist(krafty_conflist(
-        kernel,
-        Scope::Network,
-        "scale",
-        SCALE_SUBNET,
-        SCALE_GATEWAY,
-    ));
-    let probe = node.pod("probe");
-    let mut existing: Vec<Pod> = Vec::new();
-    let mut levels = Vec::new();
-    for level in SCALE_LEVELS {
-        while existing.len() < level {
-            let pod = node.pod(&format!("s{}", existing.len()));
-            timed_cni(&node, "add", &list, &container_id(), &pod, &[]);
-            existing.push(pod);
-        }
-        std::thread::sleep(SCALE_SETTLE);
-        let mut series = Series::default();
-        for _ in 0..SCALE_PROBES {
+    struct Level {
+        node: Node,
+        list: PathBuf,
+        probe: Pod,
+        _existing: Vec<Pod>,
+        series: Series,
+    }
+    let mut levels: Vec<Level> = SCALE_LEVELS
+        .iter()
+        .map(|&count| {
+            let node = Node::new();
+            let list = node.conflist(krafty_conflist(
+                kernel,
+                Scope::Network,
+                "scale",
+                SCALE_SUBNET,
+                SCALE_GATEWAY,
+            ));
+            let existing: Vec<Pod> = (0..count)
+                .map(|i| {
+                    let pod = node.pod(&format!("s{i}"));
+                    timed_cni(&node, "add", &list, &container_id(), &pod, &[]);
+                    pod
+                })
+                .collect();
+            eprintln!("krafty-bench: scale level {count} made");
+            let probe = node.pod("probe");
+            Level {
+                node,
+                list,
+                probe,
+                _existing: existing,
+                series: Series::default(),
+            }
+        })
+        .collect();
+    std::thread::sleep(SCALE_SETTLE);
+    for round in 0..SCALE_PROBES {
+        for turn in 0..levels.len() {
+            let count = levels.len();
+            let level = &mut levels[(round + turn) % count];
             let id = container_id();
             for verb in ["add", "del"] {
-                series.record(verb, timed_cni(&node, verb, &list, &id, &probe, &[]));
+                let timing = timed_cni(&level.node, verb, &level.list, &id, &level.probe, &[]);
+                level.series.record(verb, timing);
             }
         }
-        eprintln!("krafty-bench: scale level {level} measured");
-        levels.push(json!({ "existing": level, "series": series.to_json() }));
     }
-    json!(levels)
+    json!(SCALE_LEVELS
+        .iter()
+        .zip(&levels)
+        .map(|(count, level)| json!({ "existing": count, "series": level.series.to_json() }))
+        .collect::<Vec<_>>())
 }
 
 /// 32 ADDs at once (then their DELs at once) through separate driver processes.
@@ -1088,7 +1115,7 @@ fn concurrent_table(results: &Value) -> String {
 
 fn scale_table(levels: &[Value]) -> String {
     let mut text = format!(
-            "### One more pod on a network with N attachments (network scope, krafty, {SCALE_PROBES} probes, ms)\n\n\
+            "### One more pod on a network with N attachments (network scope, krafty, {SCALE_PROBES} probes per level, the levels taking turns, ms)\n\n\
              | existing attachments | ADD p50 | ADD p90 | ADD p99 | DEL p50 | DEL p90 | DEL p99 |\n|---|---|---|---|---|---|---|\n"
         );
     for level in levels {
