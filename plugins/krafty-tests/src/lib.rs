@@ -343,6 +343,14 @@ impl Node {
         path
     }
 
+    /// ADD of `conflist` for `pod` under a fresh container ID, which must succeed: the ID and
+    /// the result.
+    pub fn attach(&self, conflist: &Path, pod: &Pod) -> (String, Value) {
+        let id = container_id();
+        let result = self.cni("add", conflist, &id, &pod.netns_path()).ok();
+        (id, result)
+    }
+
     /// Runs the libcni driver inside the node: `verb` on `conflist` for one attachment.
     pub fn cni(&self, verb: &str, conflist: &Path, container_id: &str, netns: &str) -> Outcome {
         self.cni_with(verb, conflist, container_id, netns, &[])

@@ -164,9 +164,8 @@ fn two_pods_get_two_addresses() {
     let node = Node::new();
     let (a, b) = (node.pod("a"), node.pod("b"));
     let conflist = node.conflist(bridge_veth_conflist("1.0.0"));
-    let (id_a, id_b) = (container_id(), container_id());
-    let result_a = node.cni("add", &conflist, &id_a, &a.netns_path()).ok();
-    let result_b = node.cni("add", &conflist, &id_b, &b.netns_path()).ok();
+    let (id_a, result_a) = node.attach(&conflist, &a);
+    let (id_b, result_b) = node.attach(&conflist, &b);
     assert_eq!(result_a["ips"][0]["address"], "172.16.10.10/24");
     assert_eq!(result_b["ips"][0]["address"], "172.16.10.11/24");
     let mut leases = node.leases(NETWORK);

@@ -77,9 +77,8 @@ fn a_stranger_in_the_attachments_group_survives_del_and_gc() {
     let (a, b) = (node.pod("a"), node.pod("b"));
     let conflist = bridge_veth_conflist("1.0.0");
     let list = node.conflist(conflist.clone());
-    let (id_a, id_b) = (container_id(), container_id());
-    node.cni("add", &list, &id_a, &a.netns_path()).ok();
-    node.cni("add", &list, &id_b, &b.netns_path()).ok();
+    let (id_a, _) = node.attach(&list, &a);
+    let (id_b, _) = node.attach(&list, &b);
     // Devices of others whose group collides with a's and b's: a group DEL would take them.
     let (group_a, group_b) = (group_of_attachment(&id_a), group_of_attachment(&id_b));
     node.ip(&[
@@ -125,9 +124,8 @@ fn the_group_goes_in_one_request_unless_a_stranger_is_in_it() {
     let node = Node::new();
     let (a, b) = (node.pod("a"), node.pod("b"));
     let list = node.conflist(bridge_veth_conflist("1.0.0"));
-    let (id_a, id_b) = (container_id(), container_id());
-    node.cni("add", &list, &id_a, &a.netns_path()).ok();
-    node.cni("add", &list, &id_b, &b.netns_path()).ok();
+    let (id_a, _) = node.attach(&list, &a);
+    let (id_b, _) = node.attach(&list, &b);
     node.ip(&[
         "link",
         "add",

@@ -10,10 +10,7 @@ use krafty_tests::{
 use serde_json::{json, Value};
 
 fn attach(node: &Node, conflist: &Value, pod: &Pod) -> (String, Value) {
-    let id = container_id();
-    let list = node.conflist(conflist.clone());
-    let result = node.cni("add", &list, &id, &pod.netns_path()).ok();
-    (id, result)
+    node.attach(&node.conflist(conflist.clone()), pod)
 }
 
 fn detach(node: &Node, conflist: &Value, id: &str, pod: &Pod) {

@@ -101,9 +101,8 @@ fn a_pods_vrf_bridge_and_veth_go_in_one_request_and_a_stranger_in_their_group_st
     let node = Node::new();
     let (a, b) = (node.pod("a"), node.pod("b"));
     let conflist = node.conflist(full_conflist("1.0.0"));
-    let (id_a, id_b) = (container_id(), container_id());
-    node.cni("add", &conflist, &id_a, &a.netns_path()).ok();
-    node.cni("add", &conflist, &id_b, &b.netns_path()).ok();
+    let (id_a, _) = node.attach(&conflist, &a);
+    let (id_b, _) = node.attach(&conflist, &b);
     // Somebody else's device whose group collides with b's: a group DEL would take it.
     let stranger_group = attachment_group(&id_b);
     node.ip(&[
@@ -140,9 +139,8 @@ fn two_pods_in_their_own_vrfs_share_one_gateway_address() {
     let node = Node::new();
     let (a, b) = (node.pod("a"), node.pod("b"));
     let conflist = node.conflist(full_conflist("1.0.0"));
-    let (id_a, id_b) = (container_id(), container_id());
-    node.cni("add", &conflist, &id_a, &a.netns_path()).ok();
-    node.cni("add", &conflist, &id_b, &b.netns_path()).ok();
+    let (id_a, _) = node.attach(&conflist, &a);
+    let (id_b, _) = node.attach(&conflist, &b);
     assert!(a.ping("172.16.10.1"));
     assert!(b.ping("172.16.10.1"));
     assert_ne!(
@@ -326,9 +324,8 @@ fn dual_stack_inside_a_vrf() {
     );
     let list = node.conflist(network.clone());
     let (a, b) = (node.pod("a"), node.pod("b"));
-    let (id_a, id_b) = (container_id(), container_id());
-    node.cni("add", &list, &id_a, &a.netns_path()).ok();
-    let result_b = node.cni("add", &list, &id_b, &b.netns_path()).ok();
+    let (id_a, _) = node.attach(&list, &a);
+    let (id_b, result_b) = node.attach(&list, &b);
     assert!(a.ping(&address_of(&result_b, false)));
     assert!(
         a.ping(&address_of(&result_b, true)),
@@ -357,9 +354,8 @@ fn gc_removes_an_orphan_and_the_shared_devices_once_unused() {
     let network = shared_network("gcvrf", &[("172.16.34.0/24", "172.16.34.1")], true);
     let list = node.conflist(network.clone());
     let (a, b) = (node.pod("a"), node.pod("b"));
-    let (id_a, id_b) = (container_id(), container_id());
-    node.cni("add", &list, &id_a, &a.netns_path()).ok();
-    node.cni("add", &list, &id_b, &b.netns_path()).ok();
+    let (id_a, _) = node.attach(&list, &a);
+    let (id_b, _) = node.attach(&list, &b);
     // Pod b's DEL never comes; its namespace is gone.
     drop(b);
     node.gc(&network, &[&id_a]).ok();
