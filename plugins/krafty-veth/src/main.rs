@@ -89,19 +89,6 @@ impl Plugin for Veth {
         // and VRF, which krafty-bridge and krafty-vrf then find gone. Devices without this
         // attachment's mark (shared or foreign) are left.
         let doomed = own_devices(&netlink, request).await?;
-        // What the record says the attachment holds spares IPAM a search through every lease; a
-        // missing or unreadable record only means the search is made.
-        let recorded_addresses = request
-            .records()
-            .read(
-                &request.network,
-                &request.env.container_id,
-                &request.env.ifname,
-            )
-            .ok()
-            .flatten()
-            .map(|record| record.ip_addresses())
-            .unwrap_or_default();
         let host_name = naming::host_veth_name(&request.env.container_id);
         let pair_index = doomed
             .first()
@@ -116,6 +103,19 @@ impl Plugin for Veth {
             }
         }
         if let AddressSource::Ipam(ipam) = &config.addresses {
+            // What the record says the attachment holds spares IPAM a search through every
+            // lease; a missing or unreadable record only means the search is made.
+            let recorded_addresses = request
+                .records()
+                .read(
+                    &request.network,
+                    &request.env.container_id,
+                    &request.env.ifname,
+                )
+                .ok()
+                .flatten()
+                .map(|record| record.ip_addresses())
+                .unwrap_or_default();
             if let Err(error) = ipam.del(&request.env, &request.stdin, &recorded_addresses) {
                 errors.push(error);
             }
