@@ -7,7 +7,7 @@
 #
 #   scripts/bench.sh                      # everything (`make bench`)
 #   KRAFTY_BENCH_CYCLES=200               # ADD/DEL cycles per variant and scope on this kernel
-#   KRAFTY_BENCH_VM_CYCLES=4              # the same in the VM (software emulation is slow)
+#   KRAFTY_BENCH_VM_CYCLES=16             # the same in the VM (software emulation is slow)
 #   KRAFTY_BENCH_VM=0 scripts/bench.sh    # leave out the VM part
 #
 # Needs root, go, gcc, Debian's containernetworking-plugins and golang-github-appc-cni-dev, and
@@ -19,7 +19,7 @@ cd "$repo"
 target=${CARGO_TARGET_DIR:-$repo/target}
 out_dir=$target/bench
 cycles=${KRAFTY_BENCH_CYCLES:-200}
-vm_cycles=${KRAFTY_BENCH_VM_CYCLES:-4}
+vm_cycles=${KRAFTY_BENCH_VM_CYCLES:-16}
 mkdir -p "$out_dir"
 
 # The plugins as they ship (installer/Dockerfile): release profile (stripped), static musl. The
