@@ -912,18 +912,23 @@ fn targets(host: &Value) -> String {
         for (verb, baseline, bound) in latency_targets {
             let key = format!("{verb}_us");
             let krafty = samples(&series_of(host, scope, "krafty")[&key]);
-            let reference = series_of(host, scope, baseline);
+            let baseline_series = series_of(host, scope, baseline);
             let label = format!(
                 "{} p50 ≤ {bound} × {baseline} ({scope} scope)",
                 verb.to_uppercase()
             );
-            text += &ratio_row(&label, &krafty, &samples(&reference[&key]), bound);
-            if verb == "del" && reference[SAME_WORK_DEL].is_array() {
+            text += &ratio_row(&label, &krafty, &samples(&baseline_series[&key]), bound);
+            if verb == "del" && baseline_series[SAME_WORK_DEL].is_array() {
                 let label = format!(
                     "DEL p50 ≤ {bound} × {baseline} doing the same work ({scope} scope: its DEL, \
                      then the bridge it leaves deleted with `ip link del`, both timed)"
                 );
-                text += &ratio_row(&label, &krafty, &samples(&reference[SAME_WORK_DEL]), bound);
+                text += &ratio_row(
+                    &label,
+                    &krafty,
+                    &samples(&baseline_series[SAME_WORK_DEL]),
+                    bound,
+                );
             }
         }
     }
