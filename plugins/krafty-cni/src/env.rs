@@ -149,6 +149,18 @@ impl Environment {
         let command = Command::parse(&command_text).ok_or_else(|| {
             Error::invalid_env(format!("CNI_COMMAND {command_text:?} is not a CNI verb"))
         })?;
+        // VERSION answers from stdin alone: libcni's config validation runs it with CNI_NETNS,
+        // CNI_IFNAME and CNI_PATH set to "dummy", and other callers leave them unset or stale.
+        if command == Command::Version {
+            return Ok(Environment {
+                command,
+                container_id: String::new(),
+                netns: None,
+                ifname: String::new(),
+                cni_path: Vec::new(),
+                args: CniArgs::default(),
+            });
+        }
 
         let mut env = Environment {
             command,
@@ -281,6 +293,36 @@ mod tests {
             env_of(&[("CNI_COMMAND", "VERSION")]).unwrap().command,
             Command::Version
         );
+    }
+
+    #[test]
+    fn version_ignores_everything_but_the_command() {
+        // What libcni's ValidateNetworkList sends, and worse.
+        for noise in [
+            [
+                ("CNI_NETNS", "dummy"),
+                ("CNI_IFNAME", "dummy"),
+                ("CNI_PATH", "dummy"),
+            ],
+            [
+                ("CNI_NETNS", "rel/x"),
+                ("CNI_IFNAME", "far-too-long-for-linux"),
+                ("CNI_ARGS", "NOPE"),
+            ],
+            [
+                ("CNI_CONTAINERID", "../x"),
+                ("CNI_IFNAME", ""),
+                ("CNI_ARGS", "A=1;B"),
+            ],
+        ] {
+            let mut pairs = vec![("CNI_COMMAND", "VERSION")];
+            pairs.extend(noise);
+            assert_eq!(
+                env_of(&pairs).unwrap().command,
+                Command::Version,
+                "{noise:?}"
+            );
+        }
     }
 
     #[test]
