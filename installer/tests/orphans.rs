@@ -94,7 +94,7 @@ fn an_orphan_is_cleaned_up_and_live_attachments_are_untouched() {
     assert_eq!(failed, Vec::<String>::new());
     assert_eq!(kept, 2);
     assert!(
-        matches!(&notices[..], [Notice::AttachmentCleanedUp(record)] if record.container_id == orphan),
+        matches!(&notices[..], [Notice::AttachmentCleanedUp(stored)] if stored.attachment.container_id() == orphan),
         "one Event about the orphan: {notices:?}"
     );
 

@@ -21,7 +21,7 @@ impl Plugin for Bridge {
 
     async fn add(&self, request: &Request<BridgeConfig>) -> Result<CniResult, Error> {
         let config = request.config.validate()?;
-        let place = Placement::of(NodeDeviceKind::Bridge, config.scope, request);
+        let place = Placement::of(NodeDeviceKind::Bridge, config.scope, request.attachment()?);
         let netlink = Netlink::connect()?;
         let vrf = find_vrf(&netlink, request).await?;
 
@@ -57,13 +57,13 @@ impl Plugin for Bridge {
 
     async fn del(&self, request: &Request<BridgeConfig>) -> Result<(), Error> {
         let config = request.config.validate()?;
-        let place = Placement::of(NodeDeviceKind::Bridge, config.scope, request);
+        let place = Placement::of(NodeDeviceKind::Bridge, config.scope, request.attachment()?);
         place.remove_with_attachment(&Netlink::connect()?).await
     }
 
     async fn check(&self, request: &Request<BridgeConfig>) -> Result<(), Error> {
         let config = request.config.validate()?;
-        let place = Placement::of(NodeDeviceKind::Bridge, config.scope, request);
+        let place = Placement::of(NodeDeviceKind::Bridge, config.scope, request.attachment()?);
         let name = &place.name;
         let prev_result = request
             .prev_result

@@ -699,9 +699,9 @@ mod tests {
 
     #[test]
     fn marks_decide_ownership() {
-        let mark = naming::attachment_mark("net", "abc");
+        let mark = naming::attachment_mark("net", "abc", "net1");
         link_with_alias(Some(&mark)).ensure_marked(&mark).unwrap();
-        for alias in [None, Some("uplink"), Some("krafty:net/other")] {
+        for alias in [None, Some("uplink"), Some("krafty:net/other/net1")] {
             let err = link_with_alias(alias).ensure_marked(&mark).unwrap_err();
             assert_eq!(err.code(), crate::error::code::DEVICE_CONFLICT, "{alias:?}");
         }

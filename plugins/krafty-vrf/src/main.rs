@@ -22,7 +22,7 @@ impl Plugin for Vrf {
 
     async fn add(&self, request: &Request<VrfConfig>) -> Result<CniResult, Error> {
         let config = request.config.validate()?;
-        let place = Placement::of(NodeDeviceKind::Vrf, config.scope, request);
+        let place = Placement::of(NodeDeviceKind::Vrf, config.scope, request.attachment()?);
         let netlink = Netlink::connect()?;
 
         let _lock = place.lock(request)?;
@@ -41,13 +41,13 @@ impl Plugin for Vrf {
 
     async fn del(&self, request: &Request<VrfConfig>) -> Result<(), Error> {
         let config = request.config.validate()?;
-        let place = Placement::of(NodeDeviceKind::Vrf, config.scope, request);
+        let place = Placement::of(NodeDeviceKind::Vrf, config.scope, request.attachment()?);
         place.remove_with_attachment(&Netlink::connect()?).await
     }
 
     async fn check(&self, request: &Request<VrfConfig>) -> Result<(), Error> {
         let config = request.config.validate()?;
-        let place = Placement::of(NodeDeviceKind::Vrf, config.scope, request);
+        let place = Placement::of(NodeDeviceKind::Vrf, config.scope, request.attachment()?);
         let name = &place.name;
         let reported = request
             .prev_result
