@@ -43,6 +43,19 @@ pub async fn find_node_device(
     Ok(Some(link))
 }
 
+/// Refuses an ADD onto an interface the container already has on another network (or, by a
+/// name collision, another container has): the chain's first plugin finds that attachment's
+/// host veth, before anything of this one exists.
+pub async fn refuse_taken_interface(
+    netlink: &Netlink,
+    attachment: &Attachment,
+) -> Result<(), Error> {
+    match netlink.link(&attachment.host_veth_name()).await? {
+        Some(link) => link.ensure_marked(&attachment.mark()),
+        None => Ok(()),
+    }
+}
+
 /// A VRF or bridge of the chain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NodeDeviceKind {

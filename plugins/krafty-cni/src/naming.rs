@@ -111,6 +111,16 @@ pub fn fnv1a32(bytes: &[u8]) -> u32 {
     })
 }
 
+/// The MAC of a bridge whose mark is `mark`: locally administered, unicast, and the same
+/// wherever and whenever the bridge is made. A bridge without a MAC of its own takes its
+/// lowest port's, so the gateway's MAC would change under the pods whenever a port comes or
+/// goes, and their ARP entries for the gateway would point nowhere until they expire.
+pub fn bridge_mac(mark: &str) -> [u8; 6] {
+    let [a, b, c, d] = fnv1a32(mark.as_bytes()).to_be_bytes();
+    let [e, ..] = fnv1a32(format!("{mark}#mac").as_bytes()).to_be_bytes();
+    [0x02, a, b, c, d, e]
+}
+
 /// The table a VRF named `vrf_name` gets when its config names none.
 pub fn derived_table(vrf_name: &str) -> u32 {
     let span = DERIVED_TABLE_RANGE.end() - DERIVED_TABLE_RANGE.start() + 1;
@@ -288,6 +298,14 @@ mod tests {
             &"i".repeat(MAX_IFNAME_LEN),
         );
         assert_eq!(format!("{mark} {HAIRPIN_FLAG}").len(), 255);
+    }
+
+    #[test]
+    fn bridge_macs_are_local_unicast_and_stable() {
+        let mac = bridge_mac("krafty:lab");
+        assert_eq!(mac[0] & 0b11, 0b10, "locally administered, unicast");
+        assert_eq!(mac, bridge_mac("krafty:lab"));
+        assert_ne!(mac, bridge_mac("krafty:lab2"));
     }
 
     #[test]

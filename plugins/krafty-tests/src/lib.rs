@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+pub mod several;
+
 use krafty_cni::attachment::{self, Attachment};
 use krafty_cni::netns::NetNs;
 use serde_json::{json, Value};
@@ -192,6 +194,12 @@ impl Pod {
 
     pub fn ping(&self, address: &str) -> bool {
         self.exec(&["ping", "-c", "1", "-W", "2", address]).success
+    }
+
+    /// Whether `address` answers a ping sent out of interface `ifname`.
+    pub fn ping_from(&self, ifname: &str, address: &str) -> bool {
+        self.exec(&["ping", "-c", "1", "-W", "2", "-I", ifname, address])
+            .success
     }
 
     /// `ip -j addr show dev IFNAME` inside the pod: the addresses as `a.b.c.d/len`.
@@ -648,6 +656,21 @@ pub fn shared_network(name: &str, subnets: &[(&str, &str)], with_vrf: bool) -> V
     ];
     if with_vrf {
         plugins.insert(0, json!({ "type": "krafty-vrf", "scope": "network" }));
+    }
+    json!({ "cniVersion": "1.0.0", "name": name, "plugins": plugins })
+}
+
+/// A pod-scope network of its own name and subnet (gateway `.1`, host-local over the subnet,
+/// no default route), behind a VRF per attachment when `with_vrf`: a second network for pods
+/// with several attachments.
+pub fn pod_network(name: &str, subnet: &str, gateway: &str, with_vrf: bool) -> Value {
+    let mut plugins = vec![
+        json!({ "type": "krafty-bridge", "subnet": subnet, "gateway": gateway }),
+        json!({ "type": "krafty-veth", "ipam": { "type": "host-local",
+            "ranges": [[{ "subnet": subnet, "gateway": gateway }]] } }),
+    ];
+    if with_vrf {
+        plugins.insert(0, json!({ "type": "krafty-vrf" }));
     }
     json!({ "cniVersion": "1.0.0", "name": name, "plugins": plugins })
 }

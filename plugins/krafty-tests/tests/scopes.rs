@@ -36,8 +36,13 @@ fn pods_of_a_shared_network_reach_each_other_and_del_keeps_the_bridge() {
     );
     assert!(b.ping(&address_of(&result_a, false)));
 
+    // The gateway's MAC is the bridge's own, not its lowest port's: it stays when a pod goes.
+    let gateway_mac = krafty_cni::netlink::format_mac(&naming::bridge_mac("krafty:labnet"));
+    assert_eq!(node.link(&bridge).unwrap()["address"], gateway_mac.as_str());
+    assert_eq!(result_a["interfaces"][0]["mac"], gateway_mac.as_str());
     detach(&node, &network, &id_a, &a);
     assert!(node.link(&bridge).is_some(), "DEL leaves the shared bridge");
+    assert_eq!(node.link(&bridge).unwrap()["address"], gateway_mac.as_str());
     assert!(b.ping("172.16.20.1"), "the other pod keeps working");
     detach(&node, &network, &id_b, &b);
     assert!(node.link(&bridge).is_some());

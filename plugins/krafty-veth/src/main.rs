@@ -336,7 +336,7 @@ async fn attach(
         for (address, _) in addresses {
             pod.add_address(link.index, *address, no_dad).await?;
         }
-        pod.set_up(&link).await?;
+        pod.set_pod_interface_up(&link).await?;
         for (destination, gateway) in routes {
             let route = RouteSpec {
                 destination: *destination,
