@@ -51,6 +51,12 @@ impl Attachment {
         Attachment::new(network, container_id, ifname).ok()
     }
 
+    /// The attachment whose mark `alias` is, of whichever network, if it is one.
+    pub fn from_any_mark(alias: &str) -> Option<Attachment> {
+        let (network, container_id, ifname) = naming::parse_attachment_mark(alias)?;
+        Attachment::new(network, container_id, ifname).ok()
+    }
+
     pub fn network(&self) -> &str {
         &self.network
     }

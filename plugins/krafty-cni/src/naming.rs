@@ -160,18 +160,23 @@ pub fn network_mark(network: &str) -> String {
     format!("krafty:{network}")
 }
 
+/// The network, container ID and interface name of a per-attachment mark, if `alias` is one.
+/// None of the three holds a `/`, so the split is unambiguous.
+pub fn parse_attachment_mark(alias: &str) -> Option<(&str, &str, &str)> {
+    let mut parts = alias.split(' ').next()?.strip_prefix("krafty:")?.split('/');
+    let (network, container_id, ifname) = (parts.next()?, parts.next()?, parts.next()?);
+    let complete = parts.next().is_none()
+        && !network.is_empty()
+        && !container_id.is_empty()
+        && !ifname.is_empty();
+    complete.then_some((network, container_id, ifname))
+}
+
 /// The container ID and interface name in a per-attachment mark of `network`, if `alias` is
-/// one. Neither network names nor container IDs hold a `/`, so the split is unambiguous.
+/// one.
 pub fn attachment_of<'a>(alias: &'a str, network: &str) -> Option<(&'a str, &'a str)> {
-    let (container_id, ifname) = alias
-        .split(' ')
-        .next()?
-        .strip_prefix("krafty:")?
-        .strip_prefix(network)?
-        .strip_prefix('/')?
-        .split_once('/')?;
-    (!container_id.is_empty() && !ifname.is_empty() && !ifname.contains('/'))
-        .then_some((container_id, ifname))
+    let (of, container_id, ifname) = parse_attachment_mark(alias)?;
+    (of == network).then_some((container_id, ifname))
 }
 
 /// A flag after the mark on a bridge: ports added to it get hairpin mode.

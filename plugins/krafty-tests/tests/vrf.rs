@@ -2,7 +2,9 @@
 //! Debian's kernel loads the vrf module. On a kernel without VRF these tests fail, loudly.
 
 use krafty_cni::{naming, Attachment};
-use krafty_tests::{address_of, container_id, full_conflist, shared_network, Node, NETWORK};
+use krafty_tests::{
+    address_of, container_id, full_conflist, several, shared_network, Node, NETWORK,
+};
 use serde_json::{json, Value};
 
 /// The interface group `ip -j link` shows for the devices of attachment `id` in pod scope.
@@ -398,4 +400,25 @@ fn status_of_the_full_chain_succeeds_where_vrf_exists() {
     let node = Node::new();
     node.status(&full_conflist("1.0.0")).ok();
     node.assert_clean();
+}
+
+#[test]
+fn two_networks_in_one_pod_each_in_its_own_vrf() {
+    several::two_networks_in_one_pod(true);
+}
+
+#[test]
+fn one_pod_scope_network_twice_in_one_pod_in_two_vrfs() {
+    several::one_network_twice_in_one_pod(true, true);
+}
+
+#[test]
+fn one_shared_network_twice_in_one_pod_in_its_vrf() {
+    several::one_network_twice_in_one_pod(false, true);
+}
+
+#[test]
+fn the_same_interface_on_two_networks_with_vrfs_is_refused() {
+    several::the_same_interface_on_two_networks_is_refused(true, true);
+    several::the_same_interface_on_two_networks_is_refused(false, true);
 }
