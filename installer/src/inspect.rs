@@ -75,13 +75,6 @@ pub struct Listed {
     pub record: String,
 }
 
-impl Listed {
-    /// Whether every device is present and marked, and a record exists.
-    pub fn is_whole(&self) -> bool {
-        !self.record.is_empty() && self.devices.iter().all(|d| d.present && d.marked)
-    }
-}
-
 /// Every attachment on the node: those with a record, then devices carrying an attachment's
 /// mark that no record names.
 pub async fn list(netlink: &Netlink, state_dir: &Path) -> Result<Vec<Listed>, krafty_cni::Error> {
@@ -214,4 +207,54 @@ pub fn write_table(out: &mut dyn Write, listed: &[Listed]) -> std::io::Result<()
         )?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_scope() {
+        let attachment = Attachment::new("lab", "a3f2b1c4d5e6f7a8", "net2").unwrap();
+        let own = names(&attachment, Scope::Pod);
+        assert_eq!(own["vrf"], "krva3f2b.e05ba9");
+        assert_eq!(own["bridgeMark"], own["mark"]);
+        let shared = names(&attachment, Scope::Network);
+        assert_eq!(shared["bridge"], naming::shared_bridge_name("lab"));
+        assert_eq!(shared["bridgeMark"], "krafty:lab");
+        assert_eq!(shared["hostVeth"], own["hostVeth"]);
+        assert_eq!(shared["record"], "lab/a3f2b1c4d5e6f7a8.net2.json");
+    }
+
+    #[test]
+    fn the_table_flags_missing_and_foreign_devices() {
+        let device = |name: &str, present, marked| DeviceState {
+            name: name.into(),
+            kind: "veth".into(),
+            shared: false,
+            present,
+            marked,
+        };
+        let entry = Listed {
+            network: "lab".into(),
+            container_id: "a3f2b1c4d5e6f7a8".into(),
+            ifname: "net1".into(),
+            pod: String::new(),
+            netns: String::new(),
+            addresses: vec!["172.16.10.10/24".into()],
+            devices: vec![
+                device("a", true, true),
+                device("b", false, false),
+                device("c", true, false),
+            ],
+            record: "/var/lib/krafty/attachments/lab/x.json".into(),
+        };
+        let mut out = Vec::new();
+        write_table(&mut out, &[entry]).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let line = text.lines().nth(1).unwrap();
+        assert!(line.starts_with("lab "), "{line}");
+        assert!(line.contains(" a3f2b1c4d5e6 "), "{line}");
+        assert!(line.ends_with("a b! c?"), "{line}");
+    }
 }
