@@ -169,7 +169,7 @@ def test_expecting_a_vrf_where_there_is_none_fails(attachment):
     result = validate(attachment, "--expect-vrf", "yes")
     assert result.returncode == 1
     assert {"bridge-master", "vrf"} <= failed(result)
-    assert report(result)["vrf"] == ("FAIL", f"no krv{attachment.container_id[:12]} on the node")
+    assert report(result)["vrf"] == ("FAIL", f"no {attachment.vrf} on the node")
 
 
 def test_another_container_id_finds_nothing(attachment):
