@@ -148,11 +148,21 @@ pub fn attachment_mark(network: &str, container_id: &str, ifname: &str) -> Strin
 /// and below 2^31, which iproute2 takes as the largest group.
 pub const ATTACHMENT_GROUP_RANGE: RangeInclusive<u32> = 0x4000_0000..=0x7fff_ffff;
 
-/// The interface group of the devices one pod-scope attachment owns (its VRF, bridge and host
-/// veth), from its mark: DEL removes them with one group RTM_DELLINK, one kernel batch. Two
-/// attachments may share a group (a 1 in 2^30 collision), so DEL checks the group's members.
+/// The interface group of the devices one attachment owns (its host veth, and in pod scope its
+/// VRF and bridge), from its mark: DEL removes them with one group RTM_DELLINK, one kernel
+/// batch. Two attachments may share a group (a 1 in 2^30 collision), so DEL checks the group's
+/// members. The group is set in the request that creates a device, whereas the mark (its
+/// alias) needs a second one: an unmarked device in its attachment's group with its
+/// attachment's name is one whose creator was killed in between.
 pub fn attachment_group(mark: &str) -> u32 {
     ATTACHMENT_GROUP_RANGE.start() | (fnv1a32(mark.as_bytes()) & 0x3fff_ffff)
+}
+
+/// The interface group of a network's shared devices (`scope: network`): like an attachment's,
+/// it is set when the device is created, in the same request, so that a device whose creator was
+/// killed before it could mark it is still known for krafty's.
+pub fn network_group(network: &str) -> u32 {
+    attachment_group(&network_mark(network))
 }
 
 /// The alias of a network's shared devices: they belong to the network, not to one pod.
