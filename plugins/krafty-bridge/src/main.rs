@@ -29,15 +29,16 @@ impl Plugin for Bridge {
 
         let _lock = place.lock(request)?;
         let alias = alias(&place, &config);
-        let bridge = match place
+        let found = place
             .existing(&netlink, NodeDeviceKind::Bridge, Some(&alias))
-            .await?
-        {
+            .await?;
+        // Recorded as krafty-vrf does (see there).
+        if found.is_none() || place.shared {
+            request.begin()?;
+        }
+        let bridge = match found {
             Some(existing) => existing,
-            None => {
-                request.begin()?;
-                create(&netlink, &place, &alias, &config, vrf.as_ref()).await?
-            }
+            None => create(&netlink, &place, &alias, &config, vrf.as_ref()).await?,
         };
         // A bridge left by an interrupted ADD, or a shared one, is brought to the wanted state.
         let mac = naming::bridge_mac(&place.mark);

@@ -28,15 +28,20 @@ impl Plugin for Vrf {
         chain::refuse_taken_interface(&netlink, attachment).await?;
 
         let _lock = place.lock(request)?;
-        let vrf = match place
+        let found = place
             .existing(&netlink, NodeDeviceKind::Vrf, Some(&place.mark))
             .await?
-        {
-            Some(existing) => keep_table(existing, config.table)?,
-            None => {
-                request.begin()?;
-                create(&netlink, &place, config.table, request).await?
-            }
+            .map(|existing| keep_table(existing, config.table))
+            .transpose()?;
+        // Recorded before the first device is made; and for a shared VRF before the lock is
+        // released, because the node agent removes a shared device only when no record of its
+        // network is left, under this lock.
+        if found.is_none() || place.shared {
+            request.begin()?;
+        }
+        let vrf = match found {
+            Some(existing) => existing,
+            None => create(&netlink, &place, config.table, request).await?,
         };
         let mut result = request.result_to_extend();
         result.push_interface(Interface {
