@@ -116,7 +116,10 @@ impl Placement {
     /// shared device; set at creation, it tells krafty's device from a stranger's even before
     /// the device is marked (see [`naming::attachment_group`]).
     pub fn group(&self) -> u32 {
-        naming::attachment_group(&self.mark)
+        match naming::network_of(&self.mark) {
+            Some(network) => naming::network_group(network),
+            None => naming::attachment_group(&self.mark),
+        }
     }
 
     /// Whether `link` is the device this placement names: marked as ours, or unmarked in our
