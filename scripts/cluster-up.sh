@@ -123,9 +123,12 @@ if [[ $cgroup_version != 2 ]]; then
         "Docker Desktop: update it (4.x uses cgroup v2)"
 fi
 
-kind_version=$(kind version 2>/dev/null | grep -oE 'v[0-9]+\.[0-9]+\.[0-9]+' | head -n 1 || true)
+kind_version=
+if [[ $(kind version 2>/dev/null || true) =~ v[0-9]+\.[0-9]+\.[0-9]+ ]]; then
+    kind_version=${BASH_REMATCH[0]}
+fi
 if [[ -z $kind_version ]] || ! version_at_least "$kind_version" "$KIND_MIN_VERSION"; then
-    refuse "kind ${kind_version:-of unknown version} is older than $KIND_MIN_VERSION, the release the pinned node image ($KIND_NODE_IMAGE) was built for" \
+    refuse "kind ${kind_version:-of unreadable version} is not $KIND_MIN_VERSION or newer, the release the pinned node image ($KIND_NODE_IMAGE) was built for" \
         "install kind $KIND_MIN_VERSION or newer (go install sigs.k8s.io/kind@$KIND_MIN_VERSION, or brew install kind)"
 fi
 

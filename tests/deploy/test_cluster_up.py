@@ -231,7 +231,7 @@ def test_docker_warnings_do_not_spoil_the_host_check(tools):
 def test_a_kind_older_than_the_node_image_is_refused(tools, output):
     tools.answer("kind", ["version"], stdout=output)
     result = tools.run(CLUSTER_UP)
-    refused(result, tools, f"older than {versions()['KIND_MIN_VERSION']}")
+    refused(result, tools, f"is not {versions()['KIND_MIN_VERSION']} or newer, the release the pinned node image")
     assert f"go install sigs.k8s.io/kind@{versions()['KIND_MIN_VERSION']}" in result.stderr
 
 
