@@ -3,63 +3,34 @@
 //! reboot or a runtime crash), then one scan. The pod list is the only stand-in: it is what
 //! the pod watch would hand over, and no API server can run here.
 
-use std::fs::File;
-use std::sync::Arc;
+mod common;
 
 use krafty_cni::state::Records;
-use krafty_installer::attachments::{
-    AttachmentCleaner, NodeCleaner, PodsOnNode, Reconciler, StoredRecord,
-};
-use krafty_installer::cluster::events::{Notice, Notifier};
-use krafty_installer::metrics::Metrics;
+use krafty_installer::attachments::{AttachmentCleaner, PodsOnNode, StoredRecord};
+use krafty_installer::cluster::events::Notice;
 use krafty_tests::several::Attached;
 use krafty_tests::{
     bridge_veth_conflist, container_id, pod_network, shared_network, Node, NETWORK,
 };
-use nix::sched::{setns, CloneFlags};
 
-/// Runs one scan inside `node`'s network namespace, on a thread of its own: setns never
-/// touches a thread that other work shares.
+use common::node_agent;
+
+/// One scan of `node` against `pods`: the container IDs cleaned up and failed, how many were
+/// kept, and the Events sent.
 fn reconcile_in(node: &Node, pods: PodsOnNode) -> (Vec<String>, Vec<String>, usize, Vec<Notice>) {
-    let cleaner = NodeCleaner {
-        state_dir: node.state_dir(),
-        run_dir: node.run_dir(),
-        ipam_path: Vec::new(),
+    let (summary, sent) = node_agent::reconcile(node, pods);
+    let ids = |records: &[StoredRecord]| {
+        records
+            .iter()
+            .map(|stored| stored.record.container_id.clone())
+            .collect::<Vec<_>>()
     };
-    let state_dir = node.state_dir();
-    let netns = File::open(format!("/run/netns/{}", node.name)).expect("the node namespace");
-    std::thread::spawn(move || {
-        setns(&netns, CloneFlags::CLONE_NEWNET).expect("entering the node namespace");
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async move {
-            let metrics = Arc::new(Metrics::new(&["krafty-veth".to_string()]));
-            let (notifier, mut notices) = Notifier::channel();
-            let reconciler = Reconciler::new(state_dir, cleaner, metrics, notifier);
-            let summary = reconciler.reconcile(&pods).await;
-            drop(reconciler);
-            let mut sent = Vec::new();
-            while let Some(notice) = notices.recv().await {
-                sent.push(notice);
-            }
-            let ids = |records: &[StoredRecord]| {
-                records
-                    .iter()
-                    .map(|stored| stored.record.container_id.clone())
-                    .collect::<Vec<_>>()
-            };
-            (
-                ids(&summary.cleaned),
-                ids(&summary.failed),
-                summary.kept,
-                sent,
-            )
-        })
-    })
-    .join()
-    .expect("the reconcile thread")
+    (
+        ids(&summary.cleaned),
+        ids(&summary.failed),
+        summary.kept,
+        sent,
+    )
 }
 
 #[test]
@@ -147,23 +118,12 @@ fn an_orphan_is_cleaned_up_and_live_attachments_are_untouched() {
 
 /// Runs the real cleaner on one stored record inside `node`'s network namespace.
 fn clean_up_in(node: &Node, stored: StoredRecord) {
-    let cleaner = NodeCleaner {
-        state_dir: node.state_dir(),
-        run_dir: node.run_dir(),
-        ipam_path: Vec::new(),
-    };
-    let netns = File::open(format!("/run/netns/{}", node.name)).expect("the node namespace");
-    std::thread::spawn(move || {
-        setns(&netns, CloneFlags::CLONE_NEWNET).expect("entering the node namespace");
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
+    let cleaner = node_agent::cleaner(node);
+    node_agent::in_node(node, move |_, runtime| {
+        runtime
             .block_on(cleaner.clean_up(&stored))
-            .expect("the cleanup succeeds");
-    })
-    .join()
-    .expect("the cleanup thread");
+            .expect("the cleanup succeeds")
+    });
 }
 
 #[test]

@@ -1,7 +1,8 @@
 //! The removal of shared devices whose network has no attachment left, against real devices in
 //! a node namespace, real attachments through libcni, and concurrent ADDs racing it.
 
-use std::fs::File;
+mod common;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,10 +11,10 @@ use krafty_cni::naming;
 use krafty_cni::netlink::Netlink;
 use krafty_installer::attachments::shared::SharedDeviceSweeper;
 use krafty_tests::{container_id, shared_network, Node};
-use nix::sched::{setns, CloneFlags};
 
-/// Runs `work` with a sweeper of `node` (grace `grace`) inside the node's namespace, on a
-/// thread of its own.
+use common::node_agent;
+
+/// Runs `work` with a sweeper of `node` (grace `grace`) inside the node's namespace.
 fn in_node<T: Send + 'static>(
     node: &Node,
     grace: Duration,
@@ -21,19 +22,10 @@ fn in_node<T: Send + 'static>(
         + Send
         + 'static,
 ) -> T {
-    let netns = File::open(node.netns_path()).expect("the node namespace");
-    let mut sweeper = SharedDeviceSweeper::new(node.state_dir(), node.run_dir(), grace);
-    std::thread::spawn(move || {
-        setns(&netns, CloneFlags::CLONE_NEWNET).expect("entering the node namespace");
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let netlink = runtime.block_on(async { Netlink::connect() }).unwrap();
-        work(&mut sweeper, &netlink, &runtime)
+    let mut sweeper = node_agent::sweeper(node, grace);
+    node_agent::in_node(node, move |netlink, runtime| {
+        work(&mut sweeper, netlink, runtime)
     })
-    .join()
-    .expect("the sweeping thread")
 }
 
 #[test]
@@ -152,8 +144,6 @@ fn adds_racing_the_removal_never_fail_and_leave_nothing() {
         "the sweeper never won a race: the test proves nothing"
     );
     // The last DEL left the devices to the sweeper, which takes them at its next look.
-    in_node(&node, Duration::ZERO, |sweeper, netlink, rt| {
-        rt.block_on(sweeper.sweep(netlink, Instant::now()))
-    });
+    node_agent::sweep_now(&node);
     node.assert_clean();
 }

@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use thiserror::Error;
 
+use krafty_cni::state::Records;
+
 use super::decision::{decide, netns_present, PodsOnNode, Verdict};
 use super::record::{read_records, StoredRecord};
 use crate::cluster::events::{Notice, Notifier};
@@ -72,6 +74,8 @@ impl<C: AttachmentCleaner> Reconciler<C> {
         let judged = {
             let (dir, pods) = (self.state_dir.clone(), pods.clone());
             tokio::task::spawn_blocking(move || {
+                // Temporary records of writers killed mid-write are nobody's.
+                Records::new(&dir).remove_temporaries(None);
                 read_records(&dir)
                     .into_iter()
                     .map(|stored| (decide(&stored.record, &pods, netns_present), stored))

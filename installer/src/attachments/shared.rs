@@ -50,6 +50,8 @@ impl SharedDeviceSweeper {
     /// One look at the node at `now`: removes the shared devices whose network has been unused
     /// for the grace period, and returns their names. Errors are logged and the device kept.
     pub async fn sweep(&mut self, netlink: &Netlink, now: Instant) -> Vec<String> {
+        // Locks of invocations killed while holding them: their files outlive them.
+        NodeLock::clear_stale(&self.run_dir);
         let devices = match shared_devices(netlink).await {
             Ok(devices) => devices,
             Err(error) => {

@@ -209,6 +209,8 @@ pub async fn collect_node_devices<C>(
     kind: NodeDeviceKind,
 ) -> Result<(), Error> {
     let _lock = NodeLock::network(&request.run_dir, &request.network)?;
+    // Lock files of invocations killed while holding them (this one's is held, and kept).
+    NodeLock::clear_stale(&request.run_dir);
     let mut errors = Vec::new();
     let shared = Placement::of_network(kind, &request.network);
     for link in netlink.links_of_kind(kind.info_kind()).await? {

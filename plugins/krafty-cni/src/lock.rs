@@ -40,7 +40,41 @@ impl NodeLock {
         NodeLock::acquire(run_dir, VRF_TABLES)
     }
 
+    /// Removes the lock files nobody holds: those of invocations killed while holding them
+    /// (a lock is released with its holder, its file is not). Each is taken without waiting and
+    /// released at once, which removes it; a held one is left to its holder.
+    pub fn clear_stale(run_dir: &Path) {
+        let Ok(entries) = std::fs::read_dir(run_dir.join("locks")) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let file_name = entry.file_name();
+            let Some(name) = file_name.to_str().and_then(|n| n.strip_suffix(".lock")) else {
+                continue;
+            };
+            if let Ok(Some(lock)) = NodeLock::try_acquire(run_dir, name, None) {
+                drop(lock);
+            }
+        }
+    }
+
     fn acquire(run_dir: &Path, network: &str) -> Result<NodeLock, Error> {
+        let deadline = Instant::now() + WAIT_LIMIT;
+        NodeLock::try_acquire(run_dir, network, Some(deadline))?.ok_or_else(|| {
+            Error::TryAgainLater(format!(
+                "lock {network:?} stayed held by another invocation for {}s",
+                WAIT_LIMIT.as_secs()
+            ))
+        })
+    }
+
+    /// The lock, waiting for it until `deadline`, or not at all without one: `None` when it
+    /// stayed held.
+    fn try_acquire(
+        run_dir: &Path,
+        network: &str,
+        deadline: Option<Instant>,
+    ) -> Result<Option<NodeLock>, Error> {
         let dir = run_dir.join("locks");
         DirBuilder::new()
             .recursive(true)
@@ -48,7 +82,6 @@ impl NodeLock {
             .create(&dir)
             .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
         let path = dir.join(format!("{network}.lock"));
-        let deadline = Instant::now() + WAIT_LIMIT;
         loop {
             let file = OpenOptions::new()
                 .create(true)
@@ -63,16 +96,13 @@ impl NodeLock {
                 unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
             if locked {
                 if still_named_by(&file, &path) {
-                    return Ok(NodeLock { _held: file, path });
+                    return Ok(Some(NodeLock { _held: file, path }));
                 }
                 // The holder before us removed the file: lock the one the path names now.
                 continue;
             }
-            if Instant::now() >= deadline {
-                return Err(Error::TryAgainLater(format!(
-                    "lock {network:?} stayed held by another invocation for {}s",
-                    WAIT_LIMIT.as_secs()
-                )));
+            if deadline.is_none_or(|deadline| Instant::now() >= deadline) {
+                return Ok(None);
             }
             std::thread::sleep(RETRY_PAUSE);
         }
@@ -99,6 +129,23 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
+
+    #[test]
+    fn stale_lock_files_are_cleared_and_held_ones_kept() {
+        let dir = std::env::temp_dir().join(format!("krafty-lock-stale-{}", std::process::id()));
+        let held = NodeLock::network(&dir, "held").unwrap();
+        // What a holder killed with its lock leaves: the file, and no lock on it.
+        std::fs::write(dir.join("locks").join("killed.lock"), b"").unwrap();
+        NodeLock::clear_stale(&dir);
+        let mut left: Vec<_> = std::fs::read_dir(dir.join("locks"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["held.lock"]);
+        drop(held);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn excludes_concurrent_holders_and_leaves_no_file() {

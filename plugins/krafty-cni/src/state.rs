@@ -238,6 +238,31 @@ impl Records {
         }
     }
 
+    /// Removes the temporary files of writers killed before their rename (of `network`, or of
+    /// every network). Harmless to a writer alive: its rename fails and it writes again.
+    pub fn remove_temporaries(&self, network: Option<&str>) {
+        let dirs = match network {
+            Some(network) => vec![self.root.join(network)],
+            None => std::fs::read_dir(&self.root)
+                .map(|entries| entries.flatten().map(|e| e.path()).collect())
+                .unwrap_or_default(),
+        };
+        for dir in dirs {
+            let Ok(entries) = fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                if name.starts_with('.') && name.ends_with(".tmp") {
+                    let _ = fs::remove_file(entry.path());
+                }
+            }
+            // The network's last record may have been a temporary one.
+            let _ = fs::remove_dir(&dir);
+        }
+    }
+
     /// Every readable record of `network`, and the errors of the unreadable ones.
     pub fn list(&self, network: &str) -> (Vec<StoredRecord>, Vec<Error>) {
         list_dir(&self.root.join(network))

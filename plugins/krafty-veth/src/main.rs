@@ -183,6 +183,7 @@ impl Plugin for Veth {
         let mut errors = Vec::new();
         {
             let _lock = NodeLock::network(&request.run_dir, &request.network)?;
+            records.remove_temporaries(Some(&request.network));
             let (found, unreadable) = records.list(&request.network);
             errors.extend(unreadable);
             for stored in found.iter().filter(|s| !request.is_valid(&s.attachment)) {
