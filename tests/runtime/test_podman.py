@@ -1,0 +1,129 @@
+"""krafty under a container runtime nobody here wrote: podman 4 with its CNI backend, which loads
+and runs conflists through libcni as CRI-O does. Containers start from a busybox root file system
+(--rootfs) on a node namespace of their own (podman_node.py).
+
+One scenario on one node, in file order: the networks are listed, two containers on a shared
+network, one container on two networks, a pod-scope network, stop, rm, and a new container after
+that churn. Without KRAFTY_RUNTIME_VRF=1 the chains leave krafty-vrf out (this kernel has no
+VRF); in the VM they include it.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from podman_node import PodmanNode, addresses
+
+PING = "ping -c 1 -W 5"
+
+
+def in_range(node: PodmanNode, network: str, output: str, ifname: str) -> None:
+    """The interface has exactly one address, from the network's range, with its prefix."""
+    (address,) = addresses(output, ifname)
+    first, last = node.networks[network].range
+    assert address.network == node.networks[network].subnet, output
+    assert first <= address.ip <= last, output
+
+
+def every_plugin_ok(node: PodmanNode, *networks: str) -> dict[tuple[str, str], str]:
+    """What the krafty log holds when every plugin of each network's chain succeeded."""
+    plugins = ["krafty-vrf", "krafty-bridge", "krafty-veth"] if node.vrf else ["krafty-bridge", "krafty-veth"]
+    return {(network, plugin): "ok" for network in networks for plugin in plugins}
+
+
+def assert_gone(node: PodmanNode, container_id: str, *networks: str) -> None:
+    """Nothing of the container is left, and its DEL ran with krafty's environment (the log
+    below the test's log root has it)."""
+    assert node.leftovers(container_id) == []
+    assert node.logged(container_id, "DEL") == every_plugin_ok(node, *networks)
+
+
+def test_every_krafty_network_is_listed(node):
+    """podman validates each conflist through libcni when it loads it, and drops the ones that
+    fail: a plugin that answers VERSION wrongly makes its network disappear."""
+    listed = node.podman("network", "ls", "--format", "{{.Name}} {{.Driver}}").stdout.splitlines()
+    first_plugin = "krafty-vrf" if node.vrf else "krafty-bridge"
+    for name in node.networks:
+        assert f"{name} {first_plugin}" in listed
+
+
+@pytest.fixture(scope="module")
+def pair(node):
+    """Two containers on the shared network `lab`."""
+    return {name: node.start(name, "lab") for name in ("a1", "a2")}
+
+
+def test_two_containers_on_a_shared_network_reach_each_other_and_the_gateway(node, pair):
+    lab = node.networks["lab"]
+    first = node.exec("a1", "ip -4 -o addr show")
+    in_range(node, "lab", first, "net1")
+    (peer,) = addresses(first, "net1")
+    second = node.exec("a2", f"ip -4 -o addr show && {PING} {peer.ip} && {PING} {lab.gateway}")
+    in_range(node, "lab", second, "net1")
+    assert addresses(second, "net1") != [peer]
+    for container_id in pair.values():
+        assert node.logged(container_id, "ADD") == every_plugin_ok(node, "lab")
+
+
+def test_a_container_on_two_networks_reaches_both_gateways(node):
+    """Two attachments of one container ID, as Multus makes for a pod with net1 and net2."""
+    lab, lab2 = node.networks["lab"], node.networks["lab2"]
+    container_id = node.start("b1", "lab", "lab2")
+    output = node.exec("b1", f"ip -4 -o addr show && {PING} {lab.gateway} && {PING} {lab2.gateway}")
+    in_range(node, "lab", output, "net1")
+    in_range(node, "lab2", output, "net2")
+    assert node.logged(container_id, "ADD") == every_plugin_ok(node, "lab", "lab2")
+    node.podman("rm", "--force", "--time", "0", "b1")
+    assert_gone(node, container_id, "lab", "lab2")
+
+
+def test_a_pod_scope_network(node):
+    """A bridge (and VRF) of the container's own, gone with it."""
+    solo = node.networks["solo"]
+    container_id, output = node.run_once("p1", "solo", command=f"ip -4 -o addr show && {PING} {solo.gateway}")
+    in_range(node, "solo", output, "net1")
+    assert node.logged(container_id, "ADD") == every_plugin_ok(node, "solo")
+    assert_gone(node, container_id, "solo")
+
+
+def owner_of_the_bridge_mac(node: PodmanNode, pair: dict[str, str]) -> str | None:
+    """The container whose host veth lent the shared bridge its MAC address, if one did (a
+    bridge whose address was never set takes the lowest of its ports')."""
+    links = {link["ifname"]: link for link in node.node_links()}
+    for name, container_id in pair.items():
+        (veth,) = [
+            link for link in links.values()
+            if container_id in link.get("ifalias", "") and link["linkinfo"]["info_kind"] == "veth"
+        ]
+        if veth["address"] == links[veth["master"]]["address"]:
+            return name
+    return None
+
+
+def test_stop_releases_the_attachment_and_the_neighbour_keeps_its_own(node, pair):
+    """The container that stops is the one whose port gave the shared bridge its MAC, if one
+    did: the gateway's MAC must not change under the container that stays (whose neighbour
+    entry for it is fresh, as it is in a busy pod)."""
+    leaving = owner_of_the_bridge_mac(node, pair) or "a1"
+    (staying,) = set(pair) - {leaving}
+    node.exec(staying, f"{PING} {node.networks['lab'].gateway}")
+    node.podman("stop", "--time", "0", leaving)
+    assert_gone(node, pair[leaving], "lab")
+    node.exec(staying, f"{PING} {node.networks['lab'].gateway}")
+
+
+def test_rm_leaves_nothing(node, pair):
+    node.podman("rm", "--force", "--time", "0", "a1", "a2")
+    for container_id in pair.values():
+        assert_gone(node, container_id, "lab")
+    # The node holds the shared networks' devices and nothing else.
+    shared = {f"krafty:{n.name}" for n in node.networks.values() if n.scope == "network"}
+    for link in node.node_links():
+        assert link["ifname"] == "lo" or link.get("ifalias") in shared, link
+
+
+def test_a_new_container_after_the_churn(node):
+    lab = node.networks["lab"]
+    container_id, output = node.run_once("c1", "lab", command=f"ip -4 -o addr show && {PING} {lab.gateway}")
+    in_range(node, "lab", output, "net1")
+    assert_gone(node, container_id, "lab")
