@@ -2,7 +2,7 @@
 # The krafty test command: every tier, in order, ending with one summary line.
 #
 #   scripts/test.sh                 # everything
-#   KRAFTY_SKIP=vm scripts/test.sh  # explicitly leave out tiers (comma-separated: host, shipped, vm, deploy, fuzz)
+#   KRAFTY_SKIP=vm scripts/test.sh  # explicitly leave out tiers (comma-separated: host, shipped, podman, vm, deploy, fuzz)
 #
 # A tier that cannot run (missing tool, no root, VM does not boot) fails; it is never skipped
 # unless named in KRAFTY_SKIP, and a skipped tier is reported in the summary.
@@ -72,7 +72,7 @@ check fmt cargo fmt --all --check
 check clippy cargo clippy --workspace --all-targets --quiet -- -D warnings
 check build cargo build --workspace --quiet
 check cnidriver scripts/build-cnidriver.sh "$target/cnidriver"
-check shellcheck shellcheck scripts/*.sh tests/deploy/run.sh .ci/run
+check shellcheck shellcheck scripts/*.sh tests/deploy/run.sh tests/runtime/run.sh .ci/run
 
 # Unit tests and the namespace tests on this machine's kernel (everything but the VRF tier).
 tier host cargo nextest run --workspace --no-fail-fast -E 'not binary(vrf)'
@@ -87,7 +87,13 @@ shipped_tests() {
 }
 tier shipped shipped_tests
 
-# The VRF tier: Debian's kernel in a VM, sharing this filesystem. One boot runs the lot.
+# A runtime nobody here wrote: podman 4 with its CNI backend (libcni), containers from a busybox
+# root file system, on a node namespace of its own. Chains without krafty-vrf here; the VM tier
+# runs them again with it.
+tier podman tests/runtime/run.sh
+
+# The VRF tier: Debian's kernel in a VM, sharing this filesystem. One boot runs the lot: the VRF
+# tests, then (unless KRAFTY_SKIP names podman) the podman tests with krafty-vrf in every chain.
 vrf_tests() {
     local binary
     binary=$(cargo test -p krafty-tests --test vrf --no-run --message-format=json 2>/dev/null |
@@ -97,7 +103,14 @@ vrf_tests() {
         echo "cannot build the VRF test binary" >&2
         return 1
     fi
-    scripts/vm-run.sh --rwdir "$target" -- env KRAFTY_BIN_DIR="$target/debug" "$binary" --test-threads=2
+    local with_podman=yes
+    skip_requested podman && with_podman=no
+    # shellcheck disable=SC2016 # expanded in the guest
+    scripts/vm-run.sh --rwdir "$target" -- env KRAFTY_BIN_DIR="$target/debug" KRAFTY_RUNTIME_VRF=1 bash -c '
+        "$1" --test-threads=2; vrf=$?
+        podman=0
+        if [[ $2 == yes ]]; then tests/runtime/run.sh; podman=$?; fi
+        exit $((vrf || podman))' vm-tier "$binary" "$with_podman"
 }
 tier vm vrf_tests
 

@@ -111,8 +111,7 @@ class PodmanNode:
         config_dir = self.root / "cni"
         config_dir.mkdir()
         for network in self.networks.values():
-            conflist = network.conflist(self.vrf, self.ipam)
-            (config_dir / f"{network.name}.conflist").write_text(json.dumps(conflist, indent=2))
+            self.add_conflist(network.conflist(self.vrf, self.ipam))
         krafty_env = [f"{key}={self.env[key]}" for key in ("KRAFTY_STATE_ROOT", "KRAFTY_LOG_ROOT", "KRAFTY_RUN_DIR")]
         conmon_env = [f"PATH={os.environ['PATH']}", *krafty_env]
         (self.root / "containers.conf").write_text(
@@ -143,6 +142,10 @@ runroot = "{self.root / 'storage-run'}"
         )
         subprocess.run(["ip", "netns", "add", self.netns], check=True)
         subprocess.run(["ip", "-n", self.netns, "link", "set", "lo", "up"], check=True)
+
+    def add_conflist(self, conflist: dict) -> None:
+        """A network in podman's CNI config dir (podman reads it at every command)."""
+        (self.root / "cni" / f"{conflist['name']}.conflist").write_text(json.dumps(conflist, indent=2))
 
     def _build_rootfs(self) -> None:
         busybox = shutil.which("busybox")

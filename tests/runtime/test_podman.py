@@ -3,16 +3,20 @@ and runs conflists through libcni as CRI-O does. Containers start from a busybox
 (--rootfs) on a node namespace of their own (podman_node.py).
 
 One scenario on one node, in file order: the networks are listed, two containers on a shared
-network, one container on two networks, a pod-scope network, stop, rm, and a new container after
-that churn. Without KRAFTY_RUNTIME_VRF=1 the chains leave krafty-vrf out (this kernel has no
+network, one container on two networks, a pod-scope network, stop, rm, a new container after
+that churn, and the README's podman recipe. Without KRAFTY_RUNTIME_VRF=1 the chains leave krafty-vrf out (this kernel has no
 VRF); in the VM they include it.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import json
+import re
+
 import pytest
 
-from podman_node import PodmanNode, addresses
+from podman_node import REPO, PodmanNode, addresses
 
 PING = "ping -c 1 -W 5"
 
@@ -127,3 +131,27 @@ def test_a_new_container_after_the_churn(node):
     container_id, output = node.run_once("c1", "lab", command=f"ip -4 -o addr show && {PING} {lab.gateway}")
     in_range(node, "lab", output, "net1")
     assert_gone(node, container_id, "lab")
+
+
+def readme_recipe() -> dict:
+    """The conflist of the README's podman recipe."""
+    section = (REPO / "README.md").read_text().split("\n## Running under podman\n", 1)[1].split("\n## ", 1)[0]
+    (block,) = re.findall(r"```json\n(.*?)```", section, re.DOTALL)
+    return json.loads(block)
+
+
+def test_the_readme_recipe(node):
+    """The README's network as written; krafty-vrf left out on a kernel without VRF, as the
+    README says, and its leases kept in the test's directory."""
+    conflist = readme_recipe()
+    if not node.vrf:
+        conflist["plugins"] = [p for p in conflist["plugins"] if p["type"] != "krafty-vrf"]
+    bridge, veth = conflist["plugins"][-2:]
+    veth["ipam"]["dataDir"] = str(node.ipam)
+    node.add_conflist(conflist)
+    container_id, output = node.run_once(
+        "r1", conflist["name"], command=f"ip -4 -o addr show && {PING} {bridge['gateway']}"
+    )
+    (address,) = addresses(output, "net1")
+    assert address.network == ipaddress.IPv4Network(bridge["subnet"])
+    assert_gone(node, container_id, conflist["name"])
