@@ -79,10 +79,13 @@ tier host cargo nextest run --workspace --no-fail-fast -E 'not binary(vrf)'
 
 # The plugins as they ship (release, stripped, static musl, as installer/Dockerfile and the
 # benchmark build them) through the chain, scope and bad-input tests once more.
+shipped_dir="$target/x86_64-unknown-linux-musl/release"
+build_shipped() {
+    cargo build --release --quiet --target x86_64-unknown-linux-musl -p krafty-vrf -p krafty-bridge -p krafty-veth
+}
 shipped_tests() {
-    local musl=x86_64-unknown-linux-musl
-    cargo build --release --quiet --target "$musl" -p krafty-vrf -p krafty-bridge -p krafty-veth &&
-        KRAFTY_BIN_DIR="$target/$musl/release" KRAFTY_CNIDRIVER="$target/cnidriver" cargo nextest run -p krafty-tests --no-fail-fast \
+    build_shipped &&
+        KRAFTY_BIN_DIR="$shipped_dir" KRAFTY_CNIDRIVER="$target/cnidriver" cargo nextest run -p krafty-tests --no-fail-fast \
             -E 'binary(chain) | binary(scopes) | binary(bad_input) | binary(hostile)'
 }
 tier shipped shipped_tests
@@ -93,7 +96,9 @@ tier shipped shipped_tests
 tier podman tests/runtime/run.sh
 
 # The VRF tier: Debian's kernel in a VM, sharing this filesystem. One boot runs the lot: the VRF
-# tests, then (unless KRAFTY_SKIP names podman) the podman tests with krafty-vrf in every chain.
+# tests, then (unless KRAFTY_SKIP names podman) the podman tests with krafty-vrf in every chain,
+# on the plugins as they ship (under emulation a small static binary starts several times faster,
+# and podman runs every plugin of every network at each command to validate it).
 vrf_tests() {
     local binary
     binary=$(cargo test -p krafty-tests --test vrf --no-run --message-format=json 2>/dev/null |
@@ -104,13 +109,18 @@ vrf_tests() {
         return 1
     fi
     local with_podman=yes
-    skip_requested podman && with_podman=no
+    if skip_requested podman; then
+        with_podman=no
+    elif ! build_shipped; then
+        echo "cannot build the plugins as they ship, for the podman tests" >&2
+        return 1
+    fi
     # shellcheck disable=SC2016 # expanded in the guest
-    scripts/vm-run.sh --rwdir "$target" -- env KRAFTY_BIN_DIR="$target/debug" KRAFTY_RUNTIME_VRF=1 bash -c '
-        "$1" --test-threads=2; vrf=$?
+    scripts/vm-run.sh --rwdir "$target" -- bash -c '
+        KRAFTY_BIN_DIR="$3" "$1" --test-threads=2; vrf=$?
         podman=0
-        if [[ $2 == yes ]]; then tests/runtime/run.sh; podman=$?; fi
-        exit $((vrf || podman))' vm-tier "$binary" "$with_podman"
+        if [[ $2 == yes ]]; then KRAFTY_BIN_DIR="$4" KRAFTY_RUNTIME_VRF=1 tests/runtime/run.sh; podman=$?; fi
+        exit $((vrf || podman))' vm-tier "$binary" "$with_podman" "$target/debug" "$shipped_dir"
 }
 tier vm vrf_tests
 

@@ -209,17 +209,25 @@ runroot = "{self.root / 'storage-run'}"
             for link in self.node_links() + links()
             if container_id in link.get("ifalias", "")
         ]
-        if self.ipam.exists():
-            found += [
-                f"lease {lease}"
-                for lease in self.ipam.glob("*/*")
-                if lease.name != "lock"
-                and not lease.name.startswith("last_reserved_ip")
-                and lease.read_text().startswith(container_id)
-            ]
+        found += [f"lease {lease}" for lease in self._lease_files(container_id)]
         found += [f"record {p}" for p in self.state.rglob(f"*{container_id}*")]
         found += [f"libcni cache {p}" for p in LIBCNI_CACHE.glob(f"*-{container_id}-*")]
         return found
+
+    def leases(self, container_id: str) -> list[ipaddress.IPv4Address]:
+        """The addresses host-local leased to a container (a file per address, holding the ID)."""
+        return [ipaddress.IPv4Address(lease.name) for lease in self._lease_files(container_id)]
+
+    def _lease_files(self, container_id: str) -> list[Path]:
+        if not self.ipam.exists():
+            return []
+        return [
+            lease
+            for lease in self.ipam.glob("*/*")
+            if lease.name != "lock"
+            and not lease.name.startswith("last_reserved_ip")
+            and lease.read_text().startswith(container_id)
+        ]
 
     def log_entries(self) -> list[dict]:
         """Every line of the krafty log, parsed."""
