@@ -71,28 +71,32 @@ def test_two_containers_on_a_shared_network_reach_each_other_and_the_gateway(nod
         assert node.logged(container_id, "ADD") == every_plugin_ok(node, "lab")
 
 
-def owner_of_the_bridge_mac(node: PodmanNode, pair: dict[str, str]) -> str | None:
-    """The container whose host veth lent the shared bridge its MAC address, if one did (a
-    bridge whose address was never set takes the lowest of its ports')."""
+def bridge_and_veth(node: PodmanNode, container_id: str) -> tuple[dict, dict]:
+    """The shared bridge and the container's host veth on it (found by the veth's krafty mark)."""
     links = {link["ifname"]: link for link in node.node_links()}
-    for name, container_id in pair.items():
-        (veth,) = [
-            link for link in links.values()
-            if container_id in link.get("ifalias", "") and link["linkinfo"]["info_kind"] == "veth"
-        ]
-        if veth["address"] == links[veth["master"]]["address"]:
-            return name
-    return None
+    (veth,) = [
+        link for link in links.values()
+        if container_id in link.get("ifalias", "") and link["linkinfo"]["info_kind"] == "veth"
+    ]
+    return links[veth["master"]], veth
+
+
+def lends_the_bridge_its_mac(node: PodmanNode, container_id: str) -> bool:
+    bridge, veth = bridge_and_veth(node, container_id)
+    return bridge["address"] == veth["address"]
 
 
 def test_stop_releases_the_attachment_and_the_neighbour_keeps_its_own(node, pair):
-    """The container that stops is the one whose port gave the shared bridge its MAC, if one
-    did: the gateway's MAC must not change under the container that stays, whose neighbour
-    entry for the gateway the test before has just filled."""
-    leaving = owner_of_the_bridge_mac(node, pair) or "a1"
+    """The container that stops is the one whose port lent the shared bridge its MAC, if one
+    did (a bridge whose address was never set takes the lowest of its ports'): the gateway's MAC
+    must not change under the container that stays, whose neighbour entry for the gateway the
+    test before has just filled."""
+    leaving = next((name for name, cid in pair.items() if lends_the_bridge_its_mac(node, cid)), "a1")
     (staying,) = set(pair) - {leaving}
+    bridge, _ = bridge_and_veth(node, pair[staying])
     node.podman("stop", "--time", "0", leaving)
     assert_gone(node, pair[leaving], "lab")
+    assert bridge_and_veth(node, pair[staying])[0]["address"] == bridge["address"]
     node.exec(staying, f"{PING} {node.networks['lab'].gateway}")
 
 
