@@ -22,13 +22,18 @@
 #
 #   scripts/validate.sh --local --pod-netns NS --container-id ID [--node-netns NS]
 #       [--ifname net1] [--scope pod|network] [--network NAME] [--expect-vrf yes|no]
-#       [--log-file PATH] [--json]
+#       [--log-file PATH] [--installer PATH] [--json]
 #
 #   --node-netns  the namespace playing the node (default: this host's own)
-#   --scope       pod: devices named after the container ID (VRF krv+12, bridge krb+12 chars);
-#                 network: the network's shared VRF and bridge
+#   --scope       pod: the attachment's own VRF and bridge; network: the network's shared ones
 #   --expect-vrf  no on kernels without VRF support: the bridge then has no master
-#   --log-file    also check the plugins' invocation log for this container's ADDs
+#   --log-file    also check the plugins' invocation log for this attachment's ADDs
+#   --installer   the krafty-installer binary, which knows the device names (default: the one
+#                 on PATH, else the repository's target/debug or target/release)
+#
+# The device names and marks come from krafty itself (`krafty-installer attachment`; in
+# cluster mode run in the node's installer pod, which also names the pod's container ID from
+# its attachment records: `krafty-installer attachments`), never derived here.
 #
 # Each check prints one line, `PASS name: detail` or `FAIL name: detail`, and the report ends
 # with `validate: N passed, M failed` (--json prints the same as one JSON document instead).
@@ -59,6 +64,7 @@ scope=pod
 network=krafty
 expect_vrf=yes
 log_file=""
+installer=""
 
 while [[ $# -gt 0 ]]; do
     case $1 in
@@ -66,7 +72,7 @@ while [[ $# -gt 0 ]]; do
         --json) json=yes ;;
         --local) mode=local ;;
         --context | --namespace | --deployment | --ifname | --node-netns | --pod-netns | \
-            --container-id | --scope | --network | --expect-vrf | --log-file)
+            --container-id | --scope | --network | --expect-vrf | --log-file | --installer)
             [[ $# -ge 2 && -n $2 ]] || die_usage "$1 needs a value"
             case $1 in
                 --context) context=$2 ;;
@@ -80,6 +86,7 @@ while [[ $# -gt 0 ]]; do
                 --network) network=$2 ;;
                 --expect-vrf) expect_vrf=$2 ;;
                 --log-file) log_file=$2 ;;
+                --installer) installer=$2 ;;
             esac
             shift
             ;;
@@ -94,6 +101,14 @@ if [[ $mode == local ]]; then
     [[ -n $pod_netns ]] || die_usage "--local needs --pod-netns"
     [[ -n $container_id ]] || die_usage "--local needs --container-id"
     [[ $container_id =~ ^[A-Za-z0-9_.-]+$ ]] || die_usage "--container-id may hold letters, digits, '_', '.' and '-' only"
+    if [[ -z $installer ]]; then
+        repo=$(cd "$(dirname "$0")/.." && pwd)
+        target=${CARGO_TARGET_DIR:-$repo/target}
+        for candidate in "$(command -v krafty-installer)" "$target/debug/krafty-installer" "$target/release/krafty-installer"; do
+            [[ -n $candidate && -x $candidate ]] && installer=$candidate && break
+        done
+    fi
+    [[ -n $installer && -x $installer ]] || { echo "validate.sh: missing tools: krafty-installer (cargo build, or --installer PATH)" >&2; exit 2; }
     required_tools=(ip jq)
 else
     required_tools=(kubectl jq)
@@ -170,9 +185,6 @@ pod_run() {
 # JSON of one link (ip -j -d), or nothing when it does not exist.
 node_link() { node_ip -j -d link show dev "$1" 2>/dev/null | jq -c '.[0] // empty' 2>/dev/null; }
 pod_link() { pod_run ip -j -d link show dev "$1" 2>/dev/null | jq -c '.[0] // empty' 2>/dev/null; }
-node_link_by_index() {
-    node_ip -j -d link show 2>/dev/null | jq -c --argjson index "$1" '.[] | select(.ifindex == $index)' 2>/dev/null
-}
 # Global addresses of a device as a JSON list of "address/prefix".
 # Reads `ip -j addr show dev X`; no input (no such device) gives [].
 global_addresses() {
@@ -181,39 +193,33 @@ global_addresses() {
 field() { jq -r "$1 // empty" <<<"$2"; }
 is_up() { jq -e '.flags | index("UP")' <<<"$1" >/dev/null; }
 
-# --- device names (plugins/krafty-cni/src/naming.rs) -------------------------------------------
+# --- krafty's own account: device names, and (cluster) the node's attachments ----------------
 
-fnv1a32() {
-    local text=$1 hash=2166136261 i byte
-    for ((i = 0; i < ${#text}; i++)); do
-        printf -v byte '%d' "'${text:i:1}"
-        hash=$(((hash ^ byte) * 16777619 & 0xffffffff))
-    done
-    echo "$hash"
-}
+installer_pod=""  # cluster: namespace/name of the installer pod on the pod's node
 
-# The shared device of a network: prefix + the name's first 6 letters and digits + '-' + 5 hex
-# digits of its FNV-1a hash.
-shared_name() {
-    local readable
-    readable=$(tr -cd 'A-Za-z0-9' <<<"$2")
-    printf '%s%s-%05x' "$1" "${readable:0:6}" "$(($(fnv1a32 "$2") & 0xfffff))"
+# krafty_tool ARGS...: krafty-installer ARGS, here (--local) or in the node's installer pod.
+krafty_tool() {
+    if [[ $mode == local ]]; then
+        "$installer" "$@"
+    else
+        kube -n "${installer_pod%%/*}" exec "${installer_pod#*/}" -- krafty-installer "$@"
+    fi
 }
 
 expected_names() { # sets vrf_name, bridge_name, veth_name, vrf_mark, bridge_mark, veth_mark
-    veth_name=veth${container_id:0:11}
-    veth_mark="krafty:$network/$container_id"
-    if [[ $scope == pod ]]; then
-        vrf_name=krv${container_id:0:12}
-        bridge_name=krb${container_id:0:12}
-        vrf_mark=$veth_mark
-        bridge_mark=$veth_mark
-    else
-        vrf_name=$(shared_name krv "$network")
-        bridge_name=$(shared_name krb "$network")
-        vrf_mark="krafty:$network"
-        bridge_mark=$vrf_mark
+    local names
+    names=$(krafty_tool attachment --network "$network" --container-id "$container_id" \
+        --ifname "$ifname" --scope "$scope" 2>&1)
+    if ! jq -e .hostVeth <<<"$names" >/dev/null 2>&1; then
+        fail device-names "krafty-installer attachment: ${names:-no answer}"
+        return 1
     fi
+    veth_name=$(field .hostVeth "$names")
+    veth_mark=$(field .mark "$names")
+    vrf_name=$(field .vrf "$names")
+    vrf_mark=$(field .vrfMark "$names")
+    bridge_name=$(field .bridge "$names")
+    bridge_mark=$(field .bridgeMark "$names")
 }
 
 # A device's mark is the first word of its alias; flags may follow.
@@ -247,7 +253,7 @@ pod_side_checks() {
 }
 
 node_side_checks() {
-    expected_names
+    expected_names || return
     local veth bridge vrf master kind table
 
     # The host end of the pair, and that it is the peer of the pod's interface.
@@ -347,8 +353,8 @@ log_checks() { # log_checks LOG-TEXT PLUGIN...
     local text=$1 plugin outcome problems=()
     shift
     for plugin in "$@"; do
-        outcome=$(jq -r --arg id "$container_id" --arg plugin "$plugin" \
-            'select(.containerId == $id and .plugin == $plugin and .command == "ADD") | .outcome' \
+        outcome=$(jq -r --arg id "$container_id" --arg ifname "$ifname" --arg plugin "$plugin" \
+            'select(.containerId == $id and .ifname == $ifname and .plugin == $plugin and .command == "ADD") | .outcome' \
             <<<"$text" 2>/dev/null | tail -n 1)
         [[ $outcome == ok ]] || problems+=("$plugin: ${outcome:-no ADD}")
     done
@@ -500,28 +506,29 @@ if ! kube -n "$namespace" wait --for=condition=Ready "pod/$probe_pod" --timeout=
     finish
 fi
 
-# The host veth is the pod interface's peer; its mark carries the container ID, which names
-# everything else.
-peer_index=$(field .link_index "${pod_if:-}")
-veth=""
-[[ -n $peer_index ]] && veth=$(node_link_by_index "$peer_index")
-alias=$(field .ifalias "$veth")
-if [[ $alias =~ ^krafty:[^/\ ]+/([A-Za-z0-9_.-]+) ]]; then
-    container_id=${BASH_REMATCH[1]}
-    pass node-devices "$(field .ifname "$veth") on $node is $ifname's peer, container ${container_id:0:12}"
-    node_side_checks
-else
-    fail node-devices "no krafty-marked peer of $ifname on $node (alias ${alias:-<none>})"
-fi
-
-# The installer on that node, and what it reported.
+# The installer on that node: what it reported, and krafty's account of the node.
 installer=$(kube get pods -A -l app.kubernetes.io/name=krafty,app.kubernetes.io/component=installer \
     --field-selector "spec.nodeName=$node" -o json 2>/dev/null |
     jq -r '.items[0] | select(.) | "\(.metadata.namespace)/\(.metadata.name) \(any(.status.conditions[]?; .type == "Ready" and .status == "True"))"')
 if [[ -n $installer ]]; then
     check installer "$([[ $installer == *" true" ]]; echo $?)" "${installer% *} ready: ${installer##* }"
+    installer_pod=${installer% *}
 else
     fail installer "no installer pod on $node"
+fi
+
+# The pod's attachment as the node's records have it; its container ID names everything else.
+if [[ -n $installer_pod ]]; then
+    listed=$(krafty_tool attachments --json 2>/dev/null |
+        jq -c --arg pod "$namespace/$pod" --arg ifname "$ifname" \
+            '[.[] | select(.pod == $pod and .ifname == $ifname and .record != "")][0] // empty' 2>/dev/null)
+    container_id=$(field .containerId "$listed")
+    if [[ -n $container_id ]]; then
+        pass node-devices "$namespace/$pod's $ifname on $node: network $(field .network "$listed"), container ${container_id:0:12}"
+        node_side_checks
+    else
+        fail node-devices "the installer on $node has no record of $namespace/$pod's $ifname"
+    fi
 fi
 annotation=$(kube get node "$node" -o json 2>/dev/null | jq -r '.metadata.annotations["krafty.dev/plugins"] // empty')
 absent=()

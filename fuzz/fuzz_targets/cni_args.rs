@@ -96,15 +96,18 @@ fn check_names(s: &str) {
     }
     if naming::validate_container_id(s).is_ok() {
         assert!(s.len() <= naming::MAX_CONTAINER_ID_LEN && s.is_ascii(), "{s:?}");
-        for name in [
-            naming::vrf_name(s),
-            naming::bridge_name(s),
-            naming::host_veth_name(s),
-        ] {
-            naming::validate_ifname(&name)
-                .unwrap_or_else(|e| panic!("container ID {s:?} gives a bad device name: {e}"));
+        for ifname in ["net1", "net2", "fifteen-chars-x"] {
+            for name in [
+                naming::vrf_name(s, ifname),
+                naming::bridge_name(s, ifname),
+                naming::host_veth_name(s, ifname),
+            ] {
+                naming::validate_ifname(&name).unwrap_or_else(|e| {
+                    panic!("container ID {s:?} on {ifname} gives a bad device name: {e}")
+                });
+            }
         }
-        let table = naming::derived_table(&naming::vrf_name(s));
+        let table = naming::derived_table(&naming::vrf_name(s, "net1"));
         assert!(naming::DERIVED_TABLE_RANGE.contains(&table));
         assert!(!naming::RESERVED_TABLES.contains(&table));
         assert_eq!(naming::first_free_table(table, |_| false), Some(table));
@@ -121,22 +124,26 @@ fn check_names(s: &str) {
     }
 }
 
-/// Marks name exactly their network and container: line 0 a network, line 1 a container ID,
-/// the other lines other networks.
+/// Marks name exactly their network, container and interface, and fit the kernel's alias:
+/// line 0 a network, line 1 a container ID, line 2 an interface name, the other lines other
+/// networks.
 fn check_marks(lines: &[&str]) {
-    let [network, container_id, others @ ..] = lines else {
+    let [network, container_id, ifname, others @ ..] = lines else {
         return;
     };
     if naming::validate_network_name(network).is_err()
         || naming::validate_container_id(container_id).is_err()
+        || naming::validate_ifname(ifname).is_err()
     {
         return;
     }
-    let mark = naming::attachment_mark(network, container_id);
+    let mark = naming::attachment_mark(network, container_id, ifname);
     assert!(naming::is_krafty_mark(Some(&mark)));
-    assert_eq!(naming::attachment_of(&mark, network), Some(*container_id));
+    let identity = Some((*container_id, *ifname));
+    assert_eq!(naming::attachment_of(&mark, network), identity);
     let flagged = format!("{mark} {}", naming::HAIRPIN_FLAG);
-    assert_eq!(naming::attachment_of(&flagged, network), Some(*container_id));
+    assert!(flagged.len() <= 255, "{flagged:?} is longer than the kernel keeps");
+    assert_eq!(naming::attachment_of(&flagged, network), identity);
     for other in others {
         if other != network && naming::validate_network_name(other).is_ok() {
             assert_eq!(

@@ -56,7 +56,12 @@ pub struct Args {
     pub plugins: Vec<String>,
 
     /// Directory where the plugins keep one JSON record per attachment.
-    #[arg(long, env = "KRAFTY_STATE_DIR", default_value = "/var/lib/krafty")]
+    #[arg(
+        long,
+        env = "KRAFTY_STATE_DIR",
+        default_value = "/var/lib/krafty",
+        global = true
+    )]
     pub state_dir: PathBuf,
 
     /// Directory where the plugins keep their locks; the cleanup of an orphan takes its
@@ -85,8 +90,45 @@ pub struct Args {
     pub reconcile_interval_secs: u64,
 
     /// Log level: error, warn, info, debug or trace. Logs go to stderr.
-    #[arg(long, env = "KRAFTY_LOG_LEVEL", default_value_t = LevelFilter::INFO)]
+    #[arg(long, env = "KRAFTY_LOG_LEVEL", default_value_t = LevelFilter::INFO, global = true)]
     pub log_level: LevelFilter,
+
+    /// A one-off inspection of the node instead of the agent.
+    #[command(subcommand)]
+    pub tool: Option<Tool>,
+}
+
+/// The node-side tools (see `inspect`).
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Tool {
+    /// Prints, as JSON, the names and marks of one attachment's devices: what the plugins
+    /// name them, without looking at the node.
+    Attachment {
+        #[arg(long)]
+        network: String,
+        #[arg(long)]
+        container_id: String,
+        #[arg(long, default_value = "net1")]
+        ifname: String,
+        /// `pod`: the attachment's own VRF and bridge; `network`: its network's shared ones.
+        #[arg(long, value_enum, default_value_t = Scope::Pod)]
+        scope: Scope,
+    },
+    /// Lists every attachment on this node (records below --state-dir, devices in this
+    /// network namespace): network, pod, container, interface, addresses, record, and each
+    /// device, present and marked or not.
+    Attachments {
+        /// One JSON document instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Whether an attachment's VRF and bridge are its own or its network's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scope {
+    Pod,
+    Network,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -8,12 +8,14 @@
 //! - [`endpoints`] and [`metrics`]: `/healthz`, `/readyz`, `/metrics`.
 //! - [`cluster`]: the node annotation, Events and the pod watch (only with `--node-name`).
 //! - [`attachments`]: attachment records and the orphan reconciler.
+//! - [`inspect`]: the node-side tools (`attachment`, `attachments`).
 
 pub mod agent;
 pub mod attachments;
 pub mod cli;
 pub mod cluster;
 pub mod endpoints;
+pub mod inspect;
 pub mod install;
 pub mod metrics;
 pub mod probe;

@@ -1,7 +1,10 @@
 //! `krafty-installer`: see the library crate and `--help`.
 
+use std::io::Write;
+
 use clap::Parser;
-use krafty_installer::Args;
+use krafty_installer::cli::Tool;
+use krafty_installer::{inspect, Args};
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -10,9 +13,47 @@ fn main() -> anyhow::Result<()> {
         .with_max_level(args.log_level)
         .with_target(false)
         .init();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(krafty_installer::run(args))?;
+    match &args.tool {
+        Some(tool) => run_tool(tool, &args),
+        None => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(krafty_installer::run(args))?;
+            Ok(())
+        }
+    }
+}
+
+fn run_tool(tool: &Tool, args: &Args) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    match tool {
+        Tool::Attachment {
+            network,
+            container_id,
+            ifname,
+            scope,
+        } => {
+            let attachment = krafty_cni::Attachment::new(network, container_id, ifname)?;
+            serde_json::to_writer_pretty(&mut stdout, &inspect::names(&attachment, *scope))?;
+            writeln!(stdout)?;
+        }
+        Tool::Attachments { json } => {
+            // The netlink connection needs a runtime of its own; nothing else runs here.
+            let listed = tokio::runtime::Builder::new_current_thread()
+                .enable_io()
+                .build()?
+                .block_on(async {
+                    let netlink = krafty_cni::netlink::Netlink::connect()?;
+                    inspect::list(&netlink, &args.state_dir).await
+                })?;
+            if *json {
+                serde_json::to_writer_pretty(&mut stdout, &listed)?;
+                writeln!(stdout)?;
+            } else {
+                inspect::write_table(&mut stdout, &listed)?;
+            }
+        }
+    }
     Ok(())
 }

@@ -464,7 +464,7 @@ async fn the_pod_watch_covers_this_node_and_drives_orphan_cleanup() {
     let mut noticed = BTreeSet::new();
     while let Ok(notice) = notices.try_recv() {
         match notice {
-            Notice::AttachmentCleanedUp(record) => noticed.insert(record.container_id),
+            Notice::AttachmentCleanedUp(stored) => noticed.insert(stored.record.container_id),
             other => panic!("unexpected notice {other:?}"),
         };
     }

@@ -6,10 +6,16 @@
 use std::fs::File;
 use std::sync::Arc;
 
-use krafty_installer::attachments::{NodeCleaner, PodsOnNode, Reconciler};
+use krafty_cni::state::Records;
+use krafty_installer::attachments::{
+    AttachmentCleaner, NodeCleaner, PodsOnNode, Reconciler, StoredRecord,
+};
 use krafty_installer::cluster::events::{Notice, Notifier};
 use krafty_installer::metrics::Metrics;
-use krafty_tests::{bridge_veth_conflist, container_id, Node, NETWORK};
+use krafty_tests::several::Attached;
+use krafty_tests::{
+    bridge_veth_conflist, container_id, pod_network, shared_network, Node, NETWORK,
+};
 use nix::sched::{setns, CloneFlags};
 
 /// Runs one scan inside `node`'s network namespace, on a thread of its own: setns never
@@ -38,7 +44,7 @@ fn reconcile_in(node: &Node, pods: PodsOnNode) -> (Vec<String>, Vec<String>, usi
             while let Some(notice) = notices.recv().await {
                 sent.push(notice);
             }
-            let ids = |records: &[krafty_installer::attachments::StoredRecord]| {
+            let ids = |records: &[StoredRecord]| {
                 records
                     .iter()
                     .map(|stored| stored.record.container_id.clone())
@@ -94,7 +100,7 @@ fn an_orphan_is_cleaned_up_and_live_attachments_are_untouched() {
     assert_eq!(failed, Vec::<String>::new());
     assert_eq!(kept, 2);
     assert!(
-        matches!(&notices[..], [Notice::AttachmentCleanedUp(record)] if record.container_id == orphan),
+        matches!(&notices[..], [Notice::AttachmentCleanedUp(stored)] if stored.attachment.container_id() == orphan),
         "one Event about the orphan: {notices:?}"
     );
 
@@ -136,5 +142,70 @@ fn an_orphan_is_cleaned_up_and_live_attachments_are_untouched() {
     for id in [&orphan, &mid_teardown] {
         node.cni("del", &conflist, id, "").ok();
     }
+    node.assert_clean();
+}
+
+/// Runs the real cleaner on one stored record inside `node`'s network namespace.
+fn clean_up_in(node: &Node, stored: StoredRecord) {
+    let cleaner = NodeCleaner {
+        state_dir: node.state_dir(),
+        run_dir: node.run_dir(),
+        ipam_path: Vec::new(),
+    };
+    let netns = File::open(format!("/run/netns/{}", node.name)).expect("the node namespace");
+    std::thread::spawn(move || {
+        setns(&netns, CloneFlags::CLONE_NEWNET).expect("entering the node namespace");
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(cleaner.clean_up(&stored))
+            .expect("the cleanup succeeds");
+    })
+    .join()
+    .expect("the cleanup thread");
+}
+
+#[test]
+fn the_cleanup_of_one_attachment_leaves_the_pods_other_one_working() {
+    let node = Node::new();
+    let pod = node.pod("p");
+    let id = container_id();
+    let blue = pod_network("blue", "172.16.41.0/24", "172.16.41.1", false);
+    let green = pod_network("green", "172.16.42.0/24", "172.16.42.1", false);
+    let net1 = Attached::add(&node, &blue, &pod, &id, "net1");
+    let net2 = Attached::add(&node, &green, &pod, &id, "net2");
+    let shared = shared_network("shared", &[("172.16.43.0/24", "172.16.43.1")], false);
+    let net3 = Attached::add(&node, &shared, &pod, &id, "net3");
+    let net4 = Attached::add(&node, &shared, &pod, &id, "net4");
+    let (net1_before, net3_before) = (net1.snapshot(&node, &pod), net3.snapshot(&node, &pod));
+
+    // Each record is an attachment of its own: cleaning up net2 and net4 leaves net1 and net3,
+    // of the same pod (and, for net3, of the same network), whole and working.
+    let (records, errors) = Records::new(&node.state_dir()).list_all();
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(records.len(), 4);
+    for gone in [&net2, &net4] {
+        let stored = records
+            .iter()
+            .find(|r| r.attachment == gone.attachment())
+            .expect("a record per attachment")
+            .clone();
+        clean_up_in(&node, stored);
+    }
+    for gone in [&net2, &net4] {
+        assert!(gone.own_devices(&node).is_empty(), "{}", gone.attachment());
+        assert!(gone.leases(&node).is_empty());
+        assert!(!gone.has_record(&node));
+    }
+    assert_eq!(net1.snapshot(&node, &pod), net1_before);
+    assert_eq!(net3.snapshot(&node, &pod), net3_before);
+
+    // Orphaned when its pod is gone: the scan takes the other two, one by one.
+    pod.destroy();
+    let (cleaned, failed, kept, _) = reconcile_in(&node, PodsOnNode::default());
+    assert_eq!(cleaned.len(), 2, "{cleaned:?}");
+    assert_eq!((failed.len(), kept), (0, 0));
+    node.gc(&shared, &[]).ok();
     node.assert_clean();
 }

@@ -9,9 +9,15 @@ deletes: no packet leaves them.
 
 from __future__ import annotations
 
+import functools
+import json
+import os
 import secrets
 import subprocess
 from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
 
 GATEWAY_V4, POD_V4 = "192.0.2.1/24", "192.0.2.10/24"
 GATEWAY_V6, POD_V6 = "2001:db8:10::1/64", "2001:db8:10::10/64"
@@ -21,17 +27,35 @@ def ip(*args: str) -> None:
     subprocess.run(["ip", *args], check=True, capture_output=True, text=True)
 
 
-def fnv1a32(text: str) -> int:
-    value = 0x811C9DC5
-    for byte in text.encode():
-        value = ((value ^ byte) * 0x01000193) & 0xFFFFFFFF
-    return value
+@functools.cache
+def installer_binary() -> Path:
+    """krafty-installer, built if need be: it knows the device names (`attachment`) and lists
+    a node's attachments (`attachments`); nothing here derives names itself."""
+    subprocess.run(["cargo", "build", "--quiet", "-p", "krafty-installer"], cwd=REPO, check=True)
+    target = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target"))
+    return target / "debug" / "krafty-installer"
 
 
-def shared_name(prefix: str, network: str) -> str:
-    """plugins/krafty-cni/src/naming.rs: the name of a network's shared VRF or bridge."""
-    readable = "".join(c for c in network if c.isascii() and c.isalnum())[:6]
-    return f"{prefix}{readable}-{fnv1a32(network) & 0xFFFFF:05x}"
+def krafty_names(network: str, container_id: str, ifname: str, scope: str) -> dict:
+    """What krafty names the devices of an attachment, and their marks."""
+    result = subprocess.run(
+        [
+            str(installer_binary()),
+            "attachment",
+            "--network",
+            network,
+            "--container-id",
+            container_id,
+            "--ifname",
+            ifname,
+            "--scope",
+            scope,
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return json.loads(result.stdout)
 
 
 @dataclass
@@ -50,25 +74,50 @@ class Attachment:
     def pod_netns(self) -> str:
         return f"krafty-test-pod-{self.tag}"
 
+    ifname: str = "net1"
+
+    @functools.cached_property
+    def names(self) -> dict:
+        return krafty_names(self.network, self.container_id, self.ifname, self.scope)
+
     @property
     def veth(self) -> str:
-        return "veth" + self.container_id[:11]
+        return self.names["hostVeth"]
 
     @property
     def bridge(self) -> str:
-        return "krb" + self.container_id[:12] if self.scope == "pod" else shared_name("krb", self.network)
+        return self.names["bridge"]
 
     @property
     def vrf(self) -> str:
-        return "krv" + self.container_id[:12] if self.scope == "pod" else shared_name("krv", self.network)
+        return self.names["vrf"]
 
     @property
     def attachment_mark(self) -> str:
-        return f"krafty:{self.network}/{self.container_id}"
+        return self.names["mark"]
 
     @property
     def bridge_mark(self) -> str:
-        return self.attachment_mark if self.scope == "pod" else f"krafty:{self.network}"
+        return self.names["bridgeMark"]
+
+    def write_record(self, state_dir: Path, pod_namespace: str, pod_name: str) -> None:
+        """The record krafty-veth would have written for this attachment."""
+        record = {
+            "network": self.network,
+            "containerId": self.container_id,
+            "ifname": self.ifname,
+            "netns": f"/run/netns/{self.pod_netns}",
+            "podNamespace": pod_namespace,
+            "podName": pod_name,
+            "devices": [
+                {"name": self.veth, "kind": "veth", "shared": False},
+                {"name": self.bridge, "kind": "bridge", "shared": self.scope == "network"},
+            ],
+            "addresses": [POD_V4, POD_V6],
+        }
+        path = state_dir / "attachments" / self.network / f"{self.container_id}.{self.ifname}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(record))
 
     def build(self) -> None:
         node, pod = self.node_netns, self.pod_netns
@@ -82,13 +131,13 @@ class Attachment:
             ip("-n", node, "link", "add", self.vrf, "type", "vrf", "table", str(self.vrf_table))
             ip("-n", node, "link", "set", self.vrf, "alias", self.bridge_mark, "up")
             ip("-n", node, "link", "set", self.bridge, "master", self.vrf)
-        ip("-n", node, "link", "add", self.veth, "type", "veth", "peer", "name", "net1", "netns", pod)
+        ip("-n", node, "link", "add", self.veth, "type", "veth", "peer", "name", self.ifname, "netns", pod)
         ip("-n", node, "link", "set", self.veth, "master", self.bridge, "alias", self.attachment_mark)
         ip("-n", node, "addr", "add", GATEWAY_V4, "dev", self.bridge)
         ip("-n", node, "addr", "add", GATEWAY_V6, "dev", self.bridge, "nodad")
-        ip("-n", pod, "addr", "add", POD_V4, "dev", "net1")
-        ip("-n", pod, "addr", "add", POD_V6, "dev", "net1", "nodad")
-        for netns, device in ((node, self.bridge), (node, self.veth), (pod, "net1")):
+        ip("-n", pod, "addr", "add", POD_V4, "dev", self.ifname)
+        ip("-n", pod, "addr", "add", POD_V6, "dev", self.ifname, "nodad")
+        for netns, device in ((node, self.bridge), (node, self.veth), (pod, self.ifname)):
             ip("-n", netns, "link", "set", device, "up")
 
     def remove(self) -> None:

@@ -3,7 +3,9 @@
 
 It answers the calls validate.sh makes from a JSON file (FAKE_KUBECTL_STATE): the objects a
 cluster would return, and which network namespace plays which pod. `exec` runs the command for
-real in that pod's namespace, so every node- and pod-side check looks at real devices. Calls
+real in that pod's namespace (krafty-installer in the installer pod: the real binary, on the
+node's namespace and a state directory of the test's), so every node- and pod-side check looks
+at real devices. Calls
 that change something (apply, delete) are appended to the state file's "log" for the test to
 inspect. Anything else exits 1 with "fake kubectl: unsupported", which the test sees as a
 failure.
@@ -88,6 +90,11 @@ def main(argv: list[str]) -> int:
             command = rest[1:]
             if pod == state["pod"]["metadata"]["name"]:
                 netns = state["pod_netns"]
+            elif any(p["metadata"]["name"] == pod for p in state["installer_pods"]):
+                # The installer's image holds krafty-installer; it reads the node's records.
+                netns = state["node_netns"]
+                assert command[0] == "krafty-installer", command
+                command = [state["installer_binary"], "--state-dir", state["state_dir"], *command[1:]]
             elif pod.startswith("krafty-validate-"):
                 netns = state["node_netns"]
                 # The probe pod mounts the node's /var/log/krafty.

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 import chartlib
-from attachment import Attachment
+from attachment import Attachment, installer_binary
 
 VALIDATE = chartlib.REPO / "scripts" / "validate.sh"
 FAKE_KUBECTL = Path(__file__).resolve().parent / "fake_kubectl.py"
@@ -71,6 +71,7 @@ def cluster(server_binary, tmp_path):
                         "plugin": p,
                         "command": "ADD",
                         "containerId": attachment.container_id,
+                        "ifname": attachment.ifname,
                         "outcome": "ok",
                         "podName": POD,
                     }
@@ -79,7 +80,9 @@ def cluster(server_binary, tmp_path):
                 for p in ("krafty-bridge", "krafty-veth")
             )
         )
-        state = cluster_state(attachment, log_file)
+        state_dir = tmp_path / "state"
+        attachment.write_record(state_dir, "default", POD)
+        state = cluster_state(attachment, log_file, state_dir)
         yield attachment, state, tmp_path
     finally:
         if server:
@@ -88,7 +91,7 @@ def cluster(server_binary, tmp_path):
         attachment.remove()
 
 
-def cluster_state(attachment: Attachment, log_file: Path) -> dict[str, Any]:
+def cluster_state(attachment: Attachment, log_file: Path, state_dir: Path) -> dict[str, Any]:
     deployment = yaml.safe_load_all(
         (chartlib.REPO / "deploy" / "nettools.yaml").read_text().replace("${NETTOOLS_IMAGE}", IMAGE)
     )
@@ -149,6 +152,8 @@ def cluster_state(attachment: Attachment, log_file: Path) -> dict[str, Any]:
         "pod_netns": attachment.pod_netns,
         "node_netns": attachment.node_netns,
         "log_file": str(log_file),
+        "installer_binary": str(installer_binary()),
+        "state_dir": str(state_dir),
         "log": [],
     }
 
@@ -252,9 +257,14 @@ def nad_expects_a_vrf(state):
     state["nads"]["default/krafty"]["spec"]["config"] = json.dumps(config)
 
 
+def no_record_on_the_node(state):
+    state["state_dir"] += "-absent"
+
+
 @pytest.mark.parametrize(
     "change,failing",
     [
+        (no_record_on_the_node, {"node-devices"}),
         (deployment_not_ready, {"deployment-ready"}),
         (annotation_without_veth, {"node-annotation"}),
         (multus_reports_another_address, {"network-status-ips"}),

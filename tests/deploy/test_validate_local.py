@@ -12,7 +12,7 @@ import subprocess
 import pytest
 
 import chartlib
-from attachment import Attachment, fnv1a32, shared_name
+from attachment import Attachment
 
 VALIDATE = chartlib.REPO / "scripts" / "validate.sh"
 
@@ -41,6 +41,8 @@ def validate(attachment: Attachment, *extra: str) -> subprocess.CompletedProcess
         attachment.pod_netns,
         "--container-id",
         attachment.container_id,
+        "--ifname",
+        attachment.ifname,
         "--scope",
         attachment.scope,
         "--network",
@@ -167,7 +169,7 @@ def test_expecting_a_vrf_where_there_is_none_fails(attachment):
     result = validate(attachment, "--expect-vrf", "yes")
     assert result.returncode == 1
     assert {"bridge-master", "vrf"} <= failed(result)
-    assert report(result)["vrf"] == ("FAIL", f"no krv{attachment.container_id[:12]} on the node")
+    assert report(result)["vrf"] == ("FAIL", f"no {attachment.vrf} on the node")
 
 
 def test_another_container_id_finds_nothing(attachment):
@@ -183,13 +185,15 @@ def test_missing_pod_namespace_fails(attachment):
     assert report(result) == {"pod-netns": ("FAIL", f"no network namespace {elsewhere.pod_netns}")}
 
 
-def test_shared_names_follow_the_plugins_naming():
-    # FNV-1a 32-bit reference vectors.
-    assert fnv1a32("") == 0x811C9DC5
-    assert fnv1a32("a") == 0xE40C292C
-    assert fnv1a32("foobar") == 0xBF9CF968
-    name = shared_name("krb", "krafty-lab.v2")
-    assert name.startswith("krbkrafty-") and len(name) <= 15
+@pytest.mark.parametrize("attachment", [{"ifname": "net2"}], indirect=True)
+def test_a_pods_second_interface_has_names_of_its_own(attachment):
+    result = validate(attachment)
+    assert result.returncode == 0, result.stdout
+    assert not attachment.veth.endswith(attachment.container_id[:7]), "not net1's names"
+    assert report(result)["host-veth"][1].startswith(f"{attachment.veth}: kind veth")
+    # The net1 attachment of the same container is another one: none of its devices exist.
+    result = validate(dataclasses.replace(attachment, ifname="net1"))
+    assert result.returncode == 1
 
 
 @pytest.mark.parametrize("attachment", [{"scope": "network", "network": "lab-net.2"}], indirect=True)
@@ -209,7 +213,13 @@ def test_network_scope_refuses_per_pod_names(attachment):
 
 def log_line(attachment: Attachment, plugin: str, outcome: str, command: str = "ADD") -> str:
     return json.dumps(
-        {"plugin": plugin, "command": command, "containerId": attachment.container_id, "outcome": outcome}
+        {
+            "plugin": plugin,
+            "command": command,
+            "containerId": attachment.container_id,
+            "ifname": attachment.ifname,
+            "outcome": outcome,
+        }
     )
 
 

@@ -1,15 +1,15 @@
-//! The real [`AttachmentCleaner`]: undoes an orphaned attachment the way the plugins' own GC
-//! does, with `krafty_cni::cleanup::undo_attachment`, under the same per-network lock, so a
-//! late DEL or a GC of the runtime never interleaves with it.
+//! The real [`AttachmentCleaner`]: undoes an orphaned attachment from its record the way the
+//! plugins' own GC does (`Attachment::tear_down_recorded`), under the same per-network lock,
+//! so a late DEL or a GC of the runtime never interleaves with it. Only the attachment's own
+//! devices, leases and record go: another attachment of the same pod (`net2` beside `net1`) is
+//! another record, judged and cleaned up on its own.
 //!
 //! It works in the network namespace of the thread that runs it: the DaemonSet runs the agent
 //! on the host network, where the plugins put the host ends of their veths.
 
 use std::path::PathBuf;
 
-use krafty_cni::cleanup::undo_attachment;
 use krafty_cni::lock::NodeLock;
-use krafty_cni::naming;
 use krafty_cni::netlink::Netlink;
 use krafty_cni::state::Records;
 
@@ -29,12 +29,12 @@ pub struct NodeCleaner {
 }
 
 impl AttachmentCleaner for NodeCleaner {
-    async fn clean_up(&self, attachment: &StoredRecord) -> Result<(), CleanupError> {
+    async fn clean_up(&self, stored: &StoredRecord) -> Result<(), CleanupError> {
         let cleaner = self.clone();
-        let attachment = attachment.clone();
+        let stored = stored.clone();
         // Flock waits and the IPAM plugin's process are blocking; so is the netlink work's
         // own runtime, which must not nest inside the agent's.
-        tokio::task::spawn_blocking(move || cleaner.clean_up_blocking(&attachment))
+        tokio::task::spawn_blocking(move || cleaner.clean_up_blocking(&stored))
             .await
             .map_err(|error| CleanupError::Failed(Box::new(error)))?
             .map_err(|error| CleanupError::Failed(Box::new(error)))
@@ -42,33 +42,23 @@ impl AttachmentCleaner for NodeCleaner {
 }
 
 impl NodeCleaner {
-    fn clean_up_blocking(&self, attachment: &StoredRecord) -> Result<(), krafty_cni::Error> {
-        let summary = &attachment.record;
-        // The record file could have been written by anyone who can write the state
-        // directory: its names become lock and record paths only once they pass the plugins'
-        // own rules.
-        naming::validate_network_name(&summary.network)
-            .and_then(|()| naming::validate_container_id(&summary.container_id))
-            .and_then(|()| naming::validate_ifname(&summary.ifname))
-            .map_err(krafty_cni::Error::InvalidConfig)?;
-        let _lock = NodeLock::network(&self.run_dir, &summary.network)?;
+    fn clean_up_blocking(&self, stored: &StoredRecord) -> Result<(), krafty_cni::Error> {
+        let attachment = &stored.attachment;
+        let _lock = NodeLock::network(&self.run_dir, attachment.network())?;
         let records = Records::new(&self.state_dir);
-        let Some(mut record) =
-            records.read(&summary.network, &summary.container_id, &summary.ifname)?
-        else {
+        let Some(record) = records.read(attachment)? else {
             // A DEL or GC got there first, while we waited for the lock.
             return Ok(());
         };
-        if let Some(ipam) = record.ipam.as_mut().filter(|_| !self.ipam_path.is_empty()) {
-            ipam.cni_path.clone_from(&self.ipam_path);
-        }
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_io()
             .build()
             .map_err(|e| krafty_cni::Error::io("starting the cleanup runtime", e))?;
         runtime.block_on(async {
             let netlink = Netlink::connect()?;
-            undo_attachment(&netlink, &records, &record).await
+            attachment
+                .tear_down_recorded(&netlink, &records, &record, &self.ipam_path)
+                .await
         })
     }
 }

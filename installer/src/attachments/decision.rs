@@ -61,7 +61,7 @@ pub fn decide(
 ) -> Verdict {
     if pods.holds_pod_of(record) {
         Verdict::PodExists
-    } else if netns_present(&record.netns) {
+    } else if netns_present(Path::new(&record.netns)) {
         Verdict::NetnsPresent
     } else {
         Verdict::Orphaned
@@ -79,15 +79,12 @@ mod tests {
     use super::*;
 
     fn record(namespace: &str, name: &str, uid: &str) -> AttachmentRecord {
-        AttachmentRecord {
-            network: "net-a".into(),
-            container_id: "c".into(),
-            ifname: "net1".into(),
-            netns: "/run/netns/cni-1".into(),
-            pod_namespace: namespace.into(),
-            pod_name: name.into(),
-            pod_uid: uid.into(),
-        }
+        serde_json::from_value(serde_json::json!({
+            "network": "net-a", "containerId": "c", "ifname": "net1",
+            "netns": "/run/netns/cni-1",
+            "podNamespace": namespace, "podName": name, "podUid": uid,
+        }))
+        .unwrap()
     }
 
     fn pods() -> PodsOnNode {

@@ -43,7 +43,7 @@ impl AttachmentCleaner for ReportOnlyCleaner {
 }
 
 /// What one scan found.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct ReconcileSummary {
     pub kept: usize,
     pub cleaned: Vec<StoredRecord>,
@@ -89,27 +89,23 @@ impl<C: AttachmentCleaner> Reconciler<C> {
         let mut summary = ReconcileSummary::default();
         for (verdict, stored) in judged {
             if verdict != Verdict::Orphaned {
-                tracing::debug!("keeping {} ({verdict:?})", stored.record.describe());
+                tracing::debug!("keeping {} ({verdict:?})", stored.attachment);
                 summary.kept += 1;
                 continue;
             }
-            let record = &stored.record;
+            let (attachment, record) = (&stored.attachment, &stored.record);
             let pod = format!("{}/{}", record.pod_namespace, record.pod_name);
             match self.cleaner.clean_up(&stored).await {
                 Ok(()) => {
-                    tracing::info!(
-                        "cleaned up orphaned attachment {} of pod {pod}",
-                        record.describe()
-                    );
+                    tracing::info!("cleaned up orphaned attachment {attachment} of pod {pod}");
                     self.metrics.count_reconciled_attachment();
                     self.notifier
-                        .send(Notice::AttachmentCleanedUp(record.clone()));
+                        .send(Notice::AttachmentCleanedUp(Box::new(stored.clone())));
                     summary.cleaned.push(stored);
                 }
                 Err(error) => {
                     tracing::warn!(
-                        "orphaned attachment {} of pod {pod} ({}) is not cleaned up: {error}",
-                        record.describe(),
+                        "orphaned attachment {attachment} of pod {pod} ({}) is not cleaned up: {error}",
                         stored.path.display()
                     );
                     self.metrics.count_error(ErrorKind::Cleanup);

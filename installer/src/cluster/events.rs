@@ -10,7 +10,7 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::attachments::AttachmentRecord;
+use crate::attachments::StoredRecord;
 use crate::install::InstalledPlugin;
 use crate::metrics::{ErrorKind, Metrics};
 
@@ -24,12 +24,12 @@ const MAX_INSTANCE_BYTES: usize = 128;
 /// The Events' reporting controller.
 pub const REPORTING_CONTROLLER: &str = "krafty.dev/installer";
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Notice {
     PluginInstalled(InstalledPlugin),
     PluginRestored(InstalledPlugin),
     InstallFailed(String),
-    AttachmentCleanedUp(AttachmentRecord),
+    AttachmentCleanedUp(Box<StoredRecord>),
 }
 
 impl Notice {
@@ -59,16 +59,16 @@ impl Notice {
                 "Install",
                 message.clone(),
             ),
-            Notice::AttachmentCleanedUp(record) => (
+            Notice::AttachmentCleanedUp(stored) => (
                 EventType::Normal,
                 "OrphanedAttachmentCleanedUp",
                 "CleanUp",
                 format!(
                     "cleaned up attachment {} of deleted pod {}/{} (netns {})",
-                    record.describe(),
-                    record.pod_namespace,
-                    record.pod_name,
-                    record.netns.display()
+                    stored.attachment,
+                    stored.record.pod_namespace,
+                    stored.record.pod_name,
+                    stored.record.netns
                 ),
             ),
         };

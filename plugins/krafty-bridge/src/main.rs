@@ -9,7 +9,7 @@
 
 use krafty_cni::chain::{self, NodeDeviceKind, Placement};
 use krafty_cni::config::{BridgeConfig, ValidBridgeConfig};
-use krafty_cni::netlink::{BridgeSpec, InfoKind, Link, Netlink};
+use krafty_cni::netlink::{self, BridgeSpec, InfoKind, Link, Netlink};
 use krafty_cni::result::Interface;
 use krafty_cni::{naming, CniResult, Error, Plugin, Request};
 
@@ -21,8 +21,10 @@ impl Plugin for Bridge {
 
     async fn add(&self, request: &Request<BridgeConfig>) -> Result<CniResult, Error> {
         let config = request.config.validate()?;
-        let place = Placement::of(NodeDeviceKind::Bridge, config.scope, request);
+        let attachment = request.attachment()?;
+        let place = Placement::of(NodeDeviceKind::Bridge, config.scope, attachment);
         let netlink = Netlink::connect()?;
+        chain::refuse_taken_interface(&netlink, attachment).await?;
         let vrf = find_vrf(&netlink, request).await?;
 
         let _lock = place.lock(request)?;
@@ -31,6 +33,10 @@ impl Plugin for Bridge {
             None => create(&netlink, &place, &config, vrf.as_ref()).await?,
         };
         // A bridge left by an interrupted ADD, or a shared one, is brought to the wanted state.
+        let mac = naming::bridge_mac(&place.mark);
+        if bridge.mac != netlink::format_mac(&mac) {
+            netlink.set_mac(&bridge, mac).await?;
+        }
         if let Some(vrf) = &vrf {
             if bridge.controller != Some(vrf.index) {
                 netlink.set_controller(&bridge, vrf.index).await?;
@@ -49,7 +55,7 @@ impl Plugin for Bridge {
         let mut result = request.result_to_extend();
         result.push_interface(Interface {
             name: place.name,
-            mac: bridge.mac,
+            mac: netlink::format_mac(&mac),
             ..Interface::default()
         });
         Ok(result)
@@ -57,13 +63,13 @@ impl Plugin for Bridge {
 
     async fn del(&self, request: &Request<BridgeConfig>) -> Result<(), Error> {
         let config = request.config.validate()?;
-        let place = Placement::of(NodeDeviceKind::Bridge, config.scope, request);
+        let place = Placement::of(NodeDeviceKind::Bridge, config.scope, request.attachment()?);
         place.remove_with_attachment(&Netlink::connect()?).await
     }
 
     async fn check(&self, request: &Request<BridgeConfig>) -> Result<(), Error> {
         let config = request.config.validate()?;
-        let place = Placement::of(NodeDeviceKind::Bridge, config.scope, request);
+        let place = Placement::of(NodeDeviceKind::Bridge, config.scope, request.attachment()?);
         let name = &place.name;
         let prev_result = request
             .prev_result
@@ -123,6 +129,7 @@ async fn create(
     let spec = BridgeSpec {
         name: &place.name,
         alias: &alias,
+        mac: naming::bridge_mac(&place.mark),
         mtu: config.mtu,
         promiscuous: config.promisc,
         controller: vrf.map(|v| v.index),

@@ -1,6 +1,7 @@
 //! What the plugins of one chain share about node devices: finding what earlier plugins
 //! built, placing devices by scope, creating or reusing them, and collecting garbage.
 
+use crate::attachment::Attachment;
 use crate::config::Scope;
 use crate::error::Error;
 use crate::lock::NodeLock;
@@ -42,6 +43,19 @@ pub async fn find_node_device(
     Ok(Some(link))
 }
 
+/// Refuses an ADD onto an interface the container already has on another network (or, by a
+/// name collision, another container has): the chain's first plugin finds that attachment's
+/// host veth, before anything of this one exists.
+pub async fn refuse_taken_interface(
+    netlink: &Netlink,
+    attachment: &Attachment,
+) -> Result<(), Error> {
+    match netlink.link(&attachment.host_veth_name()).await? {
+        Some(link) => link.ensure_marked(&attachment.mark()),
+        None => Ok(()),
+    }
+}
+
 /// A VRF or bridge of the chain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NodeDeviceKind {
@@ -68,18 +82,18 @@ pub struct Placement {
 }
 
 impl Placement {
-    pub fn of<C>(kind: NodeDeviceKind, scope: Scope, request: &Request<C>) -> Placement {
-        let network = &request.network;
-        let id = &request.env.container_id;
+    /// Where `kind` goes for `attachment` of a chain whose devices have `scope`.
+    pub fn of(kind: NodeDeviceKind, scope: Scope, attachment: &Attachment) -> Placement {
+        let network = attachment.network();
         match (scope, kind) {
             (Scope::Pod, NodeDeviceKind::Vrf) => Placement {
-                name: naming::vrf_name(id),
-                mark: request.attachment_mark(),
+                name: attachment.vrf_name(),
+                mark: attachment.mark(),
                 shared: false,
             },
             (Scope::Pod, NodeDeviceKind::Bridge) => Placement {
-                name: naming::bridge_name(id),
-                mark: request.attachment_mark(),
+                name: attachment.bridge_name(),
+                mark: attachment.mark(),
                 shared: false,
             },
             (Scope::Network, NodeDeviceKind::Vrf) => Placement {
@@ -167,8 +181,8 @@ pub async fn collect_node_devices<C>(
         let Some(alias) = link.alias.as_deref() else {
             continue;
         };
-        let orphaned = match naming::attachment_of(alias, &request.network) {
-            Some(container_id) => !request.is_valid_attachment(container_id),
+        let orphaned = match Attachment::from_mark(alias, &request.network) {
+            Some(attachment) => !request.is_valid(&attachment),
             None => {
                 link.owner_mark() == Some(shared_mark.as_str())
                     && request.valid_attachments.is_empty()

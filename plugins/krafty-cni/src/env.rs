@@ -41,7 +41,7 @@ impl Command {
     }
 
     /// Verbs that act on one attachment and therefore name a container and an interface.
-    fn names_an_attachment(self) -> bool {
+    pub fn names_an_attachment(self) -> bool {
         matches!(self, Command::Add | Command::Del | Command::Check)
     }
 }

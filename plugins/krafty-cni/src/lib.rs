@@ -2,14 +2,16 @@
 //!
 //! - [`version`], [`result`], [`error`], [`env`], [`skel`]: the CNI protocol, written for krafty;
 //! - [`config`]: the plugins' network configuration and its validation;
-//! - [`naming`]: device names, table ids and the ownership mark;
+//! - [`attachment`]: an attachment's identity, names, mark, group, record and teardown;
+//! - [`naming`]: the rule behind device names, table ids and the ownership mark;
+//! - [`state`]: the attachment records plugins and node agent share;
 //! - [`netlink`], [`netns`]: kernel access, host side and inside a container's namespace;
 //! - [`ipam`]: delegation to an IPAM plugin, and [`host_local`], host-local served in process;
 //! - [`invocation_log`]: the JSON-lines history of every invocation;
 //! - [`stderr_log`]: the diagnostics on stderr.
 
+pub mod attachment;
 pub mod chain;
-pub mod cleanup;
 pub mod config;
 pub mod env;
 pub mod error;
@@ -26,6 +28,7 @@ pub mod state;
 pub mod stderr_log;
 pub mod version;
 
+pub use attachment::Attachment;
 pub use error::Error;
 pub use result::CniResult;
 pub use skel::{Plugin, Request};

@@ -1,16 +1,26 @@
 //! Device names, routing-table ids and the ownership mark krafty puts on every device it makes.
 //!
-//! Names derive from the CNI container ID so that every invocation of the chain (and a later
-//! DEL, CHECK or GC) finds the same devices without shared state:
+//! An attachment is one network on one interface of one container: (network, container ID,
+//! interface name), as the CNI specification identifies it. Its device names derive from the
+//! container ID and the interface name, so that every invocation of the chain (and a later DEL,
+//! CHECK or GC) finds the same devices without shared state:
 //!
-//! | device    | name                          | example for ID a3f2b1c4d5e6f7a8... |
-//! |-----------|-------------------------------|------------------------------------|
-//! | VRF       | `krv` + first 12 chars of ID  | `krva3f2b1c4d5e6`                  |
-//! | bridge    | `krb` + first 12 chars        | `krba3f2b1c4d5e6`                  |
-//! | host veth | `veth` + first 11 chars       | `vetha3f2b1c4d5e`                  |
+//! | device    | `net1` (a pod's first network)  | any other interface name                  |
+//! |-----------|---------------------------------|-------------------------------------------|
+//! | VRF       | `krv` + first 12 chars of ID    | `krv` + first 5 chars + `.` + 6 hex digits |
+//! | bridge    | `krb` + first 12 chars          | `krb` + first 5 chars + `.` + 6 hex digits |
+//! | host veth | `veth` + first 11 chars         | `veth` + first 4 chars + `.` + 6 hex digits |
 //!
-//! Two IDs sharing their first 12 characters would collide; the ownership mark (the device
-//! alias, carrying the full ID) turns that into an error instead of a hijack.
+//! e.g. for ID a3f2b1c4d5e6f7a8: `krva3f2b1c4d5e6` for net1, `krva3f2b.e05ba9` for net2. The
+//! hex digits are FNV-1a-32 of `<container id>/<interface name>`, so two interfaces of one pod
+//! differ, and so do the names of pods whose IDs share their first characters. The network is
+//! not part of the names: a container cannot have one interface name twice, so a second
+//! network asked onto the same interface finds the first one's devices and is refused (by
+//! their marks) before it changes anything.
+//!
+//! Two attachments could still get one name (IDs sharing their first 12 characters, or a hash
+//! collision); the ownership mark (the device alias, carrying the whole identity) turns that
+//! into an error instead of a hijack.
 //!
 //! In pod scope the attachment's devices also share an interface group derived from its mark
 //! ([`attachment_group`]), so that DEL can remove them in one request.
@@ -30,23 +40,43 @@ pub const DERIVED_TABLE_RANGE: RangeInclusive<u32> = 100_000..=165_535;
 pub const RESERVED_TABLES: [u32; 4] = [0, 253, 254, 255];
 
 pub const MAX_CONTAINER_ID_LEN: usize = 128;
-pub const MAX_NETWORK_NAME_LEN: usize = 100;
+/// The kernel keeps at most 255 bytes of a device alias. The longest mark, `krafty:` +
+/// network + `/` + container ID + `/` + interface name + ` hairpin`, fits with this.
+pub const MAX_NETWORK_NAME_LEN: usize =
+    255 - "krafty:".len() - 1 - MAX_CONTAINER_ID_LEN - 1 - MAX_IFNAME_LEN - 1 - HAIRPIN_FLAG.len();
 
-fn id_prefix(container_id: &str, len: usize) -> &str {
+/// The interface Multus gives a pod's first secondary network: its devices keep the names
+/// of the original krafty, which knew no other.
+pub const FIRST_IFNAME: &str = "net1";
+
+/// The part of a device name after its prefix: `len` characters at most (see the module
+/// documentation).
+fn attachment_key(container_id: &str, ifname: &str, len: usize) -> String {
     // Container IDs are validated to be ASCII, so any byte offset is a char boundary.
-    &container_id[..container_id.len().min(len)]
+    let prefix = |len: usize| &container_id[..container_id.len().min(len)];
+    if ifname == FIRST_IFNAME {
+        return prefix(len).to_string();
+    }
+    let hash = fnv1a32(format!("{container_id}/{ifname}").as_bytes()) & 0xff_ffff;
+    format!("{}.{hash:06x}", prefix(len - 7))
 }
 
-pub fn vrf_name(container_id: &str) -> String {
-    format!("{VRF_PREFIX}{}", id_prefix(container_id, 12))
+pub fn vrf_name(container_id: &str, ifname: &str) -> String {
+    format!("{VRF_PREFIX}{}", attachment_key(container_id, ifname, 12))
 }
 
-pub fn bridge_name(container_id: &str) -> String {
-    format!("{BRIDGE_PREFIX}{}", id_prefix(container_id, 12))
+pub fn bridge_name(container_id: &str, ifname: &str) -> String {
+    format!(
+        "{BRIDGE_PREFIX}{}",
+        attachment_key(container_id, ifname, 12)
+    )
 }
 
-pub fn host_veth_name(container_id: &str) -> String {
-    format!("{HOST_VETH_PREFIX}{}", id_prefix(container_id, 11))
+pub fn host_veth_name(container_id: &str, ifname: &str) -> String {
+    format!(
+        "{HOST_VETH_PREFIX}{}",
+        attachment_key(container_id, ifname, 11)
+    )
 }
 
 /// The shared VRF of a network (`scope: network`): see [`shared_name`].
@@ -81,6 +111,16 @@ pub fn fnv1a32(bytes: &[u8]) -> u32 {
     })
 }
 
+/// The MAC of a bridge whose mark is `mark`: locally administered, unicast, and the same
+/// wherever and whenever the bridge is made. A bridge without a MAC of its own takes its
+/// lowest port's, so the gateway's MAC would change under the pods whenever a port comes or
+/// goes, and their ARP entries for the gateway would point nowhere until they expire.
+pub fn bridge_mac(mark: &str) -> [u8; 6] {
+    let [a, b, c, d] = fnv1a32(mark.as_bytes()).to_be_bytes();
+    let [e, ..] = fnv1a32(format!("{mark}#mac").as_bytes()).to_be_bytes();
+    [0x02, a, b, c, d, e]
+}
+
 /// The table a VRF named `vrf_name` gets when its config names none.
 pub fn derived_table(vrf_name: &str) -> u32 {
     let span = DERIVED_TABLE_RANGE.end() - DERIVED_TABLE_RANGE.start() + 1;
@@ -99,8 +139,8 @@ pub fn first_free_table(preferred: u32, is_used: impl Fn(u32) -> bool) -> Option
 
 /// The alias krafty writes on a device it created for one attachment, and checks before it
 /// touches a device of that name again.
-pub fn attachment_mark(network: &str, container_id: &str) -> String {
-    format!("krafty:{network}/{container_id}")
+pub fn attachment_mark(network: &str, container_id: &str, ifname: &str) -> String {
+    format!("krafty:{network}/{container_id}/{ifname}")
 }
 
 /// Interface groups of pod-scope attachments fall in this range: clear of 0 (the default group,
@@ -120,14 +160,23 @@ pub fn network_mark(network: &str) -> String {
     format!("krafty:{network}")
 }
 
-/// The container ID in a per-attachment mark of `network`, if `alias` is one.
-pub fn attachment_of<'a>(alias: &'a str, network: &str) -> Option<&'a str> {
-    alias
-        .split(' ')
-        .next()?
-        .strip_prefix("krafty:")?
-        .strip_prefix(network)?
-        .strip_prefix('/')
+/// The network, container ID and interface name of a per-attachment mark, if `alias` is one.
+/// None of the three holds a `/`, so the split is unambiguous.
+pub fn parse_attachment_mark(alias: &str) -> Option<(&str, &str, &str)> {
+    let mut parts = alias.split(' ').next()?.strip_prefix("krafty:")?.split('/');
+    let (network, container_id, ifname) = (parts.next()?, parts.next()?, parts.next()?);
+    let complete = parts.next().is_none()
+        && !network.is_empty()
+        && !container_id.is_empty()
+        && !ifname.is_empty();
+    complete.then_some((network, container_id, ifname))
+}
+
+/// The container ID and interface name in a per-attachment mark of `network`, if `alias` is
+/// one.
+pub fn attachment_of<'a>(alias: &'a str, network: &str) -> Option<(&'a str, &'a str)> {
+    let (of, container_id, ifname) = parse_attachment_mark(alias)?;
+    (of == network).then_some((container_id, ifname))
 }
 
 /// A flag after the mark on a bridge: ports added to it get hairpin mode.
@@ -200,15 +249,68 @@ mod tests {
     const ID: &str = "a3f2b1c4d5e6f7a8b9c0d1e2f3a4b5c6";
 
     #[test]
-    fn names_follow_the_documented_table() {
-        assert_eq!(vrf_name(ID), "krva3f2b1c4d5e6");
-        assert_eq!(bridge_name(ID), "krba3f2b1c4d5e6");
-        assert_eq!(host_veth_name(ID), "vetha3f2b1c4d5e");
-        for name in [vrf_name(ID), bridge_name(ID), host_veth_name(ID)] {
+    fn net1_keeps_the_original_names() {
+        assert_eq!(vrf_name(ID, "net1"), "krva3f2b1c4d5e6");
+        assert_eq!(bridge_name(ID, "net1"), "krba3f2b1c4d5e6");
+        assert_eq!(host_veth_name(ID, "net1"), "vetha3f2b1c4d5e");
+        for name in [
+            vrf_name(ID, "net1"),
+            bridge_name(ID, "net1"),
+            host_veth_name(ID, "net1"),
+        ] {
             assert_eq!(name.len(), MAX_IFNAME_LEN);
             validate_ifname(&name).unwrap();
         }
-        assert_eq!(vrf_name("abc"), "krvabc");
+        assert_eq!(vrf_name("abc", "net1"), "krvabc");
+    }
+
+    #[test]
+    fn other_interfaces_follow_the_documented_rule() {
+        let hash = fnv1a32(format!("{ID}/net2").as_bytes()) & 0xff_ffff;
+        assert_eq!(vrf_name(ID, "net2"), format!("krva3f2b.{hash:06x}"));
+        assert_eq!(bridge_name(ID, "net2"), format!("krba3f2b.{hash:06x}"));
+        assert_eq!(host_veth_name(ID, "net2"), format!("vetha3f2.{hash:06x}"));
+        assert_eq!(vrf_name("ab", "eth1").len(), "krvab.".len() + 6);
+        for ifname in ["net2", "eth0", "fifteen-chars-x"] {
+            for name in [
+                vrf_name(ID, ifname),
+                bridge_name(ID, ifname),
+                host_veth_name(ID, ifname),
+            ] {
+                assert_eq!(name.len(), MAX_IFNAME_LEN, "{name}");
+                validate_ifname(&name).unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn the_interfaces_of_one_pod_get_distinct_names() {
+        let mut seen = std::collections::HashSet::new();
+        let ifnames = (1..=1000)
+            .map(|i| format!("net{i}"))
+            .chain((0..100).map(|i| format!("eth{i}")));
+        for ifname in ifnames {
+            assert!(seen.insert(host_veth_name(ID, &ifname)), "{ifname}");
+            assert!(seen.insert(vrf_name(ID, &ifname)), "{ifname}");
+        }
+    }
+
+    #[test]
+    fn the_longest_mark_fits_the_kernels_alias() {
+        let mark = attachment_mark(
+            &"n".repeat(MAX_NETWORK_NAME_LEN),
+            &"c".repeat(MAX_CONTAINER_ID_LEN),
+            &"i".repeat(MAX_IFNAME_LEN),
+        );
+        assert_eq!(format!("{mark} {HAIRPIN_FLAG}").len(), 255);
+    }
+
+    #[test]
+    fn bridge_macs_are_local_unicast_and_stable() {
+        let mac = bridge_mac("krafty:lab");
+        assert_eq!(mac[0] & 0b11, 0b10, "locally administered, unicast");
+        assert_eq!(mac, bridge_mac("krafty:lab"));
+        assert_ne!(mac, bridge_mac("krafty:lab2"));
     }
 
     #[test]
@@ -221,7 +323,7 @@ mod tests {
     #[test]
     fn derived_tables_stay_in_range_and_avoid_reserved_ones() {
         for i in 0..10_000 {
-            let table = derived_table(&vrf_name(&format!("{i:016x}")));
+            let table = derived_table(&vrf_name(&format!("{i:016x}"), "net1"));
             assert!(DERIVED_TABLE_RANGE.contains(&table));
             assert!(!RESERVED_TABLES.contains(&table));
         }
@@ -298,34 +400,42 @@ mod tests {
     #[test]
     fn attachment_groups_stay_in_range_and_differ_per_attachment() {
         for i in 0..10_000 {
-            let group = attachment_group(&attachment_mark("net", &format!("{i:064x}")));
+            let group = attachment_group(&attachment_mark("net", &format!("{i:064x}"), "net1"));
             assert!(ATTACHMENT_GROUP_RANGE.contains(&group), "{group}");
         }
-        let mark = attachment_mark("net", ID);
+        let mark = attachment_mark("net", ID, "net1");
         assert_eq!(attachment_group(&mark), attachment_group(&mark));
         assert_ne!(
             attachment_group(&mark),
-            attachment_group(&attachment_mark("other", ID))
+            attachment_group(&attachment_mark("other", ID, "net1"))
+        );
+        assert_ne!(
+            attachment_group(&mark),
+            attachment_group(&attachment_mark("net", ID, "net2"))
         );
     }
 
     #[test]
-    fn attachment_marks_name_their_container() {
-        let mark = attachment_mark("net", "abc");
-        assert_eq!(attachment_of(&mark, "net"), Some("abc"));
+    fn attachment_marks_name_their_container_and_interface() {
+        let mark = attachment_mark("net", "abc", "net2");
+        assert_eq!(attachment_of(&mark, "net"), Some(("abc", "net2")));
         assert_eq!(
             attachment_of(&format!("{mark} hairpin"), "net"),
-            Some("abc")
+            Some(("abc", "net2"))
         );
         assert_eq!(attachment_of(&mark, "ne"), None);
         assert_eq!(attachment_of(&network_mark("net"), "net"), None);
+        assert_eq!(attachment_of("krafty:net/abc", "net"), None);
+        assert_eq!(attachment_of("krafty:net/abc/", "net"), None);
+        assert_eq!(attachment_of("krafty:net//net1", "net"), None);
+        assert_eq!(attachment_of("krafty:net/a/b/c", "net"), None);
         assert_eq!(attachment_of("uplink", "net"), None);
     }
 
     #[test]
-    fn marks_carry_network_and_full_id() {
-        let mark = attachment_mark("krafty", ID);
-        assert_eq!(mark, format!("krafty:krafty/{ID}"));
+    fn marks_carry_network_full_id_and_interface() {
+        let mark = attachment_mark("krafty", ID, "net1");
+        assert_eq!(mark, format!("krafty:krafty/{ID}/net1"));
         assert!(is_krafty_mark(Some(&mark)));
         assert!(!is_krafty_mark(Some("uplink")));
         assert!(!is_krafty_mark(None));

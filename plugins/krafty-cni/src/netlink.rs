@@ -8,8 +8,8 @@ use ipnet::IpNet;
 use netlink_packet_route::address::{AddressAttribute, AddressHeaderFlags, AddressMessage};
 pub use netlink_packet_route::link::InfoKind;
 use netlink_packet_route::link::{
-    AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoData, InfoVeth, InfoVrf, LinkAttribute,
-    LinkExtentMask, LinkFlags, LinkInfo, LinkMessage,
+    AfSpecInet, AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InetDevConf, InfoData, InfoVeth,
+    InfoVrf, LinkAttribute, LinkExtentMask, LinkFlags, LinkInfo, LinkMessage,
 };
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteScope};
 use netlink_packet_route::AddressFamily;
@@ -184,6 +184,8 @@ fn failure(operation: impl Into<String>, error: rtnetlink::Error) -> Error {
 pub struct BridgeSpec<'a> {
     pub name: &'a str,
     pub alias: &'a str,
+    /// Its own MAC, which it keeps whatever ports come and go ([`naming::bridge_mac`]).
+    pub mac: [u8; 6],
     pub mtu: Option<u32>,
     pub promiscuous: bool,
     pub controller: Option<u32>,
@@ -530,6 +532,7 @@ impl Netlink {
     /// Creates a bridge, up, marked, enslaved to `controller` when given.
     pub async fn create_bridge(&self, spec: &BridgeSpec<'_>) -> Result<bool, Error> {
         let mut builder = LinkBridge::new(spec.name)
+            .address(spec.mac.to_vec())
             .promiscuous(spec.promiscuous)
             .mcast_snooping(spec.multicast_snooping);
         if let Some(mtu) = spec.mtu {
@@ -591,6 +594,15 @@ impl Netlink {
         Ok(true)
     }
 
+    /// Gives `link` the MAC `mac`.
+    pub async fn set_mac(&self, link: &Link, mac: [u8; 6]) -> Result<(), Error> {
+        let message = LinkUnspec::new_with_index(link.index)
+            .address(mac.to_vec())
+            .build();
+        self.set(&format!("setting the MAC of {}", link.name), message)
+            .await
+    }
+
     /// Enslaves `link` to `controller` (a VRF, a bridge).
     pub async fn set_controller(&self, link: &Link, controller: u32) -> Result<(), Error> {
         let message = LinkUnspec::new_with_index(link.index)
@@ -601,6 +613,24 @@ impl Netlink {
 
     pub async fn set_up(&self, link: &Link) -> Result<(), Error> {
         let message = LinkUnspec::new_with_index(link.index).up().build();
+        self.set(&format!("bringing {} up", link.name), message)
+            .await
+    }
+
+    /// Brings a pod's interface up answering ARP only for its own addresses, with them as the
+    /// source of its own requests (arp_ignore 1, arp_announce 2): a pod with two interfaces in
+    /// one subnet (one network attached twice) would otherwise answer for both addresses on
+    /// both interfaces, and traffic for one would arrive on the other.
+    pub async fn set_pod_interface_up(&self, link: &Link) -> Result<(), Error> {
+        let mut arp = InetDevConf::default();
+        arp.arp_ignore = 1;
+        arp.arp_announce = 2;
+        let message = LinkUnspec::new_with_index(link.index)
+            .up()
+            .append_extra_attribute(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet(vec![
+                AfSpecInet::DevConfRequest(arp),
+            ])]))
+            .build();
         self.set(&format!("bringing {} up", link.name), message)
             .await
     }
@@ -699,9 +729,9 @@ mod tests {
 
     #[test]
     fn marks_decide_ownership() {
-        let mark = naming::attachment_mark("net", "abc");
+        let mark = naming::attachment_mark("net", "abc", "net1");
         link_with_alias(Some(&mark)).ensure_marked(&mark).unwrap();
-        for alias in [None, Some("uplink"), Some("krafty:net/other")] {
+        for alias in [None, Some("uplink"), Some("krafty:net/other/net1")] {
             let err = link_with_alias(alias).ensure_marked(&mark).unwrap_err();
             assert_eq!(err.code(), crate::error::code::DEVICE_CONFLICT, "{alias:?}");
         }

@@ -11,6 +11,7 @@ use std::time::{Instant, SystemTime};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
+use crate::attachment::Attachment;
 use crate::config::{self, NetConf, ValidAttachment};
 use crate::env::{Command, Environment};
 use crate::error::Error;
@@ -43,6 +44,8 @@ pub struct Request<C> {
     pub run_dir: PathBuf,
     /// The config exactly as received, for delegated plugins (IPAM).
     pub stdin: Vec<u8>,
+    /// ADD, DEL and CHECK: the attachment the request is about.
+    attachment: Option<Attachment>,
 }
 
 impl<C> Request<C> {
@@ -51,9 +54,14 @@ impl<C> Request<C> {
         self.prev_result.clone().unwrap_or_default()
     }
 
-    /// The device alias that marks what this attachment created.
-    pub fn attachment_mark(&self) -> String {
-        naming::attachment_mark(&self.network, &self.env.container_id)
+    /// The attachment an ADD, DEL or CHECK is about (network, CNI_CONTAINERID, CNI_IFNAME).
+    pub fn attachment(&self) -> Result<&Attachment, Error> {
+        self.attachment.as_ref().ok_or_else(|| {
+            Error::invalid_env(format!(
+                "{} names no attachment (CNI_CONTAINERID and CNI_IFNAME)",
+                self.env.command.as_str()
+            ))
+        })
     }
 
     /// The attachment records of the node.
@@ -61,11 +69,9 @@ impl<C> Request<C> {
         Records::new(&self.state_dir)
     }
 
-    /// Whether GC must keep the attachment of `container_id`.
-    pub fn is_valid_attachment(&self, container_id: &str) -> bool {
-        self.valid_attachments
-            .iter()
-            .any(|a| a.container_id == container_id)
+    /// GC: whether the runtime still uses `attachment`.
+    pub fn is_valid(&self, attachment: &Attachment) -> bool {
+        attachment.is_listed_in(&self.valid_attachments)
     }
 }
 
@@ -268,6 +274,11 @@ fn invoke<P: Plugin>(
             .prev_result
             .map(|value| CniResult::from_value(value, "prevResult"))
             .transpose()?;
+        let attachment = env
+            .command
+            .names_an_attachment()
+            .then(|| Attachment::new(&conf.name, &env.container_id, &env.ifname))
+            .transpose()?;
         let request = Request {
             version,
             network: conf.name,
@@ -280,6 +291,7 @@ fn invoke<P: Plugin>(
             state_dir,
             run_dir,
             stdin: input,
+            attachment,
         };
         dispatch(plugin, &request)
     })();
@@ -387,7 +399,8 @@ mod tests {
             Ok(())
         }
         async fn gc(&self, request: &Request<ProbeConfig>) -> Result<(), Error> {
-            if request.is_valid_attachment("keep") {
+            let keep = Attachment::new(&request.network, "keep", "net1")?;
+            if request.is_valid(&keep) {
                 Ok(())
             } else {
                 Err(Error::invalid_config("gc ran without the valid list"))

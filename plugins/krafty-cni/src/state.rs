@@ -1,6 +1,6 @@
 //! Attachment records: one small JSON file per attachment on the node, enough to undo the
 //! attachment later without the runtime's help (GC, and the node agent's cleanup of
-//! attachments whose DEL never came).
+//! attachments whose DEL never came). Plugins and node agent read and write this one type.
 //!
 //! Layout: `<stateDir>/attachments/<network>/<container id>.<ifname>.json`, written atomically
 //! (temporary file, rename) by krafty-veth at the end of ADD and removed by its DEL. Records are
@@ -8,8 +8,8 @@
 //! fsync on every ADD costs more than the rest of krafty-veth's file work (docs/benchmarks.md);
 //! host-local does not fsync its leases either.
 
-use std::fs::{DirBuilder, OpenOptions};
-use std::io::Write;
+use std::fs::{self, DirBuilder, OpenOptions};
+use std::io::{ErrorKind, Write};
 use std::net::IpAddr;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -18,8 +18,15 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::attachment::Attachment;
 use crate::env::PodRef;
 use crate::error::Error;
+
+/// The records' directory below a state directory; one subdirectory per network.
+pub const ATTACHMENTS_DIR: &str = "attachments";
+
+/// Records are small; anything larger is not one and is not read into memory.
+const MAX_RECORD_BYTES: u64 = 64 * 1024;
 
 /// A device the attachment uses, and whether it belongs to the attachment alone.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,19 +55,34 @@ pub struct AttachmentRecord {
     pub network: String,
     pub container_id: String,
     pub ifname: String,
+    /// The network namespace path the runtime passed (`CNI_NETNS`).
     pub netns: String,
+    /// The pod, when the runtime is Kubernetes' (`K8S_POD_*` in CNI_ARGS); empty otherwise.
+    #[serde(default)]
     pub pod_namespace: String,
+    #[serde(default)]
     pub pod_name: String,
+    #[serde(default)]
     pub pod_uid: String,
+    #[serde(default)]
     pub devices: Vec<RecordedDevice>,
+    #[serde(default)]
     pub addresses: Vec<IpNet>,
+    #[serde(default)]
     pub gateways: Vec<IpAddr>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ipam: Option<RecordedIpam>,
+    #[serde(default)]
     pub created: String,
 }
 
 impl AttachmentRecord {
+    /// The attachment this record is of, its names checked as the plugins check their input:
+    /// a record file could have been written by anyone who can write the state directory.
+    pub fn attachment(&self) -> Result<Attachment, Error> {
+        Attachment::new(&self.network, &self.container_id, &self.ifname)
+    }
+
     /// The attachment's addresses, without their prefix lengths.
     pub fn ip_addresses(&self) -> Vec<IpAddr> {
         self.addresses.iter().map(IpNet::addr).collect()
@@ -73,6 +95,19 @@ impl AttachmentRecord {
             uid: self.pod_uid.clone(),
         }
     }
+
+    /// The pod's UID, when the runtime passed one.
+    pub fn pod_uid(&self) -> Option<&str> {
+        Some(self.pod_uid.as_str()).filter(|uid| !uid.is_empty())
+    }
+}
+
+/// A record, the attachment it names and the file it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredRecord {
+    pub path: PathBuf,
+    pub attachment: Attachment,
+    pub record: AttachmentRecord,
 }
 
 /// The records below one state directory.
@@ -84,119 +119,152 @@ pub struct Records {
 impl Records {
     pub fn new(state_dir: &Path) -> Records {
         Records {
-            root: state_dir.join("attachments"),
+            root: state_dir.join(ATTACHMENTS_DIR),
         }
     }
 
-    fn network_dir(&self, network: &str) -> PathBuf {
-        self.root.join(network)
+    pub fn path(&self, attachment: &Attachment) -> PathBuf {
+        self.root.join(attachment.record_file())
     }
 
-    /// Names are validated before they get here (network name, container ID, ifname).
-    pub fn path(&self, network: &str, container_id: &str, ifname: &str) -> PathBuf {
-        self.network_dir(network)
-            .join(format!("{container_id}.{ifname}.json"))
-    }
-
+    /// Writes `record` in place of the attachment's record.
     pub fn write(&self, record: &AttachmentRecord) -> Result<(), Error> {
-        let dir = self.network_dir(&record.network);
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir)
-            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
-        let path = self.path(&record.network, &record.container_id, &record.ifname);
+        let path = self.path(&record.attachment()?);
+        let dir = path.parent().unwrap_or(&self.root).to_path_buf();
         let temporary = dir.join(format!(
-            ".{}.{}.tmp",
+            ".{}.{}.{}.tmp",
             record.container_id,
+            record.ifname,
             std::process::id()
         ));
         let bytes = serde_json::to_vec_pretty(record).map_err(|e| Error::State(e.to_string()))?;
-        let written = (|| {
-            let mut file = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-                .open(&temporary)?;
-            file.write_all(&bytes)?;
-            std::fs::rename(&temporary, &path)
-        })();
-        written.map_err(|e| {
-            let _ = std::fs::remove_file(&temporary);
-            Error::io(format!("writing {}", path.display()), e)
-        })
+        // A DEL of the network's last other attachment removes the directory when it empties; if
+        // that happens between creating it and renaming into it, make it again.
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let written = create_dir(&dir).and_then(|()| write_new(&temporary, &bytes));
+            let written = written.and_then(|()| fs::rename(&temporary, &path));
+            match written {
+                Ok(()) => return Ok(()),
+                // NotFound: the directory went before the file was in it; AlreadyExists: it
+                // went while it was being made (create_dir_all then finds no directory).
+                Err(e)
+                    if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::AlreadyExists)
+                        && attempts < 10 =>
+                {
+                    let _ = fs::remove_file(&temporary);
+                }
+                Err(e) => {
+                    let _ = fs::remove_file(&temporary);
+                    return Err(Error::io(format!("writing {}", path.display()), e));
+                }
+            }
+        }
     }
 
-    pub fn read(
-        &self,
-        network: &str,
-        container_id: &str,
-        ifname: &str,
-    ) -> Result<Option<AttachmentRecord>, Error> {
-        read_record(&self.path(network, container_id, ifname))
+    pub fn read(&self, attachment: &Attachment) -> Result<Option<AttachmentRecord>, Error> {
+        match read_record(&self.path(attachment)) {
+            Err(Error::Io { source, .. }) if source.kind() == ErrorKind::NotFound => Ok(None),
+            other => other.map(|stored| Some(stored.record)),
+        }
     }
 
     /// Removes a record; one that is already gone counts as removed. The network's directory
     /// goes with its last record.
-    pub fn remove(&self, network: &str, container_id: &str, ifname: &str) -> Result<(), Error> {
-        let path = self.path(network, container_id, ifname);
-        match std::fs::remove_file(&path) {
+    pub fn remove(&self, attachment: &Attachment) -> Result<(), Error> {
+        let path = self.path(attachment);
+        match fs::remove_file(&path) {
             Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
             Err(e) => return Err(Error::io(format!("removing {}", path.display()), e)),
         }
-        // Fails harmlessly while other records (or a concurrent writer) are in it.
-        let _ = std::fs::remove_dir(self.network_dir(network));
+        // Fails harmlessly while other records are in it; a writer racing this makes it again.
+        if let Some(dir) = path.parent() {
+            let _ = fs::remove_dir(dir);
+        }
         Ok(())
     }
 
     /// Every readable record of `network`, and the errors of the unreadable ones.
-    pub fn list(&self, network: &str) -> (Vec<AttachmentRecord>, Vec<Error>) {
-        list_dir(&self.network_dir(network))
+    pub fn list(&self, network: &str) -> (Vec<StoredRecord>, Vec<Error>) {
+        list_dir(&self.root.join(network))
     }
 
-    /// Every readable record of every network.
-    pub fn list_all(&self) -> (Vec<AttachmentRecord>, Vec<Error>) {
+    /// Every readable record of every network, sorted by path, and the errors of the unreadable
+    /// ones. A missing state directory holds no records.
+    pub fn list_all(&self) -> (Vec<StoredRecord>, Vec<Error>) {
         let mut records = Vec::new();
         let mut errors = Vec::new();
-        let Ok(networks) = std::fs::read_dir(&self.root) else {
-            return (records, errors);
-        };
-        for network in networks.flatten() {
-            let (found, failed) = list_dir(&network.path());
+        for network in entries(&self.root, |t| t.is_dir(), &mut errors) {
+            let (found, failed) = list_dir(&network);
             records.extend(found);
             errors.extend(failed);
         }
+        records.sort_by(|a, b| a.path.cmp(&b.path));
         (records, errors)
     }
 }
 
-fn read_record(path: &Path) -> Result<Option<AttachmentRecord>, Error> {
-    match std::fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-            Error::State(format!(
-                "{} is not an attachment record: {e}",
-                path.display()
-            ))
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::io(format!("reading {}", path.display()), e)),
-    }
+fn create_dir(dir: &Path) -> std::io::Result<()> {
+    DirBuilder::new().recursive(true).mode(0o700).create(dir)
 }
 
-fn list_dir(dir: &Path) -> (Vec<AttachmentRecord>, Vec<Error>) {
+fn write_new(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)?
+        .write_all(bytes)
+}
+
+/// One record file, which must be a small regular file (not followed through a symlink) and
+/// name its attachment with valid names.
+fn read_record(path: &Path) -> Result<StoredRecord, Error> {
+    let describe = || path.display().to_string();
+    let metadata =
+        fs::symlink_metadata(path).map_err(|e| Error::io(format!("reading {}", describe()), e))?;
+    if !metadata.is_file() {
+        return Err(Error::State(format!(
+            "{} is not a regular file",
+            describe()
+        )));
+    }
+    if metadata.len() > MAX_RECORD_BYTES {
+        return Err(Error::State(format!(
+            "{} is larger than {MAX_RECORD_BYTES} bytes",
+            describe()
+        )));
+    }
+    let bytes = fs::read(path).map_err(|e| Error::io(format!("reading {}", describe()), e))?;
+    let record: AttachmentRecord = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::State(format!("{} is not an attachment record: {e}", describe())))?;
+    let attachment = record
+        .attachment()
+        .map_err(|e| Error::State(format!("{}: {e}", describe())))?;
+    if record.netns.is_empty() {
+        return Err(Error::State(format!("{} has no netns", describe())));
+    }
+    Ok(StoredRecord {
+        path: path.to_path_buf(),
+        attachment,
+        record,
+    })
+}
+
+/// The records of one network's directory; hidden files are temporary files still being
+/// written.
+fn list_dir(dir: &Path) -> (Vec<StoredRecord>, Vec<Error>) {
     let mut records = Vec::new();
     let mut errors = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return (records, errors);
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
+    for path in entries(dir, |t| t.is_file(), &mut errors) {
         if path.extension().is_some_and(|e| e == "json") {
             match read_record(&path) {
-                Ok(Some(record)) => records.push(record),
-                Ok(None) => {}
+                Ok(stored) => records.push(stored),
+                // Removed since the listing: a DEL got there first.
+                Err(Error::Io { source, .. }) if source.kind() == ErrorKind::NotFound => {}
                 Err(error) => errors.push(error),
             }
         }
@@ -204,15 +272,37 @@ fn list_dir(dir: &Path) -> (Vec<AttachmentRecord>, Vec<Error>) {
     (records, errors)
 }
 
+/// The non-hidden entries of `dir` whose own type (symlinks not followed) passes `wanted`.
+fn entries(
+    dir: &Path,
+    wanted: impl Fn(&fs::FileType) -> bool,
+    errors: &mut Vec<Error>,
+) -> Vec<PathBuf> {
+    let listing = match fs::read_dir(dir) {
+        Ok(listing) => listing,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Vec::new(),
+        Err(e) => {
+            errors.push(Error::io(format!("listing {}", dir.display()), e));
+            return Vec::new();
+        }
+    };
+    listing
+        .flatten()
+        .filter(|entry| !entry.file_name().as_encoded_bytes().starts_with(b"."))
+        .filter(|entry| entry.file_type().is_ok_and(|t| wanted(&t)))
+        .map(|entry| entry.path())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn record(id: &str) -> AttachmentRecord {
+    fn record(id: &str, ifname: &str) -> AttachmentRecord {
         AttachmentRecord {
             network: "krafty".into(),
             container_id: id.into(),
-            ifname: "net1".into(),
+            ifname: ifname.into(),
             netns: "/run/netns/p".into(),
             pod_namespace: "default".into(),
             pod_name: "p".into(),
@@ -229,33 +319,133 @@ mod tests {
         }
     }
 
+    fn attachment(id: &str, ifname: &str) -> Attachment {
+        Attachment::new("krafty", id, ifname).unwrap()
+    }
+
     #[test]
     fn write_read_list_remove() {
-        let dir = std::env::temp_dir().join(format!("krafty-state-test-{}", std::process::id()));
+        let dir = tempfile_dir("rw");
         let records = Records::new(&dir);
-        records.write(&record("aaa")).unwrap();
-        records.write(&record("bbb")).unwrap();
+        records.write(&record("aaa", "net1")).unwrap();
+        records.write(&record("aaa", "net2")).unwrap();
+        records.write(&record("bbb", "net1")).unwrap();
         assert_eq!(
-            records.read("krafty", "aaa", "net1").unwrap(),
-            Some(record("aaa"))
+            records.read(&attachment("aaa", "net2")).unwrap(),
+            Some(record("aaa", "net2"))
         );
-        std::fs::write(records.network_dir("krafty").join("junk.json"), b"{").unwrap();
+        assert_eq!(records.read(&attachment("ccc", "net1")).unwrap(), None);
+        let network_dir = dir.join(ATTACHMENTS_DIR).join("krafty");
+        fs::write(network_dir.join("junk.json"), b"{").unwrap();
         let (found, errors) = records.list("krafty");
-        assert_eq!(found.len(), 2);
+        assert_eq!(found.len(), 3);
         assert_eq!(
             errors.len(),
             1,
             "an unreadable record is reported, not fatal"
         );
-        std::fs::remove_file(records.network_dir("krafty").join("junk.json")).unwrap();
-        records.remove("krafty", "aaa", "net1").unwrap();
-        records.remove("krafty", "aaa", "net1").unwrap();
-        records.remove("krafty", "bbb", "net1").unwrap();
-        assert!(
-            !records.network_dir("krafty").exists(),
-            "the last record takes its directory"
+        fs::remove_file(network_dir.join("junk.json")).unwrap();
+        records.remove(&attachment("aaa", "net1")).unwrap();
+        records.remove(&attachment("aaa", "net1")).unwrap();
+        assert_eq!(
+            records.read(&attachment("aaa", "net2")).unwrap(),
+            Some(record("aaa", "net2")),
+            "one interface's record goes, the other's stays"
         );
+        records.remove(&attachment("aaa", "net2")).unwrap();
+        records.remove(&attachment("bbb", "net1")).unwrap();
+        assert!(!network_dir.exists(), "the last record takes its directory");
         assert_eq!(records.list_all().0.len(), 0);
-        std::fs::remove_dir_all(&dir).unwrap();
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_write_racing_the_removal_of_its_directory_lands() {
+        let dir = tempfile_dir("race");
+        let records = Records::new(&dir);
+        let writer = {
+            let records = records.clone();
+            std::thread::spawn(move || {
+                for i in 0..300 {
+                    records.write(&record(&format!("w{i}"), "net1")).unwrap();
+                    records
+                        .remove(&attachment(&format!("w{i}"), "net1"))
+                        .unwrap();
+                }
+            })
+        };
+        for i in 0..300 {
+            records.write(&record(&format!("r{i}"), "net1")).unwrap();
+            records
+                .remove(&attachment(&format!("r{i}"), "net1"))
+                .unwrap();
+        }
+        writer.join().unwrap();
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn listing_skips_what_is_not_a_record_and_reports_what_is_broken() {
+        let dir = tempfile_dir("list");
+        let root = dir.join(ATTACHMENTS_DIR);
+        let (net_a, net_b) = (root.join("net-a"), root.join("net-b"));
+        fs::create_dir_all(&net_a).unwrap();
+        fs::create_dir_all(&net_b).unwrap();
+        let good = |network: &str, id: &str| {
+            let mut r = record(id, "net1");
+            r.network = network.into();
+            serde_json::to_string(&r).unwrap()
+        };
+        fs::write(net_a.join("c1.net1.json"), good("net-a", "c1")).unwrap();
+        // The fields a record needs: its identity and netns; the rest is optional.
+        fs::write(
+            net_b.join("c2.eth1.json"),
+            r#"{"network":"net-b","containerId":"c2","ifname":"eth1","netns":"/x"}"#,
+        )
+        .unwrap();
+        fs::write(net_a.join("garbage.json"), "{not json").unwrap();
+        fs::write(
+            net_a.join("bad-id.json"),
+            good("net-a", "c1").replace("\"c1\"", "\"../c\""),
+        )
+        .unwrap();
+        fs::write(net_a.join(".c3.net1.1234.tmp"), good("net-a", "c3")).unwrap();
+        fs::write(net_a.join(".c4.json"), good("net-a", "c4")).unwrap();
+        fs::write(net_a.join("notes.txt"), good("net-a", "c5")).unwrap();
+        fs::write(
+            net_a.join("huge.json"),
+            " ".repeat(MAX_RECORD_BYTES as usize + 1),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink(net_a.join("c1.net1.json"), net_a.join("link.json")).unwrap();
+        // Outside the layout: not records.
+        fs::write(dir.join("c6.json"), good("net-a", "c6")).unwrap();
+        fs::write(root.join("c7.json"), good("net-a", "c7")).unwrap();
+        std::os::unix::fs::symlink(&net_a, root.join("link")).unwrap();
+
+        let (records, errors) = Records::new(&dir).list_all();
+        let ids: Vec<_> = records
+            .iter()
+            .map(|r| r.record.container_id.as_str())
+            .collect();
+        assert_eq!(ids, ["c1", "c2"]);
+        assert_eq!(records[0].path, net_a.join("c1.net1.json"));
+        assert_eq!(records[1].record.pod_uid(), None);
+        assert_eq!(
+            errors.len(),
+            3,
+            "garbage, a bad ID, a huge file: {errors:?}"
+        );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn tempfile_dir(label: &str) -> PathBuf {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        std::env::temp_dir().join(format!(
+            "krafty-state-{label}-{}-{nanos}",
+            std::process::id()
+        ))
     }
 }

@@ -12,7 +12,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use krafty_cni::{cleanup, naming, netns::NetNs};
+pub mod several;
+
+use krafty_cni::attachment::{self, Attachment};
+use krafty_cni::netns::NetNs;
 use serde_json::{json, Value};
 
 /// Where Debian's containernetworking-plugins put host-local, tuning, bridge, vrf...
@@ -193,6 +196,12 @@ impl Pod {
         self.exec(&["ping", "-c", "1", "-W", "2", address]).success
     }
 
+    /// Whether `address` answers a ping sent out of interface `ifname`.
+    pub fn ping_from(&self, ifname: &str, address: &str) -> bool {
+        self.exec(&["ping", "-c", "1", "-W", "2", "-I", ifname, address])
+            .success
+    }
+
     /// `ip -j addr show dev IFNAME` inside the pod: the addresses as `a.b.c.d/len`.
     pub fn addresses(&self, ifname: &str) -> Vec<String> {
         let out = self.exec(&["ip", "-j", "addr", "show", "dev", ifname]);
@@ -252,11 +261,10 @@ impl Node {
         format!("/run/netns/{}", self.name)
     }
 
-    /// Deletes the devices named `names` of attachment `id` of `network` inside the node the
-    /// way DEL does ([`cleanup::start_deleting`]) and returns how many deletion requests that
-    /// took: one for all the devices of an interface group that went in one batch.
-    pub fn delete_as_del_does(&self, network: &str, id: &str, names: &[String]) -> usize {
-        let mark = naming::attachment_mark(network, id);
+    /// Deletes the devices named `names` of `attachment` inside the node the way DEL does
+    /// ([`Attachment::start_deleting`]) and returns how many deletion requests that took: one
+    /// for all the devices of an interface group that went in one batch.
+    pub fn delete_as_del_does(&self, attachment: &Attachment, names: &[String]) -> usize {
         let netns = NetNs::open(Path::new(&self.netns_path())).expect("the node namespace opens");
         let deletions = netns
             .run(|netlink| async move {
@@ -264,11 +272,11 @@ impl Node {
                 for name in names {
                     devices.extend(netlink.link(name).await?);
                 }
-                Ok(cleanup::start_deleting(&netlink, devices, &mark).await)
+                Ok(attachment.start_deleting(&netlink, devices).await)
             })
             .expect("the devices are looked up");
         let requests = deletions.len();
-        let errors = cleanup::finish(deletions);
+        let errors = attachment::finish(deletions);
         assert!(errors.is_empty(), "deleting {names:?}: {errors:?}");
         requests
     }
@@ -351,17 +359,43 @@ impl Node {
         (id, result)
     }
 
-    /// Runs the libcni driver inside the node: `verb` on `conflist` for one attachment.
+    /// Runs the libcni driver inside the node: `verb` on `conflist` for the attachment of
+    /// container `container_id` as `net1`.
     pub fn cni(&self, verb: &str, conflist: &Path, container_id: &str, netns: &str) -> Outcome {
         self.cni_with(verb, conflist, container_id, netns, &[])
     }
 
+    /// [`Node::cni`] for the container's interface `ifname`.
+    pub fn cni_if(
+        &self,
+        verb: &str,
+        conflist: &Path,
+        container_id: &str,
+        netns: &str,
+        ifname: &str,
+    ) -> Outcome {
+        self.driver(verb, conflist, container_id, netns, ifname, &[])
+    }
+
+    /// [`Node::cni`] with more driver flags.
     pub fn cni_with(
         &self,
         verb: &str,
         conflist: &Path,
         container_id: &str,
         netns: &str,
+        extra: &[&str],
+    ) -> Outcome {
+        self.driver(verb, conflist, container_id, netns, "net1", extra)
+    }
+
+    fn driver(
+        &self,
+        verb: &str,
+        conflist: &Path,
+        container_id: &str,
+        netns: &str,
+        ifname: &str,
         extra: &[&str],
     ) -> Outcome {
         let mut command = Command::new("ip");
@@ -371,7 +405,7 @@ impl Node {
             .arg(verb)
             .arg("--conflist")
             .arg(conflist)
-            .args(["--id", container_id, "--netns", netns, "--ifname", "net1"])
+            .args(["--id", container_id, "--netns", netns, "--ifname", ifname])
             .args([
                 "--pod-namespace",
                 "default",
@@ -389,11 +423,17 @@ impl Node {
     }
 
     /// GC of `conflist` (re-versioned to 1.1.0, which libcni 1.1.2 cannot ADD with) keeping
-    /// the attachments of `valid` container IDs.
+    /// the `net1` attachments of `valid` container IDs.
     pub fn gc(&self, conflist: &Value, valid: &[&str]) -> Outcome {
+        let valid: Vec<(&str, &str)> = valid.iter().map(|id| (*id, "net1")).collect();
+        self.gc_keeping(conflist, &valid)
+    }
+
+    /// GC of `conflist` keeping the attachments listed as (container ID, interface name).
+    pub fn gc_keeping(&self, conflist: &Value, valid: &[(&str, &str)]) -> Outcome {
         let attachments: Vec<Value> = valid
             .iter()
-            .map(|id| json!({ "containerID": id, "ifname": "net1" }))
+            .map(|(id, ifname)| json!({ "containerID": id, "ifname": ifname }))
             .collect();
         let list = self.conflist(with_version(conflist, "1.1.0"));
         let attachments = Value::Array(attachments).to_string();
@@ -616,6 +656,21 @@ pub fn shared_network(name: &str, subnets: &[(&str, &str)], with_vrf: bool) -> V
     ];
     if with_vrf {
         plugins.insert(0, json!({ "type": "krafty-vrf", "scope": "network" }));
+    }
+    json!({ "cniVersion": "1.0.0", "name": name, "plugins": plugins })
+}
+
+/// A pod-scope network of its own name and subnet (gateway `.1`, host-local over the subnet,
+/// no default route), behind a VRF per attachment when `with_vrf`: a second network for pods
+/// with several attachments.
+pub fn pod_network(name: &str, subnet: &str, gateway: &str, with_vrf: bool) -> Value {
+    let mut plugins = vec![
+        json!({ "type": "krafty-bridge", "subnet": subnet, "gateway": gateway }),
+        json!({ "type": "krafty-veth", "ipam": { "type": "host-local",
+            "ranges": [[{ "subnet": subnet, "gateway": gateway }]] } }),
+    ];
+    if with_vrf {
+        plugins.insert(0, json!({ "type": "krafty-vrf" }));
     }
     json!({ "cniVersion": "1.0.0", "name": name, "plugins": plugins })
 }

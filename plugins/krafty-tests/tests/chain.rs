@@ -52,7 +52,7 @@ fn add_gives_the_pod_an_address_and_del_removes_everything() {
         .link(&format!("krb{}", &id[..12]))
         .expect("bridge exists");
     assert_eq!(bridge["linkinfo"]["info_kind"], "bridge");
-    assert_eq!(bridge["ifalias"], format!("krafty:{NETWORK}/{id}"));
+    assert_eq!(bridge["ifalias"], format!("krafty:{NETWORK}/{id}/net1"));
     assert_eq!(bridge["linkinfo"]["info_data"]["mcast_snooping"], 0);
     let veth = node
         .link(&format!("veth{}", &id[..11]))
@@ -273,7 +273,9 @@ fn multicast_snooping_is_on_when_the_config_asks_for_it() {
     let list = node.conflist(conflist);
     let id = container_id();
     node.cni("add", &list, &id, &pod.netns_path()).ok();
-    let bridge = node.link(&naming::bridge_name(&id)).expect("bridge exists");
+    let bridge = node
+        .link(&naming::bridge_name(&id, "net1"))
+        .expect("bridge exists");
     assert_eq!(bridge["linkinfo"]["info_data"]["mcast_snooping"], 1);
     node.cni("del", &list, &id, &pod.netns_path()).ok();
     node.assert_clean();

@@ -3,13 +3,13 @@
 //! stranger in the group sends DEL back to one deletion per device. On this machine's kernel
 //! (bridge + veth); the VRF's group is checked in the VM tier (tests/vrf.rs).
 
-use krafty_cni::naming;
+use krafty_cni::{naming, Attachment};
 use krafty_tests::{bridge_veth_conflist, container_id, shared_network, Node, NETWORK};
 use serde_json::Value;
 
 /// The group `ip -j link` shows for an attachment's devices.
 fn group_of_attachment(id: &str) -> String {
-    naming::attachment_group(&naming::attachment_mark(NETWORK, id)).to_string()
+    naming::attachment_group(&naming::attachment_mark(NETWORK, id, "net1")).to_string()
 }
 
 fn group_of_device(node: &Node, name: &str) -> Value {
@@ -18,7 +18,10 @@ fn group_of_device(node: &Node, name: &str) -> Value {
 
 /// The pod-scope devices of attachment `id` on this kernel: the host veth first, as DEL has it.
 fn pod_devices(id: &str) -> Vec<String> {
-    vec![naming::host_veth_name(id), naming::bridge_name(id)]
+    vec![
+        naming::host_veth_name(id, "net1"),
+        naming::bridge_name(id, "net1"),
+    ]
 }
 
 #[test]
@@ -42,7 +45,7 @@ fn pod_scope_devices_share_the_attachments_group_and_del_removes_only_them() {
     assert_ne!(group_of_attachment(&id_a), group_of_attachment(&id_c));
     for device in [
         naming::shared_bridge_name("grpnet"),
-        naming::host_veth_name(&id_b),
+        naming::host_veth_name(&id_b, "net1"),
     ] {
         assert_eq!(
             group_of_device(&node, &device),
@@ -137,10 +140,13 @@ fn the_group_goes_in_one_request_unless_a_stranger_is_in_it() {
     ]);
 
     let devices = pod_devices(&id_a);
-    assert_eq!(node.delete_as_del_does(NETWORK, &id_a, &devices), 1);
+    assert_eq!(
+        node.delete_as_del_does(&Attachment::new(NETWORK, &id_a, "net1").unwrap(), &devices),
+        1
+    );
     let devices = pod_devices(&id_b);
     assert_eq!(
-        node.delete_as_del_does(NETWORK, &id_b, &devices),
+        node.delete_as_del_does(&Attachment::new(NETWORK, &id_b, "net1").unwrap(), &devices),
         devices.len(),
         "one request per device"
     );

@@ -36,8 +36,13 @@ fn pods_of_a_shared_network_reach_each_other_and_del_keeps_the_bridge() {
     );
     assert!(b.ping(&address_of(&result_a, false)));
 
+    // The gateway's MAC is the bridge's own, not its lowest port's: it stays when a pod goes.
+    let gateway_mac = krafty_cni::netlink::format_mac(&naming::bridge_mac("krafty:labnet"));
+    assert_eq!(node.link(&bridge).unwrap()["address"], gateway_mac.as_str());
+    assert_eq!(result_a["interfaces"][0]["mac"], gateway_mac.as_str());
     detach(&node, &network, &id_a, &a);
     assert!(node.link(&bridge).is_some(), "DEL leaves the shared bridge");
+    assert_eq!(node.link(&bridge).unwrap()["address"], gateway_mac.as_str());
     assert!(b.ping("172.16.20.1"), "the other pod keeps working");
     detach(&node, &network, &id_b, &b);
     assert!(node.link(&bridge).is_some());
@@ -273,7 +278,7 @@ fn gc_removes_what_the_runtime_forgot_and_keeps_valid_attachments() {
     // The runtime lost pod b without a DEL; GC with only pod a valid cleans b up.
     node.gc(&network, &[&id_a]).ok();
     assert!(
-        node.link(&naming::host_veth_name(&id_b)).is_none(),
+        node.link(&naming::host_veth_name(&id_b, "net1")).is_none(),
         "b's veth is gone"
     );
     assert!(
@@ -281,7 +286,7 @@ fn gc_removes_what_the_runtime_forgot_and_keeps_valid_attachments() {
         "b's address is released"
     );
     assert_eq!(node.records().len(), 1, "only a's record is left");
-    assert!(node.link(&naming::host_veth_name(&id_a)).is_some());
+    assert!(node.link(&naming::host_veth_name(&id_a, "net1")).is_some());
     assert!(a.ping("172.16.26.1"), "pod a is untouched");
     assert!(
         node.link(&naming::shared_bridge_name("gcnet")).is_some(),
@@ -303,8 +308,8 @@ fn gc_of_pod_scoped_devices_and_of_other_networks() {
     let mut other = bridge_veth_conflist("1.0.0");
     other["name"] = json!("other");
     node.gc(&other, &[]).ok();
-    assert!(node.link(&naming::bridge_name(&id)).is_some());
-    assert!(node.link(&naming::host_veth_name(&id)).is_some());
+    assert!(node.link(&naming::bridge_name(&id, "net1")).is_some());
+    assert!(node.link(&naming::host_veth_name(&id, "net1")).is_some());
     node.gc(&mine, &[]).ok();
     node.assert_clean();
 }
@@ -318,7 +323,7 @@ fn gc_honours_disable_gc() {
     network["disableGC"] = json!(true);
     node.gc(&network, &[]).ok();
     assert!(
-        node.link(&naming::host_veth_name(&id)).is_some(),
+        node.link(&naming::host_veth_name(&id, "net1")).is_some(),
         "GC did nothing"
     );
     network.as_object_mut().unwrap().remove("disableGC");
@@ -333,7 +338,7 @@ fn gc_honours_disable_gc() {
         &plugin_config.to_string(),
     )
     .ok();
-    assert!(node.link(&naming::host_veth_name(&id)).is_some());
+    assert!(node.link(&naming::host_veth_name(&id, "net1")).is_some());
     detach(&node, &network, &id, &pod);
     node.assert_clean();
 }

@@ -1,21 +1,23 @@
 //! Everything VRF, on a kernel that has it: run inside the VM (`scripts/vm-run.sh`), where
 //! Debian's kernel loads the vrf module. On a kernel without VRF these tests fail, loudly.
 
-use krafty_cni::naming;
-use krafty_tests::{address_of, container_id, full_conflist, shared_network, Node, NETWORK};
+use krafty_cni::{naming, Attachment};
+use krafty_tests::{
+    address_of, container_id, full_conflist, several, shared_network, Node, NETWORK,
+};
 use serde_json::{json, Value};
 
 /// The interface group `ip -j link` shows for the devices of attachment `id` in pod scope.
 fn attachment_group(id: &str) -> String {
-    naming::attachment_group(&naming::attachment_mark(NETWORK, id)).to_string()
+    naming::attachment_group(&naming::attachment_mark(NETWORK, id, "net1")).to_string()
 }
 
 /// A pod-scope attachment's own node devices, the host veth first as DEL has them.
 fn pod_devices(id: &str) -> Vec<String> {
     vec![
-        naming::host_veth_name(id),
-        naming::bridge_name(id),
-        naming::vrf_name(id),
+        naming::host_veth_name(id, "net1"),
+        naming::bridge_name(id, "net1"),
+        naming::vrf_name(id, "net1"),
     ]
 }
 
@@ -40,8 +42,8 @@ fn the_full_chain_puts_the_pod_behind_a_bridge_in_its_own_vrf() {
     let id = container_id();
     let result = node.cni("add", &conflist, &id, &pod.netns_path()).ok();
 
-    let vrf = naming::vrf_name(&id);
-    let bridge = naming::bridge_name(&id);
+    let vrf = naming::vrf_name(&id, "net1");
+    let bridge = naming::bridge_name(&id, "net1");
     let names: Vec<&str> = result["interfaces"]
         .as_array()
         .unwrap()
@@ -53,7 +55,7 @@ fn the_full_chain_puts_the_pod_behind_a_bridge_in_its_own_vrf() {
         vec![
             vrf.as_str(),
             bridge.as_str(),
-            &naming::host_veth_name(&id),
+            &naming::host_veth_name(&id, "net1"),
             "net1"
         ]
     );
@@ -118,7 +120,10 @@ fn a_pods_vrf_bridge_and_veth_go_in_one_request_and_a_stranger_in_their_group_st
     ]);
 
     assert_eq!(
-        node.delete_as_del_does(NETWORK, &id_a, &pod_devices(&id_a)),
+        node.delete_as_del_does(
+            &Attachment::new(NETWORK, &id_a, "net1").unwrap(),
+            &pod_devices(&id_a)
+        ),
         1
     );
     node.cni("del", &conflist, &id_a, &a.netns_path()).ok();
@@ -144,8 +149,8 @@ fn two_pods_in_their_own_vrfs_share_one_gateway_address() {
     assert!(a.ping("172.16.10.1"));
     assert!(b.ping("172.16.10.1"));
     assert_ne!(
-        vrf_table(&node, &naming::vrf_name(&id_a)),
-        vrf_table(&node, &naming::vrf_name(&id_b))
+        vrf_table(&node, &naming::vrf_name(&id_a, "net1")),
+        vrf_table(&node, &naming::vrf_name(&id_b, "net1"))
     );
     assert!(!main_table_reaches(&node, "172.16.10.0/24"));
     node.cni("del", &conflist, &id_a, &a.netns_path()).ok();
@@ -166,13 +171,13 @@ fn an_explicit_vrf_table_is_used_and_cannot_be_taken_twice() {
     let conflist = node.conflist(with_vrf_table(4242));
     let (id_a, id_b) = (container_id(), container_id());
     node.cni("add", &conflist, &id_a, &a.netns_path()).ok();
-    assert_eq!(vrf_table(&node, &naming::vrf_name(&id_a)), 4242);
+    assert_eq!(vrf_table(&node, &naming::vrf_name(&id_a, "net1")), 4242);
     node.cni("check", &conflist, &id_a, &a.netns_path()).ok();
 
     node.cni("add", &conflist, &id_b, &b.netns_path())
         .error(7, "vrfTable 4242 is already used");
-    assert!(node.link(&naming::vrf_name(&id_b)).is_none());
-    assert!(node.link(&naming::bridge_name(&id_b)).is_none());
+    assert!(node.link(&naming::vrf_name(&id_b, "net1")).is_none());
+    assert!(node.link(&naming::bridge_name(&id_b, "net1")).is_none());
 
     node.cni("del", &conflist, &id_b, &b.netns_path()).ok();
     node.cni("del", &conflist, &id_a, &a.netns_path()).ok();
@@ -184,7 +189,7 @@ fn a_derived_table_in_use_moves_to_the_next_free_one() {
     let node = Node::new();
     let pod = node.pod("a");
     let id = container_id();
-    let vrf = naming::vrf_name(&id);
+    let vrf = naming::vrf_name(&id, "net1");
     let derived = naming::derived_table(&vrf);
     // Somebody else's VRF already uses the table krafty would derive.
     node.ip(&[
@@ -233,7 +238,7 @@ fn check_names_a_bridge_that_left_its_vrf() {
     let conflist = node.conflist(full_conflist("1.0.0"));
     let id = container_id();
     node.cni("add", &conflist, &id, &pod.netns_path()).ok();
-    let bridge = naming::bridge_name(&id);
+    let bridge = naming::bridge_name(&id, "net1");
     node.ip(&["link", "set", &bridge, "nomaster"]);
     node.cni("check", &conflist, &id, &pod.netns_path())
         .error(104, &bridge);
@@ -359,7 +364,7 @@ fn gc_removes_an_orphan_and_the_shared_devices_once_unused() {
     // Pod b's DEL never comes; its namespace is gone.
     drop(b);
     node.gc(&network, &[&id_a]).ok();
-    assert!(node.link(&naming::host_veth_name(&id_b)).is_none());
+    assert!(node.link(&naming::host_veth_name(&id_b, "net1")).is_none());
     assert_eq!(
         node.all_leases().len(),
         1,
@@ -383,7 +388,7 @@ fn gc_of_pod_scoped_vrfs() {
     node.cni("add", &list, &id, &pod.netns_path()).ok();
     node.gc(&conflist, &[&id]).ok();
     assert!(
-        node.link(&naming::vrf_name(&id)).is_some(),
+        node.link(&naming::vrf_name(&id, "net1")).is_some(),
         "a valid attachment keeps its VRF"
     );
     node.gc(&conflist, &[]).ok();
@@ -395,4 +400,25 @@ fn status_of_the_full_chain_succeeds_where_vrf_exists() {
     let node = Node::new();
     node.status(&full_conflist("1.0.0")).ok();
     node.assert_clean();
+}
+
+#[test]
+fn two_networks_in_one_pod_each_in_its_own_vrf() {
+    several::two_networks_in_one_pod(true);
+}
+
+#[test]
+fn one_pod_scope_network_twice_in_one_pod_in_two_vrfs() {
+    several::one_network_twice_in_one_pod(true, true);
+}
+
+#[test]
+fn one_shared_network_twice_in_one_pod_in_its_vrf() {
+    several::one_network_twice_in_one_pod(false, true);
+}
+
+#[test]
+fn the_same_interface_on_two_networks_with_vrfs_is_refused() {
+    several::the_same_interface_on_two_networks_is_refused(true, true);
+    several::the_same_interface_on_two_networks_is_refused(false, true);
 }

@@ -16,7 +16,6 @@ use std::net::IpAddr;
 use std::time::SystemTime;
 
 use ipnet::IpNet;
-use krafty_cni::cleanup::{self, undo_attachment};
 use krafty_cni::config::{AddressSource, RuntimeRequest, ValidVethConfig, VethConfig};
 use krafty_cni::env::Command;
 use krafty_cni::invocation_log::rfc3339;
@@ -25,7 +24,7 @@ use krafty_cni::netlink::{self, InfoKind, Link, Netlink, RouteSpec, VethSpec};
 use krafty_cni::netns::NetNs;
 use krafty_cni::result::{Dns, Interface, IpConfig, Route};
 use krafty_cni::state::{AttachmentRecord, RecordedDevice, RecordedIpam};
-use krafty_cni::{chain, naming, CniResult, Error, Plugin, Request};
+use krafty_cni::{chain, naming, Attachment, CniResult, Error, Plugin, Request};
 
 struct Veth;
 
@@ -46,13 +45,13 @@ impl Plugin for Veth {
         let netns = NetNs::open(netns_path(request)?)?;
         let netlink = Netlink::connect()?;
         let bridge = find_bridge(&netlink, request).await?;
-        let host_name = naming::host_veth_name(&request.env.container_id);
-        let mark = request.attachment_mark();
+        let attachment = request.attachment()?;
+        let host_name = attachment.host_veth_name();
         // Checked before IPAM so that a refused ADD has nothing to undo. An existing pair of
         // this very attachment is refused too: a second ADD must not tear down a live pod's
         // interface, and a runtime sends DEL after any failed ADD.
         if let Some(existing) = netlink.link(&host_name).await? {
-            existing.ensure_marked(&mark)?;
+            existing.ensure_marked(&attachment.mark())?;
             return Err(Error::DeviceConflict {
                 name: host_name,
                 reason: "already exists for this attachment (DEL it before adding it again)".into(),
@@ -75,61 +74,27 @@ impl Plugin for Veth {
         .await;
         if let Err(error) = &attached {
             tracing::warn!("ADD failed, undoing it: {error}");
-            undo(&netlink, &host_name, &mark, &config, request).await;
+            undo(&netlink, attachment, &config, request).await;
         }
         attached
     }
 
     async fn del(&self, request: &Request<VethConfig>) -> Result<(), Error> {
         let config = request.config.validate()?;
-        let netlink = Netlink::connect()?;
-        let mut errors = Vec::new();
-        // The attachment's own devices are deleted at once, in pod scope in one kernel batch
-        // (see `cleanup::start_deleting`): the pair and, in pod scope, the attachment's bridge
-        // and VRF, which krafty-bridge and krafty-vrf then find gone. Devices without this
-        // attachment's mark (shared or foreign) are left.
-        let doomed = own_devices(&netlink, request).await?;
-        let host_name = naming::host_veth_name(&request.env.container_id);
-        let pair_index = doomed
-            .first()
-            .filter(|host| host.name == host_name)
-            .map(|host| host.index);
-        let deletions = cleanup::start_deleting(&netlink, doomed, &request.attachment_mark()).await;
-        // The address is released once the pair has left the kernel's device list, so it is
-        // never handed out while still in use, but without waiting for the grace period.
-        if let Some(index) = pair_index {
-            while !deletions[0].is_finished() && netlink.link_by_index(index).await?.is_some() {
-                std::thread::sleep(std::time::Duration::from_micros(200));
+        // The attachment's own devices are deleted at once, in pod scope in one kernel batch:
+        // the pair and, in pod scope, the attachment's bridge and VRF, which krafty-bridge and
+        // krafty-vrf then find gone. Devices without this attachment's mark (shared or foreign)
+        // are left.
+        let release = match &config.addresses {
+            AddressSource::Ipam(ipam) => {
+                Some(|recorded: &[IpAddr]| ipam.del(&request.env, &request.stdin, recorded))
             }
-        }
-        if let AddressSource::Ipam(ipam) = &config.addresses {
-            // What the record says the attachment holds spares IPAM a search through every
-            // lease; a missing or unreadable record only means the search is made.
-            let recorded_addresses = request
-                .records()
-                .read(
-                    &request.network,
-                    &request.env.container_id,
-                    &request.env.ifname,
-                )
-                .ok()
-                .flatten()
-                .map(|record| record.ip_addresses())
-                .unwrap_or_default();
-            if let Err(error) = ipam.del(&request.env, &request.stdin, &recorded_addresses) {
-                errors.push(error);
-            }
-        }
-        errors.extend(cleanup::finish(deletions));
-        // The record goes last: while anything above failed, it still says what to undo.
-        if errors.is_empty() {
-            request.records().remove(
-                &request.network,
-                &request.env.container_id,
-                &request.env.ifname,
-            )?;
-        }
-        Error::from_all(errors)
+            AddressSource::Static(_) | AddressSource::Runtime => None,
+        };
+        request
+            .attachment()?
+            .tear_down(&Netlink::connect()?, &request.records(), release)
+            .await
     }
 
     async fn check(&self, request: &Request<VethConfig>) -> Result<(), Error> {
@@ -144,12 +109,13 @@ impl Plugin for Veth {
         let netns = NetNs::open(netns_path(request)?)?;
         let netlink = Netlink::connect()?;
         let bridge = find_bridge(&netlink, request).await?;
-        let host_name = naming::host_veth_name(&request.env.container_id);
+        let attachment = request.attachment()?;
+        let host_name = attachment.host_veth_name();
         let host = netlink
             .link(&host_name)
             .await?
             .ok_or_else(|| Error::CheckFailed(format!("host veth {host_name} does not exist")))?;
-        host.ensure_marked(&request.attachment_mark())?;
+        host.ensure_marked(&attachment.mark())?;
         if !host.is_kind(&InfoKind::Veth) || host.controller != Some(bridge.index) || !host.up {
             return Err(Error::CheckFailed(format!(
                 "host veth {host_name} must be an up veth on bridge {}",
@@ -205,12 +171,13 @@ impl Plugin for Veth {
             let _lock = NodeLock::network(&request.run_dir, &request.network)?;
             let (found, unreadable) = records.list(&request.network);
             errors.extend(unreadable);
-            let orphans = found
-                .iter()
-                .filter(|r| !request.is_valid_attachment(&r.container_id));
-            for record in orphans {
-                tracing::info!("GC undoes {}/{}", record.container_id, record.ifname);
-                if let Err(error) = undo_attachment(&netlink, &records, record).await {
+            for stored in found.iter().filter(|s| !request.is_valid(&s.attachment)) {
+                tracing::info!("GC undoes {}", stored.attachment);
+                let undone = stored
+                    .attachment
+                    .tear_down_recorded(&netlink, &records, &stored.record, &[])
+                    .await;
+                if let Err(error) = undone {
                     errors.push(error);
                 }
             }
@@ -219,8 +186,8 @@ impl Plugin for Veth {
                 let orphaned = link
                     .alias
                     .as_deref()
-                    .and_then(|alias| naming::attachment_of(alias, &request.network))
-                    .is_some_and(|id| !request.is_valid_attachment(id));
+                    .and_then(|alias| Attachment::from_mark(alias, &request.network))
+                    .is_some_and(|attachment| !request.is_valid(&attachment));
                 if orphaned {
                     if let Err(error) = netlink.delete(&link).await {
                         errors.push(error);
@@ -356,7 +323,7 @@ async fn attach(
     let (host_mac, bridge_networks) = created?;
     let plan = plan(config, ipam_result?, runtime, &bridge_networks)?;
     let ifname = request.env.ifname.as_str();
-    let host_name = naming::host_veth_name(&request.env.container_id);
+    let host_name = request.attachment()?.host_veth_name();
 
     let (metric, no_dad) = (config.route_metric, !config.dad);
     let (addresses, routes) = (&plan.addresses, &plan.routes);
@@ -369,7 +336,7 @@ async fn attach(
         for (address, _) in addresses {
             pod.add_address(link.index, *address, no_dad).await?;
         }
-        pod.set_up(&link).await?;
+        pod.set_pod_interface_up(&link).await?;
         for (destination, gateway) in routes {
             let route = RouteSpec {
                 destination: *destination,
@@ -430,8 +397,9 @@ async fn create_pair(
     request: &Request<VethConfig>,
 ) -> Result<(String, Vec<IpNet>), Error> {
     let ifname = request.env.ifname.as_str();
-    let host_name = naming::host_veth_name(&request.env.container_id);
-    let mark = request.attachment_mark();
+    let attachment = request.attachment()?;
+    let host_name = attachment.host_veth_name();
+    let mark = attachment.mark();
     let host_mac = netlink::random_mac()?;
     let spec = VethSpec {
         host_name: &host_name,
@@ -442,9 +410,7 @@ async fn create_pair(
         mtu: config.mtu,
         peer_mac: runtime.mac,
         // In the attachment's group only when the bridge is the attachment's own (pod scope).
-        group: bridge
-            .is_marked(&mark)
-            .then(|| naming::attachment_group(&mark)),
+        group: attachment.owns(bridge).then(|| attachment.group()),
         host_mac,
     };
     if !netlink.create_veth(&spec).await? {
@@ -529,58 +495,23 @@ async fn record(
     })
 }
 
-/// The devices DEL removes: the host veth first (when it is there), then this attachment's own
-/// bridge and VRF (pod scope); only those carrying this attachment's mark.
-async fn own_devices(netlink: &Netlink, request: &Request<VethConfig>) -> Result<Vec<Link>, Error> {
-    let id = &request.env.container_id;
-    let mark = request.attachment_mark();
-    let mut devices = Vec::new();
-    let names = [
-        naming::host_veth_name(id),
-        naming::bridge_name(id),
-        naming::vrf_name(id),
-    ];
-    for name in names {
-        match netlink.link(&name).await? {
-            Some(link) if link.is_marked(&mark) => devices.push(link),
-            Some(_) => tracing::warn!("{name} exists but is not this attachment's; leaving it"),
-            None => {}
-        }
-    }
-    Ok(devices)
-}
-
-async fn remove_pair(netlink: &Netlink, host_name: &str, mark: &str) -> Result<(), Error> {
-    match netlink.link(host_name).await? {
-        Some(host) if host.is_marked(mark) => netlink.delete(&host).await,
-        Some(_) => {
-            tracing::warn!("{host_name} exists but is not this attachment's veth; leaving it");
-            Ok(())
-        }
-        None => Ok(()),
-    }
-}
-
-/// Rolls back a failed ADD: the pair (the peer goes with it), the IPAM lease and the record.
+/// Rolls back a failed ADD as DEL would: the attachment's own devices (the pair, and in pod
+/// scope its bridge and VRF), every lease IPAM gave it, and its record.
 async fn undo(
     netlink: &Netlink,
-    host_name: &str,
-    mark: &str,
+    attachment: &Attachment,
     config: &ValidVethConfig,
     request: &Request<VethConfig>,
 ) {
-    if let Err(error) = remove_pair(netlink, host_name, mark).await {
-        tracing::error!("undo: {error}");
-    }
-    if let AddressSource::Ipam(ipam) = &config.addresses {
-        if let Err(error) = ipam.del(&request.env, &request.stdin, &[]) {
-            tracing::error!("undo: releasing the address: {error}");
+    let release = match &config.addresses {
+        AddressSource::Ipam(ipam) => {
+            Some(|_: &[IpAddr]| ipam.del(&request.env, &request.stdin, &[]))
         }
-    }
-    let env = &request.env;
-    if let Err(error) = request
-        .records()
-        .remove(&request.network, &env.container_id, &env.ifname)
+        AddressSource::Static(_) | AddressSource::Runtime => None,
+    };
+    if let Err(error) = attachment
+        .tear_down(netlink, &request.records(), release)
+        .await
     {
         tracing::error!("undo: {error}");
     }

@@ -22,8 +22,10 @@ impl Plugin for Vrf {
 
     async fn add(&self, request: &Request<VrfConfig>) -> Result<CniResult, Error> {
         let config = request.config.validate()?;
-        let place = Placement::of(NodeDeviceKind::Vrf, config.scope, request);
+        let attachment = request.attachment()?;
+        let place = Placement::of(NodeDeviceKind::Vrf, config.scope, attachment);
         let netlink = Netlink::connect()?;
+        chain::refuse_taken_interface(&netlink, attachment).await?;
 
         let _lock = place.lock(request)?;
         let vrf = match place.existing(&netlink, NodeDeviceKind::Vrf).await? {
@@ -41,13 +43,13 @@ impl Plugin for Vrf {
 
     async fn del(&self, request: &Request<VrfConfig>) -> Result<(), Error> {
         let config = request.config.validate()?;
-        let place = Placement::of(NodeDeviceKind::Vrf, config.scope, request);
+        let place = Placement::of(NodeDeviceKind::Vrf, config.scope, request.attachment()?);
         place.remove_with_attachment(&Netlink::connect()?).await
     }
 
     async fn check(&self, request: &Request<VrfConfig>) -> Result<(), Error> {
         let config = request.config.validate()?;
-        let place = Placement::of(NodeDeviceKind::Vrf, config.scope, request);
+        let place = Placement::of(NodeDeviceKind::Vrf, config.scope, request.attachment()?);
         let name = &place.name;
         let reported = request
             .prev_result

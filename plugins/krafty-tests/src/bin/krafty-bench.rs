@@ -319,14 +319,14 @@ fn floor_del(scope: Scope, id: &str, with_vrf: bool) -> String {
 fn floor_names(scope: Scope, id: &str) -> (String, String, String) {
     match scope {
         Scope::Pod => (
-            naming::vrf_name(id),
-            naming::bridge_name(id),
-            naming::host_veth_name(id),
+            naming::vrf_name(id, "net1"),
+            naming::bridge_name(id, "net1"),
+            naming::host_veth_name(id, "net1"),
         ),
         Scope::Network => (
             "flvshared".into(),
             "flbshared".into(),
-            naming::host_veth_name(id),
+            naming::host_veth_name(id, "net1"),
         ),
     }
 }

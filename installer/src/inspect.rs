@@ -1,0 +1,260 @@
+//! What the node holds, for people and scripts: `krafty-installer attachment` prints an
+//! attachment's device names and marks (the rule lives in `krafty_cni::naming`; nothing else
+//! derives them), and `krafty-installer attachments` lists every attachment on the node from
+//! its record and the kernel, with whether each device is present and marked.
+
+use std::io::Write;
+use std::path::Path;
+
+use krafty_cni::naming;
+use krafty_cni::netlink::{InfoKind, Link, Netlink};
+use krafty_cni::state::{AttachmentRecord, Records};
+use krafty_cni::Attachment;
+use serde::Serialize;
+use serde_json::json;
+
+use crate::cli::Scope;
+
+/// The names and marks of one attachment's devices, in `scope`.
+pub fn names(attachment: &Attachment, scope: Scope) -> serde_json::Value {
+    let network = attachment.network();
+    let (vrf, bridge, node_mark) = match scope {
+        Scope::Pod => (
+            attachment.vrf_name(),
+            attachment.bridge_name(),
+            attachment.mark(),
+        ),
+        Scope::Network => (
+            naming::shared_vrf_name(network),
+            naming::shared_bridge_name(network),
+            naming::network_mark(network),
+        ),
+    };
+    json!({
+        "network": network,
+        "containerId": attachment.container_id(),
+        "ifname": attachment.ifname(),
+        "vrf": vrf,
+        "bridge": bridge,
+        "hostVeth": attachment.host_veth_name(),
+        "mark": attachment.mark(),
+        "vrfMark": node_mark,
+        "bridgeMark": node_mark,
+        "bridgeMac": krafty_cni::netlink::format_mac(&naming::bridge_mac(&node_mark)),
+        "group": attachment.group(),
+        "record": attachment.record_file(),
+    })
+}
+
+/// One device of a listed attachment, as the kernel has it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceState {
+    pub name: String,
+    pub kind: String,
+    pub shared: bool,
+    pub present: bool,
+    /// Carries the attachment's mark (the network's, for a shared device).
+    pub marked: bool,
+}
+
+/// One attachment on the node.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Listed {
+    pub network: String,
+    pub container_id: String,
+    pub ifname: String,
+    /// `namespace/name` of the pod, when the runtime is Kubernetes'.
+    pub pod: String,
+    pub netns: String,
+    pub addresses: Vec<String>,
+    pub devices: Vec<DeviceState>,
+    /// The record's path; empty for devices of an attachment without a record (an ADD cut
+    /// short, or a record removed by hand).
+    pub record: String,
+}
+
+/// Every attachment on the node: those with a record, then devices carrying an attachment's
+/// mark that no record names.
+pub async fn list(netlink: &Netlink, state_dir: &Path) -> Result<Vec<Listed>, krafty_cni::Error> {
+    let (records, errors) = Records::new(state_dir).list_all();
+    for error in errors {
+        tracing::warn!("skipping an attachment record: {error}");
+    }
+    let mut listed = Vec::new();
+    for stored in &records {
+        let mut devices = Vec::new();
+        for device in &stored.record.devices {
+            let mark = if device.shared {
+                naming::network_mark(stored.attachment.network())
+            } else {
+                stored.attachment.mark()
+            };
+            let link = netlink.link(&device.name).await?;
+            devices.push(DeviceState {
+                name: device.name.clone(),
+                kind: device.kind.clone(),
+                shared: device.shared,
+                present: link.is_some(),
+                marked: link.is_some_and(|l| l.is_marked(&mark)),
+            });
+        }
+        listed.push(from_record(&stored.record, devices, &stored.path));
+    }
+    for kind in [InfoKind::Veth, InfoKind::Bridge, InfoKind::Vrf] {
+        for link in netlink.links_of_kind(kind.clone()).await? {
+            let Some(attachment) = unrecorded(&link, &records) else {
+                continue;
+            };
+            let device = DeviceState {
+                name: link.name.clone(),
+                kind: kind.to_string(),
+                shared: false,
+                present: true,
+                marked: true,
+            };
+            match listed.iter_mut().find(|l| {
+                l.record.is_empty()
+                    && l.network == attachment.network()
+                    && l.container_id == attachment.container_id()
+                    && l.ifname == attachment.ifname()
+            }) {
+                Some(entry) => entry.devices.push(device),
+                None => listed.push(Listed {
+                    network: attachment.network().to_string(),
+                    container_id: attachment.container_id().to_string(),
+                    ifname: attachment.ifname().to_string(),
+                    pod: String::new(),
+                    netns: String::new(),
+                    addresses: Vec::new(),
+                    devices: vec![device],
+                    record: String::new(),
+                }),
+            }
+        }
+    }
+    Ok(listed)
+}
+
+/// The attachment `link` is marked for, when no record names that attachment.
+fn unrecorded(link: &Link, records: &[krafty_cni::state::StoredRecord]) -> Option<Attachment> {
+    let attachment = Attachment::from_any_mark(link.owner_mark()?)?;
+    (!records.iter().any(|r| r.attachment == attachment)).then_some(attachment)
+}
+
+fn from_record(record: &AttachmentRecord, devices: Vec<DeviceState>, path: &Path) -> Listed {
+    let pod = if record.pod_name.is_empty() {
+        String::new()
+    } else {
+        format!("{}/{}", record.pod_namespace, record.pod_name)
+    };
+    Listed {
+        network: record.network.clone(),
+        container_id: record.container_id.clone(),
+        ifname: record.ifname.clone(),
+        pod,
+        netns: record.netns.clone(),
+        addresses: record.addresses.iter().map(ToString::to_string).collect(),
+        devices,
+        record: path.display().to_string(),
+    }
+}
+
+/// The listing as a table: one line per attachment, each device as `name` with `!` when it
+/// is missing and `?` when it does not carry the mark.
+pub fn write_table(out: &mut dyn Write, listed: &[Listed]) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "{:<16} {:<24} {:<12} {:<8} {:<20} {:<8} DEVICES",
+        "NETWORK", "POD", "CONTAINER", "IFNAME", "ADDRESSES", "RECORD"
+    )?;
+    for entry in listed {
+        let devices: Vec<String> = entry
+            .devices
+            .iter()
+            .map(|d| {
+                let state = match (d.present, d.marked) {
+                    (false, _) => "!",
+                    (true, false) => "?",
+                    (true, true) => "",
+                };
+                format!("{}{state}", d.name)
+            })
+            .collect();
+        writeln!(
+            out,
+            "{:<16} {:<24} {:<12} {:<8} {:<20} {:<8} {}",
+            entry.network,
+            if entry.pod.is_empty() {
+                "-"
+            } else {
+                &entry.pod
+            },
+            &entry.container_id[..entry.container_id.len().min(12)],
+            entry.ifname,
+            if entry.addresses.is_empty() {
+                "-".to_string()
+            } else {
+                entry.addresses.join(",")
+            },
+            if entry.record.is_empty() {
+                "missing"
+            } else {
+                "yes"
+            },
+            devices.join(" ")
+        )?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_scope() {
+        let attachment = Attachment::new("lab", "a3f2b1c4d5e6f7a8", "net2").unwrap();
+        let own = names(&attachment, Scope::Pod);
+        assert_eq!(own["vrf"], "krva3f2b.e05ba9");
+        assert_eq!(own["bridgeMark"], own["mark"]);
+        let shared = names(&attachment, Scope::Network);
+        assert_eq!(shared["bridge"], naming::shared_bridge_name("lab"));
+        assert_eq!(shared["bridgeMark"], "krafty:lab");
+        assert_eq!(shared["hostVeth"], own["hostVeth"]);
+        assert_eq!(shared["record"], "lab/a3f2b1c4d5e6f7a8.net2.json");
+    }
+
+    #[test]
+    fn the_table_flags_missing_and_foreign_devices() {
+        let device = |name: &str, present, marked| DeviceState {
+            name: name.into(),
+            kind: "veth".into(),
+            shared: false,
+            present,
+            marked,
+        };
+        let entry = Listed {
+            network: "lab".into(),
+            container_id: "a3f2b1c4d5e6f7a8".into(),
+            ifname: "net1".into(),
+            pod: String::new(),
+            netns: String::new(),
+            addresses: vec!["172.16.10.10/24".into()],
+            devices: vec![
+                device("a", true, true),
+                device("b", false, false),
+                device("c", true, false),
+            ],
+            record: "/var/lib/krafty/attachments/lab/x.json".into(),
+        };
+        let mut out = Vec::new();
+        write_table(&mut out, &[entry]).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let line = text.lines().nth(1).unwrap();
+        assert!(line.starts_with("lab "), "{line}");
+        assert!(line.contains(" a3f2b1c4d5e6 "), "{line}");
+        assert!(line.ends_with("a b! c?"), "{line}");
+    }
+}
