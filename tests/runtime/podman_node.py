@@ -85,7 +85,6 @@ class PodmanNode:
         self.log = self.root / "log" / "krafty.log"
         self.ipam = self.root / "ipam"
         self.rootfs = self.root / "rootfs"
-        self.containers: list[str] = []
         self.env = {
             **os.environ,
             "CONTAINERS_CONF": str(self.root / "containers.conf"),
@@ -180,9 +179,7 @@ runroot = "{self.root / 'storage-run'}"
     def start(self, name: str, *networks: str) -> str:
         """A container that keeps running, attached to the networks; returns its ID."""
         argv = ["run", "--detach", "--name", name, *self.network_args(*networks), "--rootfs", str(self.rootfs)]
-        container_id = self.podman(*argv, "sleep", "1000").stdout.strip()
-        self.containers.append(container_id)
-        return container_id
+        return self.podman(*argv, "sleep", "1000").stdout.strip()
 
     def run_once(self, name: str, *networks: str, command: str) -> tuple[str, str]:
         """A container that runs COMMAND and is removed (`podman run --rm`); returns its ID,
@@ -191,7 +188,6 @@ runroot = "{self.root / 'storage-run'}"
         output = self.podman(*argv, "sh", "-c", command).stdout
         ids = {e["containerId"] for e in self.log_entries() if e.get("podName") == name}
         assert len(ids) == 1, f"the krafty log names {len(ids)} containers {name}"
-        self.containers.extend(ids)
         return ids.pop(), output
 
     def exec(self, name: str, command: str) -> str:
@@ -247,8 +243,8 @@ runroot = "{self.root / 'storage-run'}"
         if (self.root / "containers.conf").exists():
             self.podman("rm", "--all", "--force", "--time", "0", check=False)
         subprocess.run(["ip", "netns", "del", self.netns], capture_output=True)
-        # Whatever a failed test left in libcni's cache.
-        for container_id in self.containers:
+        # Whatever a failed test left in libcni's cache, of every container krafty saw.
+        for container_id in {e["containerId"] for e in self.log_entries() if e.get("containerId")}:
             for cached in LIBCNI_CACHE.glob(f"*-{container_id}-*"):
                 cached.unlink()
         shutil.rmtree(self.root, ignore_errors=True)
