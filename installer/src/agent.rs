@@ -16,6 +16,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
+use crate::attachments::shared::{self, SharedDeviceSweeper};
 use crate::attachments::{AttachmentCleaner, NodeCleaner, Reconciler, ReportOnlyCleaner};
 use crate::cli::{Args, OrphanCleanup};
 use crate::cluster::events::{Notice, Notifier};
@@ -148,6 +149,18 @@ async fn run_daemon(args: &Args) -> Result<(), AgentError> {
 
     let (installed_sender, installed) = watch::channel(Vec::new());
     let notifier = start_cluster(args, installed, &metrics, &shutdown).await;
+    if args.orphan_cleanup == OrphanCleanup::Delete {
+        let sweeper = SharedDeviceSweeper::new(
+            args.state_dir.clone(),
+            args.run_dir.clone(),
+            args.shared_device_grace(),
+        );
+        tokio::spawn(shared::run(
+            sweeper,
+            args.shared_device_sweep_interval(),
+            shutdown.clone(),
+        ));
+    }
 
     let wake = Arc::new(Notify::new());
     let names: HashSet<OsString> = args.plugins.iter().map(OsString::from).collect();

@@ -85,6 +85,12 @@ pub struct Args {
     #[arg(long, env = "KRAFTY_DEBOUNCE_MS", default_value_t = 50)]
     pub debounce_ms: u64,
 
+    /// Seconds a `scope: network` network's shared VRF and bridge stay on the node after its
+    /// last attachment went (delete mode: runtimes at CNI 1.0.0 never send the GC that would
+    /// remove them).
+    #[arg(long, env = "KRAFTY_SHARED_DEVICE_GRACE_SECS", default_value_t = 300)]
+    pub shared_device_grace_secs: u64,
+
     /// Seconds between full orphan scans, on top of the scans that pod deletions trigger.
     #[arg(long, env = "KRAFTY_RECONCILE_INTERVAL_SECS", default_value_t = 300)]
     pub reconcile_interval_secs: u64,
@@ -144,6 +150,16 @@ impl Args {
 
     pub fn reconcile_interval(&self) -> Duration {
         Duration::from_secs(self.reconcile_interval_secs)
+    }
+
+    pub fn shared_device_grace(&self) -> Duration {
+        Duration::from_secs(self.shared_device_grace_secs)
+    }
+
+    /// How often unused shared devices are looked for: a quarter of the grace period, between
+    /// one second and a minute.
+    pub fn shared_device_sweep_interval(&self) -> Duration {
+        (self.shared_device_grace() / 4).clamp(Duration::from_secs(1), Duration::from_secs(60))
     }
 }
 

@@ -4,7 +4,7 @@
     python3 tests/deploy/helm_lint.py [--values FILE]...
 
 Lints with the chart's values.yaml, then with each values file of tests/deploy/values and
-charts/krafty/values-dev.yaml (or only with the files given). Prints every finding; exits 1 if
+charts/krafty/values-*.yaml (or only with the files given). Prints every finding; exits 1 if
 any would fail `helm lint --strict`.
 """
 
@@ -21,7 +21,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--values", action="append", type=Path, default=None, help="a values file")
     args = parser.parse_args()
-    files = args.values or [chartlib.CHART / "values-dev.yaml", *sorted(chartlib.VALUES_DIR.glob("*.yaml"))]
+    files = args.values or [*sorted(chartlib.CHART.glob("values-*.yaml")), *sorted(chartlib.VALUES_DIR.glob("*.yaml"))]
     failed = False
     for label, values in [("values.yaml", None)] + [
         (str(path), chartlib.values_from_files([path])) for path in files

@@ -405,9 +405,11 @@ def test_installer_values_are_wired_through():
 
 
 def test_dev_values_use_the_local_image_and_a_writable_root():
-    daemonset = only(chartlib.objects(chartlib.values_from_files([DEV_VALUES])), "DaemonSet")
+    # scripts/cluster-up.sh adds --set image.tag=<the build's content tag>.
+    values = chartlib.merge_values(chartlib.values_from_files([DEV_VALUES]), {"image": {"tag": "a1b2c3d4e5f6"}})
+    daemonset = only(chartlib.objects(values), "DaemonSet")
     container = installer_container(daemonset)
-    assert container["image"] == "krafty-installer:dev"
+    assert container["image"] == "krafty-installer:a1b2c3d4e5f6"
     assert container["imagePullPolicy"] == "IfNotPresent"
     assert container["securityContext"]["readOnlyRootFilesystem"] is False
     # The rest of the security context still applies.

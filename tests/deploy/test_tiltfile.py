@@ -30,11 +30,13 @@ TILT_MODULES = ("os", "config", "sys", "shlex", "v1alpha1")
 
 
 class Tilt:
-    """Stand-ins for the Tilt built-ins the Tiltfile uses; every call is recorded."""
+    """Stand-ins for the Tilt built-ins the Tiltfile uses; every call is recorded. local()
+    answers kubectl's question for the nodes' architectures with `node_archs`."""
 
-    def __init__(self, context: str, env: dict[str, str]):
+    def __init__(self, context: str, env: dict[str, str], node_archs: str):
         self.context = context
         self.env = env
+        self.node_archs = node_archs
         self.calls: dict[str, list[tuple[tuple, dict]]] = defaultdict(list)
         self.files_read: list[str] = []
 
@@ -59,9 +61,21 @@ class Tilt:
             text for path, text in sorted(rendered.items()) if not path.endswith("NOTES.txt")
         )
 
+    def local(self, command: str, quiet: bool = False) -> str:
+        argv = shlex.split(command)
+        assert argv[:2] == ["kubectl", "--context"] and argv[3:] == [
+            "get",
+            "nodes",
+            "-o",
+            "jsonpath={.items[*].status.nodeInfo.architecture}",
+        ], command
+        assert argv[2] == self.context, "local() asks another cluster than the one Tilt deploys to"
+        return self.node_archs
+
     def globals(self) -> dict[str, Any]:
         return {
             "os_getenv": lambda key, default=None: self.env.get(key, default),
+            "local": self.recorder("local", self.local),
             "k8s_context": lambda: self.context,
             "allow_k8s_contexts": self.recorder("allow_k8s_contexts"),
             "local_resource": self.recorder("local_resource"),
@@ -100,8 +114,10 @@ def tiltfile_source() -> str:
 starlark_go.configure_starlark(allow_global_reassign=True, allow_set=True, allow_recursion=True)
 
 
-def evaluate(context: str = "kind-krafty", env: dict[str, str] | None = None) -> Tilt:
-    tilt = Tilt(context, env or {})
+def evaluate(
+    context: str = "kind-krafty", env: dict[str, str] | None = None, node_archs: str = "amd64 amd64"
+) -> Tilt:
+    tilt = Tilt(context, env or {}, node_archs)
     # starlark-go holds no reference to the Python callables it is given: the dict must outlive
     # the evaluation, or a stand-in is freed before it is called.
     stand_ins = tilt.globals()
@@ -138,22 +154,109 @@ def test_allows_only_the_cluster_named_by_cluster_name():
         evaluate(context="kind-krafty", env={"CLUSTER_NAME": "lab"})
 
 
-def plugin_outputs(tilt: Tilt) -> list[str]:
-    """The binaries the krafty-plugins local_resource's cargo command produces."""
+def dockerfile_stages(path: Path) -> dict[str, list[str]]:
+    """Stage name -> its instructions (continuation lines joined, comments dropped)."""
+    stages: dict[str, list[str]] = {}
+    current: list[str] = []
+    logical = ""
+    for line in path.read_text().splitlines():
+        if line.lstrip().startswith("#") and not logical:
+            continue
+        logical += line.rstrip("\\").strip() + " " if line.endswith("\\") else line.strip()
+        if line.endswith("\\") or not logical:
+            continue
+        if logical.startswith("FROM "):
+            words = logical.split()
+            current = stages.setdefault(words[-1] if words[-2].upper() == "AS" else f"#{len(stages)}", [])
+        current.append(logical)
+        logical = ""
+    return stages
+
+
+def plugin_build(tilt: Tilt) -> dict[str, Any]:
+    """The krafty-plugins local_resource's docker build: its platform, stage, output directory."""
     argv = shlex.split(tilt.resource("local_resource", "krafty-plugins")["cmd"])
-    assert argv[:3] == ["cargo", "build", "--release"]
-    target = argv[argv.index("--target") + 1]
-    packages = [argv[i + 1] for i, arg in enumerate(argv) if arg == "-p"]
+    assert argv[:2] == ["docker", "build"] and argv[-1] == ".", argv
+    output = dict(item.split("=", 1) for item in argv[argv.index("--output") + 1].split(","))
+    assert output["type"] == "local"
+    return {
+        "platform": argv[argv.index("--platform") + 1],
+        "stage": argv[argv.index("--target") + 1],
+        "dockerfile": argv[argv.index("-f") + 1],
+        "dest": output["dest"],
+    }
+
+
+def plugin_outputs(tilt: Tilt) -> list[str]:
+    """The binaries the krafty-plugins resource's build writes: the files of the Dockerfile's
+    plugins stage, which copies the plugins-build stage's /out, where scripts/build-static.sh
+    puts the plugins it builds."""
+    build = plugin_build(tilt)
+    stages = dockerfile_stages(REPO / build["dockerfile"])
+    assert stages[build["stage"]] == ["FROM scratch AS plugins", "COPY --from=plugins-build /out/ /"]
+    (run,) = [i for i in stages["plugins-build"] if i.startswith("RUN ")]
+    assert run.endswith('scripts/build-static.sh "${TARGETARCH}" /out plugins'), run
+    script = (REPO / "scripts" / "build-static.sh").read_text()
+    packages = re.search(r"^ *plugins\) binaries=\(([\w -]+)\) ;;$", script, re.M).group(1).split()
     assert sorted(packages) == sorted(PLUGINS)
-    return [f"target/{target}/release/{package}" for package in packages]
+    return [f"{build['dest']}/{package}" for package in packages]
 
 
-def test_plugins_are_built_by_cargo_and_watched_at_their_sources(tilt):
+def test_plugins_are_built_in_a_container_and_watched_at_their_sources(tilt):
     plugins = tilt.resource("local_resource", "krafty-plugins")
     assert plugin_outputs(tilt)
+    # Written below target/, which no image's build context and no watched source includes.
+    assert plugin_build(tilt)["dest"].startswith("target/")
+    patterns = [
+        line for line in (REPO / "installer" / "Dockerfile.dockerignore").read_text().splitlines()
+        if line and not line.startswith("#")
+    ]  # fmt: skip
+    assert patterns[0] == "*" and not any(p.startswith("!target") for p in patterns)
     for dep in plugins["deps"]:
         assert (REPO / dep).exists(), dep
-    assert {f"plugins/{p}" for p in PLUGINS} | {"plugins/krafty-cni"} <= set(plugins["deps"])
+    assert {f"plugins/{p}" for p in PLUGINS} | {"plugins/krafty-cni", "installer/Dockerfile"} <= set(
+        plugins["deps"]
+    )
+
+
+@pytest.mark.parametrize("arch", ["amd64", "arm64"])
+def test_everything_is_built_for_the_nodes_architecture(arch):
+    """Asked of the cluster (kind's nodes share the Docker host's architecture, arm64 on Apple
+    silicon), or set with KRAFTY_NODE_ARCH."""
+    for tilt in (evaluate(node_archs=f"{arch} {arch}"), evaluate(env={"KRAFTY_NODE_ARCH": arch}, node_archs="")):
+        assert plugin_build(tilt)["platform"] == f"linux/{arch}"
+        assert plugin_build(tilt)["dest"] == f"target/tilt/plugins-{arch}"
+        installer = shlex.split(tilt.resource("custom_build", "krafty-installer")["args"][1])
+        assert installer[installer.index("--platform") + 1] == f"linux/{arch}"
+        assert tilt.resource("docker_build", "krafty-nettools")["platform"] == f"linux/{arch}"
+        syncs = [step["sync"][0] for step in tilt.resource("custom_build", "krafty-installer")["live_update"]]
+        assert syncs == plugin_outputs(tilt)
+    # The override is not second-guessed: no kubectl call.
+    assert not evaluate(env={"KRAFTY_NODE_ARCH": arch}, node_archs="").calls["local"]
+
+
+@pytest.mark.parametrize(
+    "env,node_archs,message",
+    [
+        ({}, "amd64 arm64", r"report architectures \[\"amd64\", \"arm64\"\]; set KRAFTY_NODE_ARCH"),
+        ({}, "", r"report architectures \[\]"),
+        ({}, "s390x", "for amd64 and arm64 nodes, not s390x"),
+        ({"KRAFTY_NODE_ARCH": "x86_64"}, "amd64", "not x86_64"),
+        ({"KRAFTY_VRF": "maybe"}, "amd64", "KRAFTY_VRF must be yes or no, not maybe"),
+    ],
+)
+def test_refuses_what_it_cannot_build_for(env, node_archs, message):
+    with pytest.raises(starlark_go.EvalError, match=message):
+        evaluate(env=env, node_archs=node_archs)
+
+
+def test_every_dockerfile_platform_is_one_the_images_exist_for():
+    """The Dockerfiles build for the architectures the Tiltfile accepts, on the build machine's
+    platform (cross-compiling: no emulation for Rust)."""
+    for dockerfile in ("installer/Dockerfile", "nettools/Dockerfile"):
+        text = (REPO / dockerfile).read_text()
+        assert re.search(r"^FROM --platform=\$BUILDPLATFORM ", text, re.M), dockerfile
+        assert "amd64) " in text and "arm64) " in text, dockerfile
 
 
 def test_installer_image_live_updates_the_built_plugins(tilt):
@@ -170,6 +273,9 @@ def test_installer_image_live_updates_the_built_plugins(tilt):
     outputs = plugin_outputs(tilt)
     syncs = [step["sync"] for step in build["live_update"]]
     assert syncs == [[out, f"/opt/krafty/bin/{Path(out).name}"] for out in outputs]
+    # The image puts the plugins where the syncs write them.
+    final = list(dockerfile_stages(REPO / "installer" / "Dockerfile").values())[-1]
+    assert "COPY --from=plugins-build /out/ /opt/krafty/bin/" in final
     # A sync only fires for files the image watches; plugin sources must not be among them, or
     # a source edit would rebuild the image instead of live-updating it.
     assert set(outputs) <= set(build["deps"])
@@ -182,11 +288,24 @@ def test_chart_is_deployed_with_dev_values_and_its_image_is_the_built_one(tilt):
     args, kwargs = tilt.only("helm")
     assert args == ("charts/krafty",)
     assert kwargs["values"] == ["charts/krafty/values-dev.yaml"]
+    assert "krafty-vrf" in [p["type"] for p in chartlib.conflist(krafty_nad(tilt))["plugins"]]
     daemonsets = [o for o in applied_objects(tilt) if o["kind"] == "DaemonSet"]
     assert len(daemonsets) == 1
     image = daemonsets[0]["spec"]["template"]["spec"]["containers"][0]["image"]
     # Tilt substitutes its build for every reference to the image's repository.
     assert image.split(":")[0] == tilt.resource("custom_build", "krafty-installer")["args"][0]
+
+
+def krafty_nad(tilt: Tilt) -> dict[str, Any]:
+    (nad,) = [o for o in applied_objects(tilt) if o["kind"] == "NetworkAttachmentDefinition"]
+    return nad
+
+
+def test_without_vrf_the_network_leaves_krafty_vrf_out():
+    tilt = evaluate(env={"KRAFTY_VRF": "no"})
+    assert tilt.only("helm")[1]["values"] == ["charts/krafty/values-dev.yaml", "charts/krafty/values-novrf.yaml"]
+    chain = [p["type"] for p in chartlib.conflist(krafty_nad(tilt))["plugins"]]
+    assert chain == ["krafty-bridge", "krafty-veth"]
 
 
 def test_nettools_is_built_and_deployed_with_the_built_image(tilt):

@@ -28,9 +28,17 @@ impl Plugin for Bridge {
         let vrf = find_vrf(&netlink, request).await?;
 
         let _lock = place.lock(request)?;
-        let bridge = match place.existing(&netlink, NodeDeviceKind::Bridge).await? {
+        let alias = alias(&place, &config);
+        let found = place
+            .existing(&netlink, NodeDeviceKind::Bridge, Some(&alias))
+            .await?;
+        // Recorded as krafty-vrf does (see there).
+        if found.is_none() || place.shared {
+            request.begin()?;
+        }
+        let bridge = match found {
             Some(existing) => existing,
-            None => create(&netlink, &place, &config, vrf.as_ref()).await?,
+            None => create(&netlink, &place, &alias, &config, vrf.as_ref()).await?,
         };
         // A bridge left by an interrupted ADD, or a shared one, is brought to the wanted state.
         let mac = naming::bridge_mac(&place.mark);
@@ -63,8 +71,7 @@ impl Plugin for Bridge {
 
     async fn del(&self, request: &Request<BridgeConfig>) -> Result<(), Error> {
         let config = request.config.validate()?;
-        let place = Placement::of(NodeDeviceKind::Bridge, config.scope, request.attachment()?);
-        place.remove_with_attachment(&Netlink::connect()?).await
+        chain::remove_node_device(NodeDeviceKind::Bridge, config.scope, request).await
     }
 
     async fn check(&self, request: &Request<BridgeConfig>) -> Result<(), Error> {
@@ -82,7 +89,7 @@ impl Plugin for Bridge {
         }
         let netlink = Netlink::connect()?;
         let bridge = place
-            .existing(&netlink, NodeDeviceKind::Bridge)
+            .existing(&netlink, NodeDeviceKind::Bridge, None)
             .await?
             .ok_or_else(|| Error::CheckFailed(format!("bridge {name} does not exist")))?;
         verify(&netlink, &bridge, &config, request).await
@@ -114,21 +121,25 @@ async fn find_vrf(
     .await
 }
 
-async fn create(
-    netlink: &Netlink,
-    place: &Placement,
-    config: &ValidBridgeConfig,
-    vrf: Option<&Link>,
-) -> Result<Link, Error> {
-    // The bridge's flags ride on its mark, where krafty-veth reads them for the ports it adds.
-    let alias = if config.hairpin {
+/// The bridge's mark, and its flags, where krafty-veth reads them for the ports it adds.
+fn alias(place: &Placement, config: &ValidBridgeConfig) -> String {
+    if config.hairpin {
         format!("{} {}", place.mark, naming::HAIRPIN_FLAG)
     } else {
         place.mark.clone()
-    };
+    }
+}
+
+async fn create(
+    netlink: &Netlink,
+    place: &Placement,
+    alias: &str,
+    config: &ValidBridgeConfig,
+    vrf: Option<&Link>,
+) -> Result<Link, Error> {
     let spec = BridgeSpec {
         name: &place.name,
-        alias: &alias,
+        alias,
         mac: naming::bridge_mac(&place.mark),
         mtu: config.mtu,
         promiscuous: config.promisc,
@@ -139,7 +150,7 @@ async fn create(
     netlink.create_bridge(&spec).await?;
     // Created now or by a concurrent invocation since the lookup: either way it must be ours.
     place
-        .existing(netlink, NodeDeviceKind::Bridge)
+        .existing(netlink, NodeDeviceKind::Bridge, Some(alias))
         .await?
         .ok_or_else(|| {
             Error::TryAgainLater(format!(

@@ -94,9 +94,11 @@ impl Attachment {
         naming::attachment_group(&self.mark())
     }
 
-    /// Whether `link` is one of this attachment's devices.
+    /// Whether `link` is one of this attachment's devices: it carries the mark, or it carries
+    /// no mark and is in the attachment's group, created by an invocation killed before it
+    /// could mark it (see [`naming::attachment_group`]).
     pub fn owns(&self, link: &Link) -> bool {
-        link.is_marked(&self.mark())
+        link.is_marked(&self.mark()) || link.is_unmarked_in_group(self.group())
     }
 
     /// Whether GC's list of attachments still in use names this one (the list is of one
@@ -228,7 +230,9 @@ impl Attachment {
     /// an ADD within that window of microseconds.
     pub async fn start_deleting(&self, netlink: &Netlink, devices: Vec<Link>) -> Vec<Deletion> {
         let group = self.group();
-        let batched = devices.iter().any(|d| d.group == group)
+        // A lone device is deleted by itself: checking the group's members lists every device
+        // of the node, which a single deletion does not pay back.
+        let batched = devices.iter().filter(|d| d.group == group).count() > 1
             && self.group_holds_only(netlink, &devices).await;
         let mut deletions = Vec::new();
         let mut group_deleted = false;

@@ -84,7 +84,6 @@ pub struct Placement {
 impl Placement {
     /// Where `kind` goes for `attachment` of a chain whose devices have `scope`.
     pub fn of(kind: NodeDeviceKind, scope: Scope, attachment: &Attachment) -> Placement {
-        let network = attachment.network();
         match (scope, kind) {
             (Scope::Pod, NodeDeviceKind::Vrf) => Placement {
                 name: attachment.vrf_name(),
@@ -96,24 +95,37 @@ impl Placement {
                 mark: attachment.mark(),
                 shared: false,
             },
-            (Scope::Network, NodeDeviceKind::Vrf) => Placement {
-                name: naming::shared_vrf_name(network),
-                mark: naming::network_mark(network),
-                shared: true,
-            },
-            (Scope::Network, NodeDeviceKind::Bridge) => Placement {
-                name: naming::shared_bridge_name(network),
-                mark: naming::network_mark(network),
-                shared: true,
-            },
+            (Scope::Network, kind) => Placement::of_network(kind, attachment.network()),
         }
     }
 
-    /// The interface group of a pod's own device, shared with the attachment's other devices
-    /// so that DEL removes them in one request; shared devices stay in the default group, out
-    /// of reach of any attachment's group deletion.
-    pub fn group(&self) -> Option<u32> {
-        (!self.shared).then(|| naming::attachment_group(&self.mark))
+    /// Where a network's shared VRF or bridge goes.
+    pub fn of_network(kind: NodeDeviceKind, network: &str) -> Placement {
+        let name = match kind {
+            NodeDeviceKind::Vrf => naming::shared_vrf_name(network),
+            NodeDeviceKind::Bridge => naming::shared_bridge_name(network),
+        };
+        Placement {
+            name,
+            mark: naming::network_mark(network),
+            shared: true,
+        }
+    }
+
+    /// The interface group the device is created in: its attachment's, or its network's for a
+    /// shared device; set at creation, it tells krafty's device from a stranger's even before
+    /// the device is marked (see [`naming::attachment_group`]).
+    pub fn group(&self) -> u32 {
+        match naming::network_of(&self.mark) {
+            Some(network) => naming::network_group(network),
+            None => naming::attachment_group(&self.mark),
+        }
+    }
+
+    /// Whether `link` is the device this placement names: marked as ours, or unmarked in our
+    /// group.
+    pub fn owns(&self, link: &Link) -> bool {
+        link.is_marked(&self.mark) || link.is_unmarked_in_group(self.group())
     }
 
     /// Holds the network's lock for shared devices, which concurrent invocations create and
@@ -126,15 +138,22 @@ impl Placement {
         }
     }
 
-    /// The device if it exists, checked to be ours and of `kind`.
+    /// The device if it exists, checked to be ours and of `kind`. One left unmarked by an
+    /// invocation killed right after creating it is marked with `finish_with` when given (ADD;
+    /// CHECK changes nothing and finds it wanting).
     pub async fn existing(
         &self,
         netlink: &Netlink,
         kind: NodeDeviceKind,
+        finish_with: Option<&str>,
     ) -> Result<Option<Link>, Error> {
-        let Some(link) = netlink.link(&self.name).await? else {
+        let Some(mut link) = netlink.link(&self.name).await? else {
             return Ok(None);
         };
+        if let Some(alias) = finish_with.filter(|_| link.is_unmarked_in_group(self.group())) {
+            netlink.mark(&link, alias).await?;
+            link.alias = Some(alias.to_string());
+        }
         link.ensure_marked(&self.mark)?;
         if !link.is_kind(&kind.info_kind()) {
             return Err(Error::DeviceConflict {
@@ -152,7 +171,7 @@ impl Placement {
             return Ok(());
         }
         match netlink.link(&self.name).await? {
-            Some(link) if link.is_marked(&self.mark) => netlink.delete(&link).await,
+            Some(link) if self.owns(&link) => netlink.delete(&link).await,
             Some(_) => {
                 tracing::warn!(
                     "{} exists but is not this attachment's; leaving it",
@@ -165,6 +184,21 @@ impl Placement {
     }
 }
 
+/// DEL of krafty-vrf and krafty-bridge: removes the attachment's own VRF or bridge (a shared
+/// one outlives the attachment), then its record if the record holds nothing to give back (an
+/// ADD that never reached krafty-veth, whose DEL removes every other record).
+pub async fn remove_node_device<C>(
+    kind: NodeDeviceKind,
+    scope: Scope,
+    request: &Request<C>,
+) -> Result<(), Error> {
+    let attachment = request.attachment()?;
+    Placement::of(kind, scope, attachment)
+        .remove_with_attachment(&Netlink::connect()?)
+        .await?;
+    request.records().remove_if_begun(attachment)
+}
+
 /// GC of VRFs or bridges: removes this network's devices of attachments that are not valid
 /// any more, and its shared devices once no attachment of the network is valid. Devices of
 /// other networks and devices without krafty's mark are never touched. Keeps going past
@@ -175,16 +209,18 @@ pub async fn collect_node_devices<C>(
     kind: NodeDeviceKind,
 ) -> Result<(), Error> {
     let _lock = NodeLock::network(&request.run_dir, &request.network)?;
-    let shared_mark = naming::network_mark(&request.network);
     let mut errors = Vec::new();
+    let shared = Placement::of_network(kind, &request.network);
     for link in netlink.links_of_kind(kind.info_kind()).await? {
-        let Some(alias) = link.alias.as_deref() else {
-            continue;
-        };
-        let orphaned = match Attachment::from_mark(alias, &request.network) {
+        let attachment = link
+            .alias
+            .as_deref()
+            .and_then(|alias| Attachment::from_mark(alias, &request.network));
+        let orphaned = match attachment {
             Some(attachment) => !request.is_valid(&attachment),
             None => {
-                link.owner_mark() == Some(shared_mark.as_str())
+                link.name == shared.name
+                    && shared.owns(&link)
                     && request.valid_attachments.is_empty()
             }
         };

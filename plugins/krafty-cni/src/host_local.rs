@@ -588,7 +588,9 @@ impl Store {
     }
 
     /// Removes every lease holding `<id>\r\n<ifname>`, or failing that (leases of host-local
-    /// before 0.7) just `<id>`; unreadable files are passed over, as host-local does.
+    /// before 0.7) just `<id>`; unreadable files are passed over, as host-local does. An empty
+    /// lease is removed too: a lease is created and written under the lock, so an empty one
+    /// is what a writer killed in between left, and it would hold its address forever.
     fn release(&self, id: &str, ifname: &str) -> std::io::Result<()> {
         let id = id.trim();
         let owned = format!("{id}{LINE_BREAK}{ifname}");
@@ -606,6 +608,13 @@ impl Store {
         for (path, holder) in &leases {
             if *holder == owned && std::fs::remove_file(path).is_ok() {
                 released = true;
+            }
+            let names_an_address = path
+                .file_name()
+                .and_then(|name| name.to_str())
+                .is_some_and(|name| parse_ip(name).is_ok());
+            if holder.is_empty() && names_an_address {
+                let _ = std::fs::remove_file(path);
             }
         }
         if !released {

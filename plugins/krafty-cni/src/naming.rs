@@ -148,11 +148,32 @@ pub fn attachment_mark(network: &str, container_id: &str, ifname: &str) -> Strin
 /// and below 2^31, which iproute2 takes as the largest group.
 pub const ATTACHMENT_GROUP_RANGE: RangeInclusive<u32> = 0x4000_0000..=0x7fff_ffff;
 
-/// The interface group of the devices one pod-scope attachment owns (its VRF, bridge and host
-/// veth), from its mark: DEL removes them with one group RTM_DELLINK, one kernel batch. Two
-/// attachments may share a group (a 1 in 2^30 collision), so DEL checks the group's members.
+/// The interface group of the devices one attachment owns (its host veth, and in pod scope its
+/// VRF and bridge), from its mark: DEL removes them with one group RTM_DELLINK, one kernel
+/// batch. Two attachments may share a group (a 1 in 2^30 collision), so DEL checks the group's
+/// members. The group is set in the request that creates a device, whereas the mark (its
+/// alias) needs a second one: an unmarked device in its attachment's group with its
+/// attachment's name is one whose creator was killed in between.
 pub fn attachment_group(mark: &str) -> u32 {
     ATTACHMENT_GROUP_RANGE.start() | (fnv1a32(mark.as_bytes()) & 0x3fff_ffff)
+}
+
+/// Interface groups of shared devices (`scope: network`) fall in this range, apart from the
+/// attachments': a group deletion of an attachment never reaches a shared device, and an
+/// unmarked device in this range is a shared device whose creator was killed before marking it.
+pub const NETWORK_GROUP_RANGE: RangeInclusive<u32> = 0x2000_0000..=0x3fff_ffff;
+
+/// The interface group of a network's shared devices: like an attachment's, it is set when the
+/// device is created, in the same request, so that a device whose creator was killed before it
+/// could mark it is still known for krafty's.
+pub fn network_group(network: &str) -> u32 {
+    NETWORK_GROUP_RANGE.start() | (fnv1a32(network_mark(network).as_bytes()) & 0x1fff_ffff)
+}
+
+/// The network a network mark names, if `alias` is one (`krafty:<network>`, flags aside).
+pub fn network_of(alias: &str) -> Option<&str> {
+    let network = alias.split(' ').next()?.strip_prefix("krafty:")?;
+    (!network.is_empty() && !network.contains('/')).then_some(network)
 }
 
 /// The alias of a network's shared devices: they belong to the network, not to one pod.
@@ -413,6 +434,20 @@ mod tests {
             attachment_group(&mark),
             attachment_group(&attachment_mark("net", ID, "net2"))
         );
+    }
+
+    #[test]
+    fn network_groups_stay_apart_from_attachment_groups() {
+        for i in 0..10_000 {
+            let group = network_group(&format!("net-{i}"));
+            assert!(NETWORK_GROUP_RANGE.contains(&group), "{group}");
+            assert!(!ATTACHMENT_GROUP_RANGE.contains(&group));
+        }
+        assert_eq!(network_of("krafty:lab"), Some("lab"));
+        assert_eq!(network_of("krafty:lab hairpin"), Some("lab"));
+        assert_eq!(network_of("krafty:lab/abc/net1"), None);
+        assert_eq!(network_of("krafty:"), None);
+        assert_eq!(network_of("uplink"), None);
     }
 
     #[test]

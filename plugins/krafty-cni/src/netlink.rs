@@ -103,6 +103,12 @@ impl Link {
         self.owner_mark() == Some(mark)
     }
 
+    /// Whether this device has no mark at all and is in interface `group`: krafty created it
+    /// in that group and was killed before the request that marks it.
+    pub fn is_unmarked_in_group(&self, group: u32) -> bool {
+        self.alias.is_none() && self.group == group
+    }
+
     /// Refuses to go on unless this device carries `mark`: krafty never modifies or deletes a
     /// device it did not create for this attachment.
     pub fn ensure_marked(&self, mark: &str) -> Result<(), Error> {
@@ -189,8 +195,8 @@ pub struct BridgeSpec<'a> {
     pub mtu: Option<u32>,
     pub promiscuous: bool,
     pub controller: Option<u32>,
-    /// The attachment's interface group, for a pod's own bridge.
-    pub group: Option<u32>,
+    /// Its attachment's interface group, or its network's for a shared bridge.
+    pub group: u32,
     /// IGMP/MLD snooping. Off unless asked for: without a querier on the network it forwards
     /// nothing differently, and with it on the kernel walks every port on each port change.
     pub multicast_snooping: bool,
@@ -206,8 +212,8 @@ pub struct VethSpec<'a> {
     pub mtu: Option<u32>,
     /// The pod end's MAC, when the runtime asks for one.
     pub peer_mac: Option<[u8; 6]>,
-    /// The attachment's interface group, for the host end on a pod's own bridge.
-    pub group: Option<u32>,
+    /// The attachment's interface group, for the host end.
+    pub group: u32,
     /// The host end's MAC, chosen by the caller so that it need not look the device up after
     /// creating it (a lookup makes the kernel finish the bridge's port bookkeeping, which grows
     /// with its ports, inside the request).
@@ -493,19 +499,15 @@ impl Netlink {
             .collect())
     }
 
-    /// Creates a VRF device, up, marked, in `group` when given. `Ok(false)` when the name is
-    /// taken.
+    /// Creates a VRF device, up, in `group`, marked. `Ok(false)` when the name is taken.
     pub async fn create_vrf(
         &self,
         name: &str,
         table: u32,
         alias: &str,
-        group: Option<u32>,
+        group: u32,
     ) -> Result<bool, Error> {
-        let mut builder = LinkVrf::new(name, table).up();
-        if let Some(group) = group {
-            builder = builder.link_group(group);
-        }
+        let builder = LinkVrf::new(name, table).up().link_group(group);
         self.create(name, alias, builder.build()).await
     }
 
@@ -541,9 +543,7 @@ impl Netlink {
         if let Some(controller) = spec.controller {
             builder = builder.controller(controller);
         }
-        if let Some(group) = spec.group {
-            builder = builder.link_group(group);
-        }
+        builder = builder.link_group(spec.group);
         self.create(spec.name, spec.alias, builder.build()).await
     }
 
@@ -565,9 +565,7 @@ impl Netlink {
             host = host.mtu(mtu);
         }
         // The host end only: the peer is in the pod's namespace and goes with the host end.
-        if let Some(group) = spec.group {
-            host = host.link_group(group);
-        }
+        host = host.link_group(spec.group);
         let message = host
             .set_info_data(InfoData::Veth(InfoVeth::Peer(peer.build())))
             .build();
@@ -592,6 +590,13 @@ impl Netlink {
         self.set(&format!("bringing {} up", spec.host_name), up)
             .await?;
         Ok(true)
+    }
+
+    /// Marks `link` with `alias`: finishes the creation of a device whose creator was killed
+    /// between the request that made it and the one that marks it.
+    pub async fn mark(&self, link: &Link, alias: &str) -> Result<(), Error> {
+        let message = LinkUnspec::new_with_index(link.index).alias(alias).build();
+        self.set(&format!("marking {}", link.name), message).await
     }
 
     /// Gives `link` the MAC `mac`.

@@ -18,7 +18,7 @@ use crate::error::Error;
 use crate::invocation_log::{self, Entry, LoggedError};
 use crate::naming;
 use crate::result::CniResult;
-use crate::state::Records;
+use crate::state::{AttachmentRecord, Records};
 use crate::stderr_log;
 use crate::version::CniVersion;
 
@@ -67,6 +67,18 @@ impl<C> Request<C> {
     /// The attachment records of the node.
     pub fn records(&self) -> Records {
         Records::new(&self.state_dir)
+    }
+
+    /// ADD: records that the attachment's ADD has begun, unless an earlier plugin of the chain
+    /// did; called right before a plugin creates a device, so that a refused ADD leaves no
+    /// record and an interrupted one leaves a record of what to undo (see [`crate::state`]).
+    pub fn begin(&self) -> Result<(), Error> {
+        let attachment = self.attachment()?;
+        let records = self.records();
+        if records.exists(attachment) {
+            return Ok(());
+        }
+        records.write(&AttachmentRecord::begun(attachment, &self.env))
     }
 
     /// GC: whether the runtime still uses `attachment`.

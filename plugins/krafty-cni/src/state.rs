@@ -3,7 +3,10 @@
 //! attachments whose DEL never came). Plugins and node agent read and write this one type.
 //!
 //! Layout: `<stateDir>/attachments/<network>/<container id>.<ifname>.json`, written atomically
-//! (temporary file, rename) by krafty-veth at the end of ADD and removed by its DEL. Records are
+//! (temporary file, rename). The chain's first plugin writes it before it changes anything
+//! ([`AttachmentRecord::begun`]: the identity, netns and pod), krafty-veth again before it asks
+//! IPAM for addresses (with the IPAM config to replay) and at the end of ADD (everything), so
+//! that an ADD killed at any point leaves a record saying what to undo; DEL removes it. Records are
 //! not fsynced: a power loss that loses a fresh record also takes the devices it describes, and an
 //! fsync on every ADD costs more than the rest of krafty-veth's file work (docs/benchmarks.md);
 //! host-local does not fsync its leases either.
@@ -13,14 +16,16 @@ use std::io::{ErrorKind, Write};
 use std::net::IpAddr;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::attachment::Attachment;
-use crate::env::PodRef;
+use crate::env::{Environment, PodRef};
 use crate::error::Error;
+use crate::invocation_log::rfc3339;
 
 /// The records' directory below a state directory; one subdirectory per network.
 pub const ATTACHMENTS_DIR: &str = "attachments";
@@ -77,6 +82,28 @@ pub struct AttachmentRecord {
 }
 
 impl AttachmentRecord {
+    /// The record of an attachment whose ADD has begun: who it is for, nothing made yet.
+    pub fn begun(attachment: &Attachment, env: &Environment) -> AttachmentRecord {
+        AttachmentRecord {
+            network: attachment.network().to_string(),
+            container_id: attachment.container_id().to_string(),
+            ifname: attachment.ifname().to_string(),
+            netns: env
+                .netns
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            pod_namespace: env.args.pod.namespace.clone(),
+            pod_name: env.args.pod.name.clone(),
+            pod_uid: env.args.pod.uid.clone(),
+            devices: Vec::new(),
+            addresses: Vec::new(),
+            gateways: Vec::new(),
+            ipam: None,
+            created: rfc3339(SystemTime::now()),
+        }
+    }
+
     /// The attachment this record is of, its names checked as the plugins check their input:
     /// a record file could have been written by anyone who can write the state directory.
     pub fn attachment(&self) -> Result<Attachment, Error> {
@@ -127,16 +154,26 @@ impl Records {
         self.root.join(attachment.record_file())
     }
 
+    /// Where a record is written before it is renamed into place: one name per attachment, so
+    /// that one left by a writer killed before the rename is found again (and replaced, or
+    /// removed with the record). Only one invocation works on an attachment at a time.
+    fn temporary_path(&self, attachment: &Attachment) -> PathBuf {
+        let path = self.path(attachment);
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        path.with_file_name(format!(".{}.tmp", name.unwrap_or_default()))
+    }
+
+    /// Whether the attachment has a record (a fresh ADD has none).
+    pub fn exists(&self, attachment: &Attachment) -> bool {
+        self.path(attachment).exists()
+    }
+
     /// Writes `record` in place of the attachment's record.
     pub fn write(&self, record: &AttachmentRecord) -> Result<(), Error> {
-        let path = self.path(&record.attachment()?);
+        let attachment = record.attachment()?;
+        let path = self.path(&attachment);
         let dir = path.parent().unwrap_or(&self.root).to_path_buf();
-        let temporary = dir.join(format!(
-            ".{}.{}.{}.tmp",
-            record.container_id,
-            record.ifname,
-            std::process::id()
-        ));
+        let temporary = self.temporary_path(&attachment);
         let bytes = serde_json::to_vec_pretty(record).map_err(|e| Error::State(e.to_string()))?;
         // A DEL of the network's last other attachment removes the directory when it empties; if
         // that happens between creating it and renaming into it, make it again.
@@ -174,16 +211,31 @@ impl Records {
     /// goes with its last record.
     pub fn remove(&self, attachment: &Attachment) -> Result<(), Error> {
         let path = self.path(attachment);
-        match fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io(format!("removing {}", path.display()), e)),
+        for file in [self.temporary_path(attachment), path.clone()] {
+            match fs::remove_file(&file) {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(format!("removing {}", file.display()), e)),
+            }
         }
         // Fails harmlessly while other records are in it; a writer racing this makes it again.
         if let Some(dir) = path.parent() {
             let _ = fs::remove_dir(dir);
         }
         Ok(())
+    }
+
+    /// Removes the attachment's record if it holds nothing to give back (no IPAM, no address):
+    /// one begun by krafty-vrf or krafty-bridge for an ADD that never reached krafty-veth,
+    /// which is what their DEL may remove. An unreadable record is left for the verbs that
+    /// know what it holds.
+    pub fn remove_if_begun(&self, attachment: &Attachment) -> Result<(), Error> {
+        match self.read(attachment) {
+            Ok(Some(record)) if record.ipam.is_none() && record.addresses.is_empty() => {
+                self.remove(attachment)
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Every readable record of `network`, and the errors of the unreadable ones.
@@ -213,7 +265,8 @@ fn create_dir(dir: &Path) -> std::io::Result<()> {
 fn write_new(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     OpenOptions::new()
         .write(true)
-        .create_new(true)
+        .create(true)
+        .truncate(true)
         .mode(0o600)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(path)?

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+pub mod kill;
 pub mod several;
 
 use krafty_cni::attachment::{self, Attachment};
@@ -377,7 +378,8 @@ impl Node {
         self.driver(verb, conflist, container_id, netns, ifname, &[])
     }
 
-    /// [`Node::cni`] with more driver flags.
+    /// [`Node::cni`] with more driver flags (a later flag wins: `--cni-path` replaces the
+    /// node's plugin path).
     pub fn cni_with(
         &self,
         verb: &str,
@@ -431,13 +433,20 @@ impl Node {
 
     /// GC of `conflist` keeping the attachments listed as (container ID, interface name).
     pub fn gc_keeping(&self, conflist: &Value, valid: &[(&str, &str)]) -> Outcome {
+        self.gc_with(conflist, valid, &[])
+    }
+
+    /// [`Node::gc_keeping`] with more driver flags.
+    pub fn gc_with(&self, conflist: &Value, valid: &[(&str, &str)], extra: &[&str]) -> Outcome {
         let attachments: Vec<Value> = valid
             .iter()
             .map(|(id, ifname)| json!({ "containerID": id, "ifname": ifname }))
             .collect();
         let list = self.conflist(with_version(conflist, "1.1.0"));
         let attachments = Value::Array(attachments).to_string();
-        self.cni_with("gc", &list, "", "", &["--valid-attachments", &attachments])
+        let mut flags = vec!["--valid-attachments", &attachments];
+        flags.extend(extra);
+        self.cni_with("gc", &list, "", "", &flags)
     }
 
     /// STATUS of `conflist`, re-versioned to 1.1.0.
@@ -577,7 +586,7 @@ impl Drop for Node {
 }
 
 /// The files below `dir`, recursively, as paths relative to it.
-fn files_below(dir: &Path) -> Vec<String> {
+pub(crate) fn files_below(dir: &Path) -> Vec<String> {
     let mut files = Vec::new();
     let mut pending = vec![dir.to_path_buf()];
     while let Some(current) = pending.pop() {

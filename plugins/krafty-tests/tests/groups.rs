@@ -1,5 +1,5 @@
 //! Interface groups: a pod-scope attachment's own devices share a group derived from its mark,
-//! so that DEL removes them in one kernel batch; shared devices stay in the default group; a
+//! so that DEL removes them in one kernel batch; shared devices are in their network's group; a
 //! stranger in the group sends DEL back to one deletion per device. On this machine's kernel
 //! (bridge + veth); the VRF's group is checked in the VM tier (tests/vrf.rs).
 
@@ -43,16 +43,16 @@ fn pod_scope_devices_share_the_attachments_group_and_del_removes_only_them() {
         assert_eq!(group_of_device(&node, &device), group_of_attachment(&id_c));
     }
     assert_ne!(group_of_attachment(&id_a), group_of_attachment(&id_c));
-    for device in [
-        naming::shared_bridge_name("grpnet"),
-        naming::host_veth_name(&id_b, "net1"),
-    ] {
-        assert_eq!(
-            group_of_device(&node, &device),
-            "default",
-            "{device} is on a shared bridge"
-        );
-    }
+    // Every device is created in a group, so that it is known for krafty's before its mark:
+    // a shared bridge in its network's, the veth on it in its attachment's.
+    assert_eq!(
+        group_of_device(&node, &naming::shared_bridge_name("grpnet")),
+        naming::network_group("grpnet").to_string()
+    );
+    assert_eq!(
+        group_of_device(&node, &naming::host_veth_name(&id_b, "net1")),
+        naming::attachment_group(&naming::attachment_mark("grpnet", &id_b, "net1")).to_string()
+    );
 
     node.cni("del", &pod_scope, &id_a, &a.netns_path()).ok();
     for device in pod_devices(&id_a) {

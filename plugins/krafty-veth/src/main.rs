@@ -13,12 +13,10 @@
 //! `krafty_cni::state`) so that GC and the node agent can undo it without the runtime.
 
 use std::net::IpAddr;
-use std::time::SystemTime;
 
 use ipnet::IpNet;
 use krafty_cni::config::{AddressSource, RuntimeRequest, ValidVethConfig, VethConfig};
 use krafty_cni::env::Command;
-use krafty_cni::invocation_log::rfc3339;
 use krafty_cni::lock::NodeLock;
 use krafty_cni::netlink::{self, InfoKind, Link, Netlink, RouteSpec, VethSpec};
 use krafty_cni::netns::NetNs;
@@ -27,6 +25,9 @@ use krafty_cni::state::{AttachmentRecord, RecordedDevice, RecordedIpam};
 use krafty_cni::{chain, naming, Attachment, CniResult, Error, Plugin, Request};
 
 struct Veth;
+
+/// IPAM's ADD, running in a thread of its own while the pair is created.
+type IpamRun = std::thread::JoinHandle<Result<CniResult, Error>>;
 
 /// The pod's addressing, from IPAM or from the config.
 struct Addressing {
@@ -51,7 +52,9 @@ impl Plugin for Veth {
         // this very attachment is refused too: a second ADD must not tear down a live pod's
         // interface, and a runtime sends DEL after any failed ADD.
         if let Some(existing) = netlink.link(&host_name).await? {
-            existing.ensure_marked(&attachment.mark())?;
+            if !attachment.owns(&existing) {
+                existing.ensure_marked(&attachment.mark())?;
+            }
             return Err(Error::DeviceConflict {
                 name: host_name,
                 reason: "already exists for this attachment (DEL it before adding it again)".into(),
@@ -59,6 +62,10 @@ impl Plugin for Veth {
         }
 
         let runtime = RuntimeRequest::from_config(&request.runtime_config, request.args.as_ref())?;
+        // Before IPAM hands anything out, the record says how to give it back.
+        let mut begun = AttachmentRecord::begun(attachment, &request.env);
+        begun.ipam = recorded_ipam(&config, request)?;
+        request.records().write(&begun)?;
         // IPAM, a process of its own and most of ADD's time, runs while the pair is created;
         // only the addresses and routes wait for its result.
         let ipam_run = match &config.addresses {
@@ -68,13 +75,20 @@ impl Plugin for Veth {
             }
             AddressSource::Static(_) | AddressSource::Runtime => None,
         };
+        let mut handed_out = false;
         let attached = attach(
-            &netlink, &netns, &bridge, &config, ipam_run, &runtime, request,
+            &netlink,
+            &netns,
+            &bridge,
+            &config,
+            (ipam_run, &mut handed_out),
+            &runtime,
+            request,
         )
         .await;
         if let Err(error) = &attached {
             tracing::warn!("ADD failed, undoing it: {error}");
-            undo(&netlink, attachment, &config, request).await;
+            undo(&netlink, attachment, &config, handed_out, request).await;
         }
         attached
     }
@@ -308,18 +322,20 @@ async fn attach(
     netns: &NetNs,
     bridge: &Link,
     config: &ValidVethConfig,
-    ipam_run: Option<std::thread::JoinHandle<Result<CniResult, Error>>>,
+    (ipam_run, handed_out): (Option<IpamRun>, &mut bool),
     runtime: &RuntimeRequest,
     request: &Request<VethConfig>,
 ) -> Result<CniResult, Error> {
     let created = create_pair(netlink, netns, bridge, config, runtime, request).await;
-    // Joined before anything can fail, so that an undo releases what IPAM handed out.
+    // Joined before anything can fail, so that an undo releases what IPAM handed out. An IPAM
+    // plugin whose ADD failed has given nothing out (it cleans up after itself).
     let ipam_result = ipam_run
         .map(|run| {
             run.join()
                 .unwrap_or_else(|_| Err(Error::TryAgainLater("the IPAM thread panicked".into())))
         })
         .transpose();
+    *handed_out = matches!(ipam_result, Ok(Some(_)));
     let (host_mac, bridge_networks) = created?;
     let plan = plan(config, ipam_result?, runtime, &bridge_networks)?;
     let ifname = request.env.ifname.as_str();
@@ -409,8 +425,7 @@ async fn create_pair(
         bridge: bridge.index,
         mtu: config.mtu,
         peer_mac: runtime.mac,
-        // In the attachment's group only when the bridge is the attachment's own (pod scope).
-        group: attachment.owns(bridge).then(|| attachment.group()),
+        group: attachment.group(),
         host_mac,
     };
     if !netlink.create_veth(&spec).await? {
@@ -460,54 +475,49 @@ async fn record(
         kind: "veth".into(),
         shared: false,
     });
-    let ipam = match &config.addresses {
-        AddressSource::Ipam(ipam) => Some(RecordedIpam {
+    let mut record = AttachmentRecord::begun(request.attachment()?, &request.env);
+    record.devices = devices;
+    record.addresses = plan.addresses.iter().map(|(address, _)| *address).collect();
+    record.gateways = plan
+        .addresses
+        .iter()
+        .filter_map(|(_, gateway)| *gateway)
+        .collect();
+    record.ipam = recorded_ipam(config, request)?;
+    Ok(record)
+}
+
+/// How the record tells GC and the node agent to give the addresses back: the IPAM plugin and
+/// the config to replay its DEL with.
+fn recorded_ipam(
+    config: &ValidVethConfig,
+    request: &Request<VethConfig>,
+) -> Result<Option<RecordedIpam>, Error> {
+    match &config.addresses {
+        AddressSource::Ipam(ipam) => Ok(Some(RecordedIpam {
             plugin: ipam.plugin.clone(),
             config: serde_json::from_slice(&request.stdin)
                 .map_err(|e| Error::State(format!("the config to replay is not JSON: {e}")))?,
             cni_path: request.env.cni_path.clone(),
-        }),
-        AddressSource::Static(_) | AddressSource::Runtime => None,
-    };
-    let pod = &request.env.args.pod;
-    Ok(AttachmentRecord {
-        network: request.network.clone(),
-        container_id: request.env.container_id.clone(),
-        ifname: request.env.ifname.clone(),
-        netns: request
-            .env
-            .netns
-            .as_ref()
-            .map(|p| p.display().to_string())
-            .unwrap_or_default(),
-        pod_namespace: pod.namespace.clone(),
-        pod_name: pod.name.clone(),
-        pod_uid: pod.uid.clone(),
-        devices,
-        addresses: plan.addresses.iter().map(|(address, _)| *address).collect(),
-        gateways: plan
-            .addresses
-            .iter()
-            .filter_map(|(_, gateway)| *gateway)
-            .collect(),
-        ipam,
-        created: rfc3339(SystemTime::now()),
-    })
+        })),
+        AddressSource::Static(_) | AddressSource::Runtime => Ok(None),
+    }
 }
 
 /// Rolls back a failed ADD as DEL would: the attachment's own devices (the pair, and in pod
-/// scope its bridge and VRF), every lease IPAM gave it, and its record.
+/// scope its bridge and VRF), every lease IPAM gave it (when it gave any), and its record.
 async fn undo(
     netlink: &Netlink,
     attachment: &Attachment,
     config: &ValidVethConfig,
+    handed_out: bool,
     request: &Request<VethConfig>,
 ) {
     let release = match &config.addresses {
-        AddressSource::Ipam(ipam) => {
+        AddressSource::Ipam(ipam) if handed_out => {
             Some(|_: &[IpAddr]| ipam.del(&request.env, &request.stdin, &[]))
         }
-        AddressSource::Static(_) | AddressSource::Runtime => None,
+        _ => None,
     };
     if let Err(error) = attachment
         .tear_down(netlink, &request.records(), release)

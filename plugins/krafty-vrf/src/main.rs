@@ -28,8 +28,19 @@ impl Plugin for Vrf {
         chain::refuse_taken_interface(&netlink, attachment).await?;
 
         let _lock = place.lock(request)?;
-        let vrf = match place.existing(&netlink, NodeDeviceKind::Vrf).await? {
-            Some(existing) => keep_table(existing, config.table)?,
+        let found = place
+            .existing(&netlink, NodeDeviceKind::Vrf, Some(&place.mark))
+            .await?
+            .map(|existing| keep_table(existing, config.table))
+            .transpose()?;
+        // Recorded before the first device is made; and for a shared VRF before the lock is
+        // released, because the node agent removes a shared device only when no record of its
+        // network is left, under this lock.
+        if found.is_none() || place.shared {
+            request.begin()?;
+        }
+        let vrf = match found {
+            Some(existing) => existing,
             None => create(&netlink, &place, config.table, request).await?,
         };
         let mut result = request.result_to_extend();
@@ -43,8 +54,7 @@ impl Plugin for Vrf {
 
     async fn del(&self, request: &Request<VrfConfig>) -> Result<(), Error> {
         let config = request.config.validate()?;
-        let place = Placement::of(NodeDeviceKind::Vrf, config.scope, request.attachment()?);
-        place.remove_with_attachment(&Netlink::connect()?).await
+        chain::remove_node_device(NodeDeviceKind::Vrf, config.scope, request).await
     }
 
     async fn check(&self, request: &Request<VrfConfig>) -> Result<(), Error> {
@@ -61,7 +71,7 @@ impl Plugin for Vrf {
             )));
         }
         let vrf = place
-            .existing(&Netlink::connect()?, NodeDeviceKind::Vrf)
+            .existing(&Netlink::connect()?, NodeDeviceKind::Vrf, None)
             .await?
             .ok_or_else(|| Error::CheckFailed(format!("VRF {name} does not exist")))?;
         if !vrf.up {
@@ -149,7 +159,7 @@ async fn create(
     if !created {
         // A VRF of this name appeared since the lookup: only ours may be adopted.
         return place
-            .existing(netlink, NodeDeviceKind::Vrf)
+            .existing(netlink, NodeDeviceKind::Vrf, Some(&place.mark))
             .await?
             .ok_or_else(|| Error::TryAgainLater(format!("VRF {} came and went", place.name)))
             .and_then(|vrf| keep_table(vrf, explicit));

@@ -1,0 +1,59 @@
+//! Kill at every step, on this machine's kernel (bridge + veth; the VRF chain is killed in the
+//! VM, tests/vrf.rs): every plugin of the chain, in ADD, DEL and GC, in pod and network scope,
+//! killed at each of its state-changing system calls, then DEL and GC as a runtime sends them.
+//! Afterwards nothing is left and the attachment can be added again (see krafty_tests::kill).
+
+use krafty_tests::kill::{self, Case, Verb};
+use krafty_tests::{bridge_veth_conflist, shared_network, Node};
+use serde_json::Value;
+
+const CHAIN: [&str; 2] = ["krafty-bridge", "krafty-veth"];
+
+fn every_step(name: &str, conflist: &Value, verb: Verb) {
+    let node = Node::new();
+    let case = Case::new(&node, conflist);
+    let points: usize = CHAIN
+        .iter()
+        .map(|plugin| {
+            kill::at_every_step(&case, plugin, verb, |case, id, pod| {
+                case.runtime_recovery(id, pod)
+            })
+        })
+        .sum();
+    assert!(points > 0, "no kill point at all: is strace there?");
+    kill::report(name, &[(verb, points)]);
+}
+
+fn shared() -> Value {
+    shared_network("killnet", &[("172.16.60.0/24", "172.16.60.1")], false)
+}
+
+#[test]
+fn add_in_pod_scope() {
+    every_step("host-add-pod", &bridge_veth_conflist("1.0.0"), Verb::Add);
+}
+
+#[test]
+fn add_in_network_scope() {
+    every_step("host-add-network", &shared(), Verb::Add);
+}
+
+#[test]
+fn del_in_pod_scope() {
+    every_step("host-del-pod", &bridge_veth_conflist("1.0.0"), Verb::Del);
+}
+
+#[test]
+fn del_in_network_scope() {
+    every_step("host-del-network", &shared(), Verb::Del);
+}
+
+#[test]
+fn gc_in_pod_scope() {
+    every_step("host-gc-pod", &bridge_veth_conflist("1.0.0"), Verb::Gc);
+}
+
+#[test]
+fn gc_in_network_scope() {
+    every_step("host-gc-network", &shared(), Verb::Gc);
+}
