@@ -2,7 +2,7 @@
 # The krafty test command: every tier, in order, ending with one summary line.
 #
 #   scripts/test.sh                 # everything
-#   KRAFTY_SKIP=vm scripts/test.sh  # explicitly leave out tiers (comma-separated: host, shipped, vm, deploy, fuzz)
+#   KRAFTY_SKIP=vm scripts/test.sh  # explicitly leave out tiers (comma-separated: host, shipped, podman, vm, deploy, fuzz)
 #
 # A tier that cannot run (missing tool, no root, VM does not boot) fails; it is never skipped
 # unless named in KRAFTY_SKIP, and a skipped tier is reported in the summary.
@@ -72,22 +72,33 @@ check fmt cargo fmt --all --check
 check clippy cargo clippy --workspace --all-targets --quiet -- -D warnings
 check build cargo build --workspace --quiet
 check cnidriver scripts/build-cnidriver.sh "$target/cnidriver"
-check shellcheck shellcheck scripts/*.sh tests/deploy/run.sh .ci/run
+check shellcheck shellcheck scripts/*.sh tests/deploy/run.sh tests/runtime/run.sh .ci/run
 
 # Unit tests and the namespace tests on this machine's kernel (everything but the VRF tier).
 tier host cargo nextest run --workspace --no-fail-fast -E 'not binary(vrf)'
 
 # The plugins as they ship (release, stripped, static musl, as installer/Dockerfile and the
 # benchmark build them) through the chain, scope and bad-input tests once more.
+shipped_dir="$target/x86_64-unknown-linux-musl/release"
+build_shipped() {
+    cargo build --release --quiet --target x86_64-unknown-linux-musl -p krafty-vrf -p krafty-bridge -p krafty-veth
+}
 shipped_tests() {
-    local musl=x86_64-unknown-linux-musl
-    cargo build --release --quiet --target "$musl" -p krafty-vrf -p krafty-bridge -p krafty-veth &&
-        KRAFTY_BIN_DIR="$target/$musl/release" KRAFTY_CNIDRIVER="$target/cnidriver" cargo nextest run -p krafty-tests --no-fail-fast \
+    build_shipped &&
+        KRAFTY_BIN_DIR="$shipped_dir" KRAFTY_CNIDRIVER="$target/cnidriver" cargo nextest run -p krafty-tests --no-fail-fast \
             -E 'binary(chain) | binary(scopes) | binary(bad_input) | binary(hostile)'
 }
 tier shipped shipped_tests
 
-# The VRF tier: Debian's kernel in a VM, sharing this filesystem. One boot runs the lot.
+# A runtime nobody here wrote: podman 4 with its CNI backend (libcni), containers from a busybox
+# root file system, on a node namespace of its own. Chains without krafty-vrf here; the VM tier
+# runs them again with it.
+tier podman tests/runtime/run.sh
+
+# The VRF tier: Debian's kernel in a VM, sharing this filesystem. One boot runs the lot: the VRF
+# tests, then (unless KRAFTY_SKIP names podman) the podman tests with krafty-vrf in every chain,
+# on the plugins as they ship (under emulation a small static binary starts several times faster,
+# and podman runs every plugin of every network at each command to validate it).
 vrf_tests() {
     local binary
     binary=$(cargo test -p krafty-tests --test vrf --no-run --message-format=json 2>/dev/null |
@@ -97,7 +108,19 @@ vrf_tests() {
         echo "cannot build the VRF test binary" >&2
         return 1
     fi
-    scripts/vm-run.sh --rwdir "$target" -- env KRAFTY_BIN_DIR="$target/debug" "$binary" --test-threads=2
+    local with_podman=yes
+    if skip_requested podman; then
+        with_podman=no
+    elif ! build_shipped; then
+        echo "cannot build the plugins as they ship, for the podman tests" >&2
+        return 1
+    fi
+    # shellcheck disable=SC2016 # expanded in the guest
+    scripts/vm-run.sh --rwdir "$target" -- bash -c '
+        KRAFTY_BIN_DIR="$3" "$1" --test-threads=2; vrf=$?
+        podman=0
+        if [[ $2 == yes ]]; then KRAFTY_BIN_DIR="$4" KRAFTY_RUNTIME_VRF=1 tests/runtime/run.sh; podman=$?; fi
+        exit $((vrf || podman))' vm-tier "$binary" "$with_podman" "$target/debug" "$shipped_dir"
 }
 tier vm vrf_tests
 

@@ -9,7 +9,14 @@
 // Usage:
 //
 //	cnidriver add|check|del|status|gc --conflist FILE [flags]
+//	cnidriver validate --conflist FILE | --conf FILE [--cni-path DIRS]
 //	cnidriver version --plugin NAME [--cni-path DIRS]
+//
+// validate is what podman and CRI-O do with every config they load:
+// libcni's ValidateNetworkList (a conflist) or ValidateNetwork (a single
+// .conf), which runs each plugin with CNI_COMMAND=VERSION and CNI_NETNS,
+// CNI_IFNAME and CNI_PATH set to "dummy" and checks that the config's
+// cniVersion is among the versions the plugin supports.
 //
 // stdout carries exactly one thing: the ADD result (add), nothing (other verbs
 // on success), the VERSION reply (version), or on failure ONE JSON object
@@ -77,6 +84,7 @@ type options struct {
 	validAttachments []gcAttachment
 	plugin           string
 	timingFile       string
+	conf             string
 }
 
 const usageText = `usage:
@@ -86,6 +94,7 @@ const usageText = `usage:
             [--timing FILE]
   cnidriver status --conflist FILE [--cni-path DIRS]
   cnidriver gc --conflist FILE [--valid-attachments JSON] [--cni-path DIRS]
+  cnidriver validate --conflist FILE | --conf FILE [--cni-path DIRS]
   cnidriver version --plugin NAME [--cni-path DIRS]
 `
 
@@ -152,20 +161,21 @@ func parseArgs(args []string, stderr io.Writer) (*options, error) {
 			return nil, flag.ErrHelp
 		}
 		fmt.Fprint(stderr, usageText)
-		return nil, driverError("missing verb (add, check, del, status, gc, version)")
+		return nil, driverError("missing verb (add, check, del, status, gc, validate, version)")
 	}
 	o := &options{verb: args[0]}
 	switch o.verb {
-	case "add", "check", "del", "status", "gc", "version":
+	case "add", "check", "del", "status", "gc", "validate", "version":
 	default:
 		fmt.Fprint(stderr, usageText)
-		return nil, driverError("unknown verb %q (want add, check, del, status, gc, version)", o.verb)
+		return nil, driverError("unknown verb %q (want add, check, del, status, gc, validate, version)", o.verb)
 	}
 
 	fs := flag.NewFlagSet("cnidriver "+o.verb, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, usageText); fs.PrintDefaults() }
 	fs.StringVar(&o.conflist, "conflist", "", "network configuration list file (required except for version)")
+	fs.StringVar(&o.conf, "conf", "", "validate: a single network configuration file, instead of --conflist")
 	fs.StringVar(&o.containerID, "id", "", "container ID (CNI_CONTAINERID)")
 	fs.StringVar(&o.netns, "netns", "", "network namespace path (CNI_NETNS)")
 	fs.StringVar(&o.ifname, "ifname", "net1", "interface name inside the container (CNI_IFNAME)")
@@ -203,6 +213,15 @@ func parseArgs(args []string, stderr io.Writer) (*options, error) {
 			return nil, driverError("version requires --plugin NAME")
 		}
 		return o, nil
+	}
+	if o.verb == "validate" && o.conf != "" {
+		if o.conflist != "" {
+			return nil, driverError("validate takes --conflist or --conf, not both")
+		}
+		return o, nil
+	}
+	if o.conf != "" {
+		return nil, driverError("--conf applies to validate only")
 	}
 	if o.conflist == "" {
 		return nil, driverError("%s requires --conflist FILE", o.verb)
@@ -254,6 +273,9 @@ func dispatch(ctx context.Context, o *options) ([]byte, error) {
 	// nil exec => libcni's default exec (invoke.RawExec): exactly what
 	// runtimes use. Note it forwards plugin stderr only when the plugin
 	// succeeds; on failure stderr is folded into msg only if stdout was empty.
+	if o.verb == "validate" {
+		return nil, validate(ctx, o)
+	}
 	var exec invoke.Exec
 	var timed *timedExec
 	if o.timingFile != "" {
@@ -329,6 +351,69 @@ func runListVerb(ctx context.Context, cni *libcni.CNIConfig, o *options, list *l
 		return nil, gcNetworkList(ctx, o, list)
 	}
 	return nil, driverError("unreachable verb %q", o.verb)
+}
+
+// validate runs libcni's own config validation, as podman and CRI-O do on
+// every config they load: ValidateNetworkList for a conflist, ValidateNetwork
+// for a single config. libcni folds the plugins' errors into one untyped
+// error; the first plugin error is kept so that its CNI code and message
+// reach stdout, and libcni's whole verdict goes to stderr.
+func validate(ctx context.Context, o *options) error {
+	if o.timingFile != "" {
+		return driverError("--timing applies to add, check and del only")
+	}
+	exec := &firstErrorExec{inner: &invoke.DefaultExec{
+		RawExec:       &invoke.RawExec{Stderr: os.Stderr},
+		PluginDecoder: version.PluginDecoder{},
+	}}
+	cni := libcni.NewCNIConfigWithCacheDir(o.cniPath, o.cacheDir, exec)
+	var err error
+	if o.conf != "" {
+		conf, loadErr := libcni.ConfFromFile(o.conf)
+		if loadErr != nil {
+			return driverError("loading config %s: %v", o.conf, loadErr)
+		}
+		// The capabilities it returns are of no interest here.
+		_, err = cni.ValidateNetwork(ctx, conf)
+	} else {
+		list, loadErr := libcni.ConfListFromFile(o.conflist)
+		if loadErr != nil {
+			return driverError("loading conflist %s: %v", o.conflist, loadErr)
+		}
+		_, err = cni.ValidateNetworkList(ctx, list)
+	}
+	if err == nil {
+		return nil
+	}
+	var pluginErr *types.Error
+	if errors.As(exec.first, &pluginErr) {
+		fmt.Fprintf(os.Stderr, "cnidriver: libcni: %v\n", err)
+		return pluginErr
+	}
+	return err
+}
+
+// firstErrorExec is libcni's default exec that remembers the first error a
+// plugin run returned.
+type firstErrorExec struct {
+	inner invoke.Exec
+	first error
+}
+
+func (f *firstErrorExec) ExecPlugin(ctx context.Context, pluginPath string, stdinData []byte, environ []string) ([]byte, error) {
+	out, err := f.inner.ExecPlugin(ctx, pluginPath, stdinData, environ)
+	if err != nil && f.first == nil {
+		f.first = err
+	}
+	return out, err
+}
+
+func (f *firstErrorExec) FindInPath(plugin string, paths []string) (string, error) {
+	return f.inner.FindInPath(plugin, paths)
+}
+
+func (f *firstErrorExec) Decode(jsonBytes []byte) (version.PluginInfo, error) {
+	return f.inner.Decode(jsonBytes)
 }
 
 // requireV110 rejects STATUS/GC for lists older than CNI spec 1.1.0, where
