@@ -39,8 +39,8 @@ sandbox    apt        iproute2                     -              ip, bridge
 sandbox    apt        iputils-ping                 -              ping
 sandbox    apt        jq                           -              the scripts read JSON
 sandbox    apt        curl                         -              the sandbox fetches nettools across net1
-sandbox    apt        python3                      -              renders the chart; the deploy tier
-sandbox    apt        python3-pip                  -              installs the pip rows
+sandbox,vm apt        python3                      -              renders the chart; virtme-ng; the deploy tier
+sandbox,vm apt        python3-pip                  -              installs the pip rows
 sandbox    pip        helm-python-sdk              -              renders the chart with the real Helm
 sandbox    pip        pyyaml                       -              reads what Helm renders
 vm         apt        qemu-system-x86              -              boots Debian kernel (software emulation)
@@ -145,7 +145,9 @@ missing_pip() {
         printf '%s\n' "$@"
         return 0
     fi
-    "$python" - "$@" <<'EOF'
+    local missing
+    # A check that cannot run finds everything missing: the install then fails loudly.
+    missing=$("$python" - "$@" <<'EOF'
 import re
 import sys
 from importlib import metadata
@@ -169,6 +171,8 @@ for spec in sys.argv[1:]:
     if requirement and not requirement.specifier.contains(version, prereleases=True):
         print(spec)
 EOF
+    ) || missing=$(printf '%s\n' "$@")
+    [[ -z $missing ]] || echo "$missing"
 }
 
 missing_commands() {
