@@ -124,14 +124,14 @@ done <<<"$requirements"
 
 # --- checks: each prints what is missing, one per line ---------------------------------------
 
-missing_apt() {
+check_apt() {
     [[ $# -gt 0 ]] || return 0
     declare -A installed=()
     local status package
     # The status's second letter is 'i' for an installed package (ii, hi).
     while read -r status package; do
         [[ ${status:1:1} != i ]] || installed[${package%%:*}]=1
-    done < <(dpkg-query -W -f='${db:Status-Abbrev} ${Package}\n' "$@" 2>/dev/null || true)
+    done <<<"$(dpkg-query -W -f='${db:Status-Abbrev} ${Package}\n' "$@" 2>/dev/null)"
     for package in "$@"; do
         [[ -n ${installed[$package]:-} ]] || echo "$package"
     done
@@ -139,7 +139,7 @@ missing_apt() {
 
 # A requirement is missing when its distribution is not installed for $python, or (where
 # packaging, or pip's copy of it, can tell) its installed version does not satisfy it.
-missing_pip() {
+check_pip() {
     [[ $# -gt 0 ]] || return 0
     if ! command -v "$python" >/dev/null; then
         printf '%s\n' "$@"
@@ -175,15 +175,15 @@ EOF
     [[ -z $missing ]] || echo "$missing"
 }
 
-missing_commands() {
+check_commands() {
     local name
     for name; do
         [[ -z ${command_of[$name]:-} ]] || command -v "${command_of[$name]}" >/dev/null || echo "$name"
     done
 }
 
-# missing_rustup KIND NAME...: the targets or toolchains (KIND) that rustup does not list as installed.
-missing_rustup() {
+# check_rustup KIND NAME...: the targets or toolchains (KIND) that rustup does not list as installed.
+check_rustup() {
     local kind=$1 listed name
     shift
     [[ $# -gt 0 ]] || return 0
@@ -197,16 +197,28 @@ missing_rustup() {
     done
 }
 
+# lines_into ARRAY TEXT: the non-empty lines of TEXT, once each, into ARRAY. (Command
+# substitutions, unlike process substitutions, are waited for: their errors and time count.)
+lines_into() {
+    local -n into=$1
+    local line
+    declare -A seen=()
+    into=()
+    while IFS= read -r line; do
+        [[ -n $line && -z ${seen[$line]:-} ]] || continue
+        into+=("$line")
+        seen[$line]=1
+    done <<<"$2"
+}
+
 # Fills the missing_* arrays.
+missing_apt=() missing_pip=() missing_cargo=() missing_targets=() missing_toolchains=()
 check_all() {
-    mapfile -t missing_apt < <(missing_apt ${apt[@]+"${apt[@]}"})
-    mapfile -t missing_pip < <({
-        missing_pip ${pip[@]+"${pip[@]}"}
-        missing_commands ${pip[@]+"${pip[@]}"}
-    } | awk '!seen[$0]++')
-    mapfile -t missing_cargo < <(missing_commands ${cargo[@]+"${cargo[@]}"})
-    mapfile -t missing_targets < <(missing_rustup target ${targets[@]+"${targets[@]}"})
-    mapfile -t missing_toolchains < <(missing_rustup toolchain ${toolchains[@]+"${toolchains[@]}"})
+    lines_into missing_apt "$(check_apt ${apt[@]+"${apt[@]}"})"
+    lines_into missing_pip "$(check_pip ${pip[@]+"${pip[@]}"}; check_commands ${pip[@]+"${pip[@]}"})"
+    lines_into missing_cargo "$(check_commands ${cargo[@]+"${cargo[@]}"})"
+    lines_into missing_targets "$(check_rustup target ${targets[@]+"${targets[@]}"})"
+    lines_into missing_toolchains "$(check_rustup toolchain ${toolchains[@]+"${toolchains[@]}"})"
 }
 
 # Names each kind of missing requirement on an indented line; false when nothing is missing.
