@@ -46,6 +46,7 @@ sandbox    pip        pyyaml                       -              reads what Hel
 vm         apt        qemu-system-x86              -              boots Debian kernel (software emulation)
 vm         apt        linux-image-amd64            -              the kernel the VM boots: it has VRF
 vm         apt        busybox-static               -              the VM initramfs
+vm         apt        file                         -              virtme-ng reads the kernel version with it
 vm         pip        virtme-ng                    vng            boots the VM on this filesystem
 test       apt        g++                          -              libFuzzer (the fuzz tier)
 test       apt        shellcheck                   -              the shellcheck check

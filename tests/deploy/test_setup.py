@@ -219,9 +219,9 @@ def installed_with(machine: Machine, installer: str) -> list[str]:
 TEST_APT = [
     "golang-go", "golang-github-appc-cni-dev", "containernetworking-plugins", "iproute2", "iputils-ping",
     "jq", "shellcheck", "qemu-system-x86", "linux-image-amd64", "busybox-static", "podman", "runc",
-    "uidmap", "strace", "qemu-user-static", "curl", "gcc", "g++", "libc6-dev", "python3", "python3-pip",
+    "uidmap", "strace", "qemu-user-static", "curl", "gcc", "g++", "libc6-dev", "python3", "python3-pip", "file",
 ]
-VM_APT = ["qemu-system-x86", "linux-image-amd64", "busybox-static"]
+VM_APT = ["qemu-system-x86", "linux-image-amd64", "busybox-static", "file"]
 
 
 def test_make_test_on_a_fresh_machine_installs_everything_the_tiers_need(machine):
