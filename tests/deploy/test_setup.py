@@ -402,4 +402,4 @@ def test_this_machine_has_everything_make_test_installs_and_the_check_is_fast():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout == result.stderr == ""
-    assert cpu < 1, f"the check took {cpu:.2f} s of CPU"
+    assert cpu < 1.5, f"the check took {cpu:.2f} s of CPU"
