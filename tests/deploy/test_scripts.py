@@ -120,7 +120,6 @@ def make_dry_run(*args: str) -> list[str]:
         ("cluster", "scripts/cluster-up.sh --without-chart"),
         ("validate", "scripts/validate.sh --context kind-krafty"),
         ("down", "scripts/cluster-down.sh"),
-        ("test", "scripts/test.sh"),
         ("test-deploy", "tests/deploy/run.sh"),
         ("sandbox", "scripts/sandbox.sh"),
         ("sandbox-down", "scripts/sandbox.sh down"),
@@ -129,6 +128,10 @@ def make_dry_run(*args: str) -> list[str]:
 )
 def test_make_targets_run_their_scripts(target, command):
     assert make_dry_run(target) == [command]
+
+
+def test_make_test_installs_what_is_missing_then_runs_the_test_command():
+    assert make_dry_run("test") == ["scripts/setup.sh test", "scripts/test.sh"]
 
 
 def test_make_lint_runs_every_linter():
