@@ -13,6 +13,9 @@ cd "$repo" || exit 1
 target="${CARGO_TARGET_DIR:-$repo/target}"
 log_dir="$target/test-logs"
 mkdir -p "$log_dir"
+# The kill-at-every-step tests report their kill points here (krafty_tests::kill::report).
+kill_points="$log_dir/kill-points"
+rm -rf "$kill_points"
 
 passed=0
 failed=0
@@ -132,6 +135,10 @@ tier deploy tests/deploy/run.sh
 tier fuzz scripts/fuzz.sh "${KRAFTY_FUZZ_SECONDS:-5}"
 
 echo
+# Kill points per verb, over every kill-at-every-step test that ran (host and VM).
+if compgen -G "$kill_points/*" >/dev/null; then
+    echo "kill points: $(cat "$kill_points"/* | awk '{n[$1] += $2} END {for (v in n) printf "%s %d, ", v, n[v]}' | sed 's/, $//')"
+fi
 if [[ ${#skipped_tiers[@]} -gt 0 ]]; then
     echo "skipped on request: ${skipped_tiers[*]}"
 fi

@@ -9,9 +9,7 @@ use krafty_cni::state::Records;
 use krafty_installer::attachments::{AttachmentCleaner, PodsOnNode, StoredRecord};
 use krafty_installer::cluster::events::Notice;
 use krafty_tests::several::Attached;
-use krafty_tests::{
-    bridge_veth_conflist, container_id, pod_network, shared_network, Node, NETWORK,
-};
+use krafty_tests::{container_id, pod_network, shared_network, Node};
 
 use common::node_agent;
 
@@ -36,19 +34,27 @@ fn reconcile_in(node: &Node, pods: PodsOnNode) -> (Vec<String>, Vec<String>, usi
 #[test]
 fn an_orphan_is_cleaned_up_and_live_attachments_are_untouched() {
     let node = Node::new();
-    let conflist = node.conflist(bridge_veth_conflist("1.0.0"));
+    // A pod-scope network each: without VRFs, two pods of one such network cannot share a node.
+    let [orphan_list, live_list, mid_teardown_list] = [12, 13, 14].map(|subnet| {
+        node.conflist(pod_network(
+            &format!("net-{subnet}"),
+            &format!("172.16.{subnet}.0/24"),
+            &format!("172.16.{subnet}.1"),
+            false,
+        ))
+    });
     let (orphan, live, mid_teardown) = (container_id(), container_id(), container_id());
     let orphan_pod = node.pod("orphan");
     let live_pod = node.pod("live");
     let mid_teardown_pod = node.pod("teardown");
-    for (id, pod) in [
-        (&orphan, &orphan_pod),
-        (&live, &live_pod),
-        (&mid_teardown, &mid_teardown_pod),
+    for (list, id, pod) in [
+        (&orphan_list, &orphan, &orphan_pod),
+        (&live_list, &live, &live_pod),
+        (&mid_teardown_list, &mid_teardown, &mid_teardown_pod),
     ] {
-        node.cni("add", &conflist, id, &pod.netns_path()).ok();
+        node.cni("add", list, id, &pod.netns_path()).ok();
     }
-    assert_eq!(node.leases(NETWORK).len(), 3);
+    assert_eq!(node.all_leases().len(), 3);
     let live_links_before = node
         .link_names()
         .into_iter()
@@ -90,12 +96,13 @@ fn an_orphan_is_cleaned_up_and_live_attachments_are_untouched() {
         names.iter().any(|name| name.contains(&mid_teardown[..11])),
         "the pod being torn down keeps its devices"
     );
-    let leases = node.leases(NETWORK);
+    let leases = node.all_leases();
     assert_eq!(
         leases.len(),
         2,
         "only the orphan's lease is released: {leases:?}"
     );
+    assert!(node.leases("net-12").is_empty());
     let records = node.records();
     assert_eq!(records.len(), 2, "{records:?}");
     assert!(!records.iter().any(|r| r.contains(&orphan)));
@@ -108,10 +115,10 @@ fn an_orphan_is_cleaned_up_and_live_attachments_are_untouched() {
     assert_eq!(kept, 1);
 
     // The runtime's own DELs still succeed afterwards, cleaned up or not.
-    node.cni("del", &conflist, &live, &live_pod.netns_path())
+    node.cni("del", &live_list, &live, &live_pod.netns_path())
         .ok();
-    for id in [&orphan, &mid_teardown] {
-        node.cni("del", &conflist, id, "").ok();
+    for (list, id) in [(&orphan_list, &orphan), (&mid_teardown_list, &mid_teardown)] {
+        node.cni("del", list, id, "").ok();
     }
     node.assert_clean();
 }

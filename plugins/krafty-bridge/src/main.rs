@@ -26,6 +26,10 @@ impl Plugin for Bridge {
         let netlink = Netlink::connect()?;
         chain::refuse_taken_interface(&netlink, attachment).await?;
         let vrf = find_vrf(&netlink, request).await?;
+        chain::refuse_mixed_scopes(vrf.as_ref(), config.scope)?;
+        if vrf.is_none() && !place.shared {
+            refuse_gateway_in_main_table(&netlink, &place, &config).await?;
+        }
 
         let _lock = place.lock(request)?;
         let alias = alias(&place, &config);
@@ -119,6 +123,37 @@ async fn find_vrf(
         InfoKind::Vrf,
     )
     .await
+}
+
+/// Without a VRF, pod-scope bridges sit in the node's main table: a second pod's bridge with
+/// the same gateway address would take the node's route to the network from the first (or
+/// leave itself unreachable), so a network in scope pod without krafty-vrf can hold one pod per
+/// node. The second is refused before anything is made.
+async fn refuse_gateway_in_main_table(
+    netlink: &Netlink,
+    place: &Placement,
+    config: &ValidBridgeConfig,
+) -> Result<(), Error> {
+    let gateways: Vec<_> = config
+        .networks
+        .iter()
+        .map(|n| n.gateway_address())
+        .collect();
+    for bridge in netlink.links_of_kind(InfoKind::Bridge).await? {
+        if bridge.name == place.name || bridge.controller.is_some() {
+            continue;
+        }
+        let addresses = netlink.addresses(bridge.index).await?;
+        if let Some(taken) = gateways.iter().find(|g| addresses.contains(g)) {
+            return Err(Error::invalid_config(format!(
+                "gateway {taken} is already on bridge {} in the node's main table: without \
+                 krafty-vrf, a network in scope \"pod\" can hold one pod per node; add \
+                 krafty-vrf to the chain or use scope \"network\"",
+                bridge.name
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The bridge's mark, and its flags, where krafty-veth reads them for the ports it adds.

@@ -56,6 +56,46 @@ pub async fn refuse_taken_interface(
     }
 }
 
+/// Refuses a chain whose VRF (from `prevResult`) and bridge do not have the same scope: a
+/// pod's VRF would take the network's shared bridge from the pods before (every ADD moving it
+/// into the newest VRF), and a network's VRF would hold every pod's bridge with the same
+/// gateway. Only the device's mark says which it is.
+pub fn refuse_mixed_scopes(vrf: Option<&Link>, bridge_scope: Scope) -> Result<(), Error> {
+    let Some(vrf) = vrf else { return Ok(()) };
+    let vrf_scope = match vrf.owner_mark().and_then(naming::network_of) {
+        Some(_) => Scope::Network,
+        None => Scope::Pod,
+    };
+    if vrf_scope == bridge_scope {
+        return Ok(());
+    }
+    Err(Error::invalid_config(format!(
+        "krafty-bridge has scope {:?} but the VRF {} that krafty-vrf made before it in the chain \
+         has scope {:?}: give krafty-vrf and krafty-bridge the same scope",
+        bridge_scope.as_str(),
+        vrf.name,
+        vrf_scope.as_str()
+    )))
+}
+
+/// Refuses krafty-vrf after krafty-bridge in a chain: the bridge would stay out of the VRF.
+pub fn refuse_vrf_after_bridge(prev_result: Option<&CniResult>) -> Result<(), Error> {
+    let bridge = prev_result.and_then(|result| {
+        result
+            .interfaces
+            .iter()
+            .find(|i| i.sandbox.is_empty() && i.name.starts_with(naming::BRIDGE_PREFIX))
+    });
+    match bridge {
+        Some(bridge) => Err(Error::invalid_config(format!(
+            "krafty-vrf comes after krafty-bridge (prevResult lists the bridge {}): put krafty-vrf \
+             first in the chain, so that the bridge is made inside the VRF",
+            bridge.name
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// A VRF or bridge of the chain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NodeDeviceKind {

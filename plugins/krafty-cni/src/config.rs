@@ -155,6 +155,16 @@ pub enum Scope {
     Network,
 }
 
+impl Scope {
+    /// How configs spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Pod => "pod",
+            Scope::Network => "network",
+        }
+    }
+}
+
 fn validate_scope(scope: Option<&str>) -> Result<Scope, Error> {
     match scope {
         None | Some("pod") => Ok(Scope::Pod),
@@ -196,10 +206,17 @@ impl VrfConfig {
             }
             Some(table) => Some(table as u32),
         };
-        Ok(ValidVrfConfig {
-            table,
-            scope: validate_scope(self.scope.as_deref())?,
-        })
+        let scope = validate_scope(self.scope.as_deref())?;
+        // Every pod's VRF in one table would put every pod's bridge, with the same gateway, in
+        // that table: only one pod would be reachable.
+        if let (Some(table), Scope::Pod) = (table, scope) {
+            return Err(Error::invalid_config(format!(
+                "vrfTable {table} names the network's routing table, but scope \"pod\" gives \
+                 every pod a VRF of its own: use scope \"network\" (one VRF per network, with \
+                 this table) or leave vrfTable out"
+            )));
+        }
+        Ok(ValidVrfConfig { table, scope })
     }
 }
 
@@ -605,9 +622,15 @@ mod tests {
     fn vrf_tables() {
         let vrf = |v: Value| serde_json::from_value::<VrfConfig>(v).unwrap().validate();
         assert_eq!(vrf(json!({})).unwrap().table, None);
-        assert_eq!(vrf(json!({"vrfTable": 1234})).unwrap().table, Some(1234));
+        let shared = |table: i64| json!({"vrfTable": table, "scope": "network"});
+        assert_eq!(vrf(shared(1234)).unwrap().table, Some(1234));
+        assert_invalid(vrf(json!({"vrfTable": 1234})), "scope \"pod\"");
+        assert_invalid(
+            vrf(json!({"vrfTable": 1234, "scope": "pod"})),
+            "vrfTable 1234",
+        );
         for reserved in [0, 253, 254, 255] {
-            assert_invalid(vrf(json!({"vrfTable": reserved})), "reserved");
+            assert_invalid(vrf(shared(reserved)), "reserved");
         }
         assert_invalid(vrf(json!({"vrfTable": -1})), "vrfTable");
         assert_invalid(vrf(json!({"vrfTable": 4294967296_i64})), "vrfTable");

@@ -160,7 +160,8 @@ fn missing_or_bad_environment_is_code_4() {
 fn a_reserved_vrf_table_is_code_7_before_the_kernel_is_asked() {
     let (node, _pod, at) = setup();
     for table in [0, 253, 254, 255] {
-        let config = json!({"cniVersion": "1.0.0", "name": NETWORK, "type": "krafty-vrf", "vrfTable": table});
+        let config = json!({"cniVersion": "1.0.0", "name": NETWORK, "type": "krafty-vrf",
+                            "vrfTable": table, "scope": "network"});
         refused(
             &node,
             node.plugin("krafty-vrf", &at.env("ADD"), &config.to_string()),
@@ -168,6 +169,20 @@ fn a_reserved_vrf_table_is_code_7_before_the_kernel_is_asked() {
             "reserved",
         );
     }
+}
+
+#[test]
+fn a_vrf_table_for_every_pod_of_the_node_is_code_7() {
+    let (node, _pod, at) = setup();
+    let config = json!({"cniVersion": "1.0.0", "name": NETWORK, "type": "krafty-vrf",
+                        "vrfTable": 1234, "scope": "pod"});
+    let outcome = node.plugin("krafty-vrf", &at.env("ADD"), &config.to_string());
+    let error = outcome.error(7, "vrfTable 1234");
+    assert!(
+        error["msg"].as_str().unwrap().contains("scope \"network\""),
+        "{error}"
+    );
+    node.assert_clean();
 }
 
 #[test]
@@ -192,7 +207,16 @@ fn veth_without_a_bridge_in_prev_result_is_code_7() {
 
 /// Runs krafty-bridge ADD and returns a krafty-veth config chained on its result.
 fn veth_after_bridge(node: &Node, at: &Attachment, veth_fields: Value) -> Value {
-    let bridge_result = node.plugin("krafty-bridge", &at.env("ADD"), BRIDGE).ok();
+    veth_after(node, at, BRIDGE, veth_fields)
+}
+
+/// A shared bridge (scope network), for two pods of one network on a node without VRFs.
+const SHARED_BRIDGE: &str = r#"{"cniVersion":"1.1.0","name":"krafty","type":"krafty-bridge","scope":"network","subnet":"172.16.10.0/24","gateway":"172.16.10.1"}"#;
+
+/// krafty-bridge's ADD with `bridge` for `at`, then a krafty-veth config with `veth_fields`
+/// that follows it in the chain.
+fn veth_after(node: &Node, at: &Attachment, bridge: &str, veth_fields: Value) -> Value {
+    let bridge_result = node.plugin("krafty-bridge", &at.env("ADD"), bridge).ok();
     let mut config = json!({"cniVersion": "1.0.0", "name": NETWORK, "type": "krafty-veth", "prevResult": bridge_result});
     for (key, value) in veth_fields.as_object().unwrap() {
         config[key] = value.clone();
@@ -296,10 +320,10 @@ fn an_exhausted_range_fails_the_second_pod_and_spares_the_first() {
     };
     let mut ipam = json!({"type": "host-local", "ranges": [[{"subnet": "172.16.10.0/24", "rangeStart": "172.16.10.10", "rangeEnd": "172.16.10.10"}]]});
     ipam["dataDir"] = json!(node.ipam_dir());
-    let config_a = veth_after_bridge(&node, &first, json!({"ipam": ipam.clone()}));
+    let config_a = veth_after(&node, &first, SHARED_BRIDGE, json!({"ipam": ipam.clone()}));
     node.plugin("krafty-veth", &first.env("ADD"), &config_a.to_string())
         .ok();
-    let config_b = veth_after_bridge(&node, &second, json!({"ipam": ipam}));
+    let config_b = veth_after(&node, &second, SHARED_BRIDGE, json!({"ipam": ipam}));
     let outcome = node.plugin("krafty-veth", &second.env("ADD"), &config_b.to_string());
     assert!(!outcome.success);
     assert!(outcome.json()["msg"]
@@ -316,8 +340,10 @@ fn an_exhausted_range_fails_the_second_pod_and_spares_the_first() {
 
     node.plugin("krafty-veth", &first.env("DEL"), &config_a.to_string())
         .ok();
-    node.plugin("krafty-bridge", &first.env("DEL"), BRIDGE).ok();
-    node.plugin("krafty-bridge", &second.env("DEL"), BRIDGE)
+    node.plugin("krafty-bridge", &second.env("DEL"), SHARED_BRIDGE)
+        .ok();
+    // The network's last pod is gone: GC takes the shared bridge.
+    node.plugin("krafty-bridge", &[("CNI_COMMAND", "GC")], SHARED_BRIDGE)
         .ok();
     node.assert_clean();
 }

@@ -163,7 +163,10 @@ fn del_after_the_netns_is_gone_releases_everything() {
 fn two_pods_get_two_addresses() {
     let node = Node::new();
     let (a, b) = (node.pod("a"), node.pod("b"));
-    let conflist = node.conflist(bridge_veth_conflist("1.0.0"));
+    // Two pods of a network on one node share its bridge (scope network) or have VRFs.
+    let mut shared = bridge_veth_conflist("1.0.0");
+    shared["plugins"][0]["scope"] = json!("network");
+    let conflist = node.conflist(shared.clone());
     let (id_a, result_a) = node.attach(&conflist, &a);
     let (id_b, result_b) = node.attach(&conflist, &b);
     assert_eq!(result_a["ips"][0]["address"], "172.16.10.10/24");
@@ -173,6 +176,25 @@ fn two_pods_get_two_addresses() {
     assert_eq!(leases, vec!["172.16.10.10", "172.16.10.11"]);
     node.cni("del", &conflist, &id_a, &a.netns_path()).ok();
     node.cni("del", &conflist, &id_b, &b.netns_path()).ok();
+    node.gc(&shared, &[]).ok();
+    node.assert_clean();
+}
+
+#[test]
+fn a_second_pod_of_a_pod_scope_network_without_vrf_is_refused_and_the_first_kept() {
+    let node = Node::new();
+    let (a, b) = (node.pod("a"), node.pod("b"));
+    let conflist = node.conflist(bridge_veth_conflist("1.0.0"));
+    let (id_a, _) = node.attach(&conflist, &a);
+    let id_b = container_id();
+    let links = node.link_names();
+    node.cni("add", &conflist, &id_b, &b.netns_path())
+        .error(7, "gateway 172.16.10.1/24 is already on bridge");
+    assert_eq!(node.link_names(), links, "nothing was made for b");
+    assert_eq!(node.leases(NETWORK).len(), 1);
+    assert!(a.ping("172.16.10.1"), "a keeps working");
+    node.cni("del", &conflist, &id_b, &b.netns_path()).ok();
+    node.cni("del", &conflist, &id_a, &a.netns_path()).ok();
     node.assert_clean();
 }
 

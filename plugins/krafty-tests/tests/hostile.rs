@@ -145,7 +145,8 @@ fn path_tricks_are_refused() {
 fn reserved_tables_are_refused() {
     let node = Node::new();
     for table in [0, 253, 254, 255, -3, 1_i64 << 40] {
-        let config = json!({"cniVersion": "1.0.0", "name": "krafty", "type": "krafty-vrf", "vrfTable": table});
+        let config = json!({"cniVersion": "1.0.0", "name": "krafty", "type": "krafty-vrf",
+                            "vrfTable": table, "scope": "network"});
         refused(&node, "krafty-vrf", &config, 7, "vrfTable");
     }
 }

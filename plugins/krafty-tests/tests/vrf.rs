@@ -3,7 +3,7 @@
 
 use krafty_cni::{naming, Attachment};
 use krafty_tests::{
-    address_of, container_id, full_conflist, several, shared_network, Node, NETWORK,
+    address_of, container_id, full_conflist, kill, several, shared_network, Node, NETWORK,
 };
 use serde_json::{json, Value};
 
@@ -158,29 +158,44 @@ fn two_pods_in_their_own_vrfs_share_one_gateway_address() {
     node.assert_clean();
 }
 
-fn with_vrf_table(table: u64) -> Value {
-    let mut conflist = full_conflist("1.0.0");
-    conflist["plugins"][0] = json!({ "type": "krafty-vrf", "vrfTable": table });
+/// A shared network whose VRF uses routing table `table` (vrfTable names a network's table).
+fn with_vrf_table(network: &str, subnet: &str, gateway: &str, table: u64) -> Value {
+    let mut conflist = shared_network(network, &[(subnet, gateway)], true);
+    conflist["plugins"][0]["vrfTable"] = json!(table);
     conflist
 }
 
 #[test]
-fn an_explicit_vrf_table_is_used_and_cannot_be_taken_twice() {
+fn an_explicit_vrf_table_serves_every_pod_of_its_network_and_no_other_network() {
     let node = Node::new();
-    let (a, b) = (node.pod("a"), node.pod("b"));
-    let conflist = node.conflist(with_vrf_table(4242));
-    let (id_a, id_b) = (container_id(), container_id());
+    let (a, b, c) = (node.pod("a"), node.pod("b"), node.pod("c"));
+    let tabled = with_vrf_table("tabled", "172.16.63.0/24", "172.16.63.1", 4242);
+    let conflist = node.conflist(tabled.clone());
+    let (id_a, id_b, id_c) = (container_id(), container_id(), container_id());
     node.cni("add", &conflist, &id_a, &a.netns_path()).ok();
-    assert_eq!(vrf_table(&node, &naming::vrf_name(&id_a, "net1")), 4242);
+    let result_b = node.cni("add", &conflist, &id_b, &b.netns_path()).ok();
+    assert_eq!(vrf_table(&node, &naming::shared_vrf_name("tabled")), 4242);
     node.cni("check", &conflist, &id_a, &a.netns_path()).ok();
+    assert!(
+        a.ping(&address_of(&result_b, false)),
+        "every pod of the network"
+    );
 
-    node.cni("add", &conflist, &id_b, &b.netns_path())
+    // Another network cannot have the table too.
+    let other = node.conflist(with_vrf_table(
+        "other",
+        "172.16.64.0/24",
+        "172.16.64.1",
+        4242,
+    ));
+    node.cni("add", &other, &id_c, &c.netns_path())
         .error(7, "vrfTable 4242 is already used");
-    assert!(node.link(&naming::vrf_name(&id_b, "net1")).is_none());
-    assert!(node.link(&naming::bridge_name(&id_b, "net1")).is_none());
+    assert!(node.link(&naming::shared_vrf_name("other")).is_none());
 
+    node.cni("del", &other, &id_c, &c.netns_path()).ok();
     node.cni("del", &conflist, &id_b, &b.netns_path()).ok();
     node.cni("del", &conflist, &id_a, &a.netns_path()).ok();
+    node.gc(&tabled, &[]).ok();
     node.assert_clean();
 }
 
@@ -223,7 +238,12 @@ fn an_explicit_table_of_a_foreign_vrf_is_refused() {
     let node = Node::new();
     let pod = node.pod("a");
     node.ip(&["link", "add", "foreign-vrf", "type", "vrf", "table", "777"]);
-    let conflist = node.conflist(with_vrf_table(777));
+    let conflist = node.conflist(with_vrf_table(
+        "foreign",
+        "172.16.65.0/24",
+        "172.16.65.1",
+        777,
+    ));
     let id = container_id();
     node.cni("add", &conflist, &id, &pod.netns_path())
         .error(7, "foreign-vrf");
@@ -421,4 +441,38 @@ fn one_shared_network_twice_in_one_pod_in_its_vrf() {
 fn the_same_interface_on_two_networks_with_vrfs_is_refused() {
     several::the_same_interface_on_two_networks_is_refused(true, true);
     several::the_same_interface_on_two_networks_is_refused(false, true);
+}
+
+/// krafty-vrf killed at every step of `verb` in the full chain, then DEL and GC (see
+/// krafty_tests::kill; krafty-bridge and krafty-veth are killed on the host's kernel).
+fn vrf_killed_at_every_step(name: &str, conflist: &Value, verb: kill::Verb) {
+    let node = Node::new();
+    let case = kill::Case::new(&node, conflist);
+    let points = kill::at_every_step(&case, "krafty-vrf", verb, |case, id, pod| {
+        case.runtime_recovery(id, pod)
+    });
+    assert!(points > 0, "no kill point at all: is strace there?");
+    kill::report(name, &[(verb, points)]);
+}
+
+fn shared_vrf_network() -> Value {
+    shared_network("killvrf", &[("172.16.62.0/24", "172.16.62.1")], true)
+}
+
+#[test]
+fn krafty_vrf_killed_at_every_step_of_add() {
+    vrf_killed_at_every_step("vm-add-pod", &full_conflist("1.0.0"), kill::Verb::Add);
+    vrf_killed_at_every_step("vm-add-network", &shared_vrf_network(), kill::Verb::Add);
+}
+
+#[test]
+fn krafty_vrf_killed_at_every_step_of_del() {
+    vrf_killed_at_every_step("vm-del-pod", &full_conflist("1.0.0"), kill::Verb::Del);
+    vrf_killed_at_every_step("vm-del-network", &shared_vrf_network(), kill::Verb::Del);
+}
+
+#[test]
+fn krafty_vrf_killed_at_every_step_of_gc() {
+    vrf_killed_at_every_step("vm-gc-pod", &full_conflist("1.0.0"), kill::Verb::Gc);
+    vrf_killed_at_every_step("vm-gc-network", &shared_vrf_network(), kill::Verb::Gc);
 }

@@ -22,6 +22,7 @@ impl Plugin for Vrf {
 
     async fn add(&self, request: &Request<VrfConfig>) -> Result<CniResult, Error> {
         let config = request.config.validate()?;
+        chain::refuse_vrf_after_bridge(request.prev_result.as_ref())?;
         let attachment = request.attachment()?;
         let place = Placement::of(NodeDeviceKind::Vrf, config.scope, attachment);
         let netlink = Netlink::connect()?;
@@ -33,14 +34,16 @@ impl Plugin for Vrf {
             .await?
             .map(|existing| keep_table(existing, config.table))
             .transpose()?;
-        // Recorded before the first device is made; and for a shared VRF before the lock is
-        // released, because the node agent removes a shared device only when no record of its
-        // network is left, under this lock.
-        if found.is_none() || place.shared {
-            request.begin()?;
-        }
+        // Recorded before the first device is made (in `create`); and for a shared VRF before
+        // the lock is released, because the node agent removes a shared device only when no
+        // record of its network is left, under this lock.
         let vrf = match found {
-            Some(existing) => existing,
+            Some(existing) => {
+                if place.shared {
+                    request.begin()?;
+                }
+                existing
+            }
             None => create(&netlink, &place, config.table, request).await?,
         };
         let mut result = request.result_to_extend();
@@ -146,6 +149,7 @@ async fn create(
             Error::TryAgainLater("every table of krafty's derived range is in use".into())
         })?,
     };
+    request.begin()?;
     let created = match netlink
         .create_vrf(&place.name, table, &place.mark, place.group())
         .await
