@@ -406,3 +406,17 @@ fn version_needs_no_attachment_and_answers_in_the_asked_version() {
         assert_eq!(empty["cniVersion"], "1.1.0");
     }
 }
+
+#[test]
+fn krafty_vrf_after_krafty_bridge_is_code_7() {
+    let (node, pod, at) = setup();
+    let chain = json!({"cniVersion": "1.0.0", "name": NETWORK, "plugins": [
+        {"type": "krafty-bridge", "subnet": "172.16.10.0/24", "gateway": "172.16.10.1"},
+        {"type": "krafty-vrf"},
+        {"type": "krafty-veth", "podIP": "172.16.10.5/24"}]});
+    let list = node.conflist(chain);
+    node.cni("add", &list, &at.id, &pod.netns_path())
+        .error(7, "krafty-vrf comes after krafty-bridge");
+    node.cni("del", &list, &at.id, &pod.netns_path()).ok();
+    node.assert_clean();
+}

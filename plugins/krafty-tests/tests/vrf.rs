@@ -476,3 +476,45 @@ fn krafty_vrf_killed_at_every_step_of_gc() {
     vrf_killed_at_every_step("vm-gc-pod", &full_conflist("1.0.0"), kill::Verb::Gc);
     vrf_killed_at_every_step("vm-gc-network", &shared_vrf_network(), kill::Verb::Gc);
 }
+
+#[test]
+fn mixed_scopes_are_refused_and_the_networks_pods_undisturbed() {
+    let node = Node::new();
+    let (a, b) = (node.pod("a"), node.pod("b"));
+    let good = shared_network("mixed", &[("172.16.66.0/24", "172.16.66.1")], true);
+    let list = node.conflist(good.clone());
+    let (id_a, _) = node.attach(&list, &a);
+    let bridge = naming::shared_bridge_name("mixed");
+    let master = |node: &Node| node.link(&bridge).expect("the shared bridge")["master"].clone();
+    let master_before = master(&node);
+
+    // A pod's VRF before the network's bridge, and the network's VRF before a pod's bridge.
+    for (vrf_scope, bridge_scope) in [("pod", "network"), ("network", "pod")] {
+        let mut mixed = good.clone();
+        mixed["plugins"][0]["scope"] = json!(vrf_scope);
+        mixed["plugins"][1]["scope"] = json!(bridge_scope);
+        let mixed = node.conflist(mixed);
+        let id_b = container_id();
+        let error = node
+            .cni("add", &mixed, &id_b, &b.netns_path())
+            .error(7, "give krafty-vrf and krafty-bridge the same scope");
+        let msg = error["msg"].as_str().unwrap_or_default();
+        assert!(
+            msg.contains(&format!("{bridge_scope:?}")) && msg.contains(&format!("{vrf_scope:?}")),
+            "the message names both scopes: {msg}"
+        );
+        assert_eq!(
+            master(&node),
+            master_before,
+            "the shared bridge stays in its VRF"
+        );
+        assert!(
+            a.ping("172.16.66.1"),
+            "the pod already on the network keeps working"
+        );
+        node.cni("del", &mixed, &id_b, &b.netns_path()).ok();
+    }
+    node.cni("del", &list, &id_a, &a.netns_path()).ok();
+    node.gc(&good, &[]).ok();
+    node.assert_clean();
+}
