@@ -22,7 +22,8 @@ CONTRACT_EXAMPLE = {
     "cniVersion": "1.0.0",
     "name": "krafty",
     "plugins": [
-        {"type": "krafty-vrf", "scope": "pod", "vrfTable": 1234},
+        # vrfTable names a network's table, so it goes with scope network (two-networks.yaml).
+        {"type": "krafty-vrf", "scope": "pod"},
         {
             "type": "krafty-bridge",
             "scope": "pod",
@@ -111,7 +112,6 @@ def test_defaults_reproduce_the_original_network():
     assert nads[0]["apiVersion"] == "k8s.cni.cncf.io/v1"
     expected = CONTRACT_EXAMPLE | {"plugins": [dict(p) for p in CONTRACT_EXAMPLE["plugins"]]}
     # The defaults set no optional field: the plugins' own defaults apply.
-    del expected["plugins"][0]["vrfTable"]
     del expected["plugins"][1]["mtu"]
     del expected["plugins"][2]["mtu"]
     del expected["plugins"][2]["routeMetric"]
@@ -120,7 +120,7 @@ def test_defaults_reproduce_the_original_network():
 
 def test_every_optional_field_renders_the_contract_example():
     values = default_values()
-    values["networks"][0] |= {"vrfTable": 1234, "mtu": 1500, "routeMetric": 4096}
+    values["networks"][0] |= {"mtu": 1500, "routeMetric": 4096}
     assert conflists(values) == {"default/krafty": CONTRACT_EXAMPLE}
 
 

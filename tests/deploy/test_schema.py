@@ -31,11 +31,15 @@ BAD_VALUES = {
     "subnet-not-an-address": (network(subnets=["lab-net/24"]), "/networks/0/subnets/0"),
     "gateway-not-an-address": (network(gateways=["172.16.10.256"]), "/networks/0/gateways/0"),
     "unknown-scope": (network(scope="cluster"), "/networks/0/scope': value must be one of 'pod', 'network'"),
-    "vrf-table-0": (network(vrfTable=0), "/networks/0/vrfTable"),
-    "vrf-table-253": (network(vrfTable=253), "/networks/0/vrfTable"),
-    "vrf-table-254-main": (network(vrfTable=254), "/networks/0/vrfTable"),
-    "vrf-table-255-local": (network(vrfTable=255), "/networks/0/vrfTable"),
-    "vrf-table-not-a-number": (network(vrfTable="main"), "/networks/0/vrfTable"),
+    "vrf-table-0": (network(scope="network", vrfTable=0), "/networks/0/vrfTable"),
+    "vrf-table-253": (network(scope="network", vrfTable=253), "/networks/0/vrfTable"),
+    "vrf-table-254-main": (network(scope="network", vrfTable=254), "/networks/0/vrfTable"),
+    "vrf-table-255-local": (network(scope="network", vrfTable=255), "/networks/0/vrfTable"),
+    "vrf-table-not-a-number": (network(scope="network", vrfTable="main"), "/networks/0/vrfTable"),
+    # vrfTable is the network's table: one VRF per network.
+    "vrf-table-in-pod-scope": (network(scope="pod", vrfTable=1234), "/networks/0/scope"),
+    "vrf-table-default-scope": (network(vrfTable=1234), "/networks/0"),
+    "vrf-table-without-vrf": (network(scope="network", vrf=False, vrfTable=1234), "/networks/0/vrf"),
     "two-subnets-one-gateway": (
         network(subnets=DUAL["subnets"]),
         "/networks/0/gateways': minItems: got 1, want 2",
@@ -116,9 +120,9 @@ def test_bad_values_are_rejected_naming_the_field(values, message):
 
 
 GOOD_VALUES = {
-    "vrf-table-252": network(vrfTable=252),
-    "vrf-table-256": network(vrfTable=256),
-    "vrf-table-max": network(vrfTable=4294967295),
+    "vrf-table-252": network(scope="network", vrfTable=252),
+    "vrf-table-256": network(scope="network", vrfTable=256),
+    "vrf-table-max": network(scope="network", vrfTable=4294967295),
     "dual-stack": network(**DUAL),
     "ipv6-first-dual-stack": network(
         subnets=list(reversed(DUAL["subnets"])), gateways=list(reversed(DUAL["gateways"]))
