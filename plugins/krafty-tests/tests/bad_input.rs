@@ -420,3 +420,49 @@ fn krafty_vrf_after_krafty_bridge_is_code_7() {
     node.cni("del", &list, &at.id, &pod.netns_path()).ok();
     node.assert_clean();
 }
+
+#[test]
+fn del_carries_on_past_a_failing_ipam_and_reports_it() {
+    let (node, pod, at) = setup();
+    // An IPAM plugin that hands out an address and fails its DEL until it is mended.
+    let dir = node.dir.join("flaky-ipam");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mended = dir.join("mended");
+    let script = format!(
+        "#!/bin/sh\ncat >/dev/null\ncase \"$CNI_COMMAND\" in\n\
+         ADD) printf '{{\"cniVersion\":\"1.0.0\",\"ips\":[{{\"address\":\"172.16.10.77/24\"}}]}}' ;;\n\
+         DEL) [ -e {} ] && exit 0; printf '{{\"cniVersion\":\"1.0.0\",\"code\":11,\"msg\":\"flaky DEL\"}}'; exit 1 ;;\n\
+         *) printf '{{\"cniVersion\":\"1.0.0\",\"supportedVersions\":[\"1.0.0\"]}}' ;;\nesac\n",
+        mended.display()
+    );
+    std::fs::write(dir.join("flaky"), script).unwrap();
+    std::process::Command::new("chmod")
+        .args(["755"])
+        .arg(dir.join("flaky"))
+        .status()
+        .unwrap();
+    let chain = json!({"cniVersion": "1.0.0", "name": NETWORK, "plugins": [
+        {"type": "krafty-bridge", "subnet": "172.16.10.0/24", "gateway": "172.16.10.1"},
+        {"type": "krafty-veth", "ipam": {"type": "flaky"}}]});
+    let list = node.conflist(chain);
+    let cni_path = format!("{}:{}", dir.display(), node.cni_path());
+    let flags = ["--cni-path", cni_path.as_str()];
+    node.cni_with("add", &list, &at.id, &pod.netns_path(), &flags)
+        .ok();
+
+    // The devices go although the address cannot be given back; the error says why, and the
+    // record stays to say what is still to undo.
+    node.cni_with("del", &list, &at.id, &pod.netns_path(), &flags)
+        .error(11, "flaky DEL");
+    assert_eq!(node.link_names(), ["lo"], "every device went");
+    assert_eq!(
+        node.records().len(),
+        1,
+        "the record says what is left to undo"
+    );
+
+    std::fs::write(&mended, b"").unwrap();
+    node.cni_with("del", &list, &at.id, &pod.netns_path(), &flags)
+        .ok();
+    node.assert_clean();
+}
