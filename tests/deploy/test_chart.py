@@ -352,6 +352,7 @@ def test_installer_arguments_environment_and_probes(default_objects):
         "--run-dir=/run/krafty",
         "--orphan-cleanup=delete",
         "--ipam-path=/host/opt/cni/bin",
+        "--shared-device-grace-secs=300",
         "--log-level=info",
     ]
     assert container["env"] == [
