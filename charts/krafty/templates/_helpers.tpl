@@ -57,6 +57,18 @@ The installer's --listen value; an IPv6 address needs brackets before the port.
 {{- end }}
 
 {{/*
+The installer's --invocation-log value: the plugins' default log below hostPaths.log, and the
+logFile of every network that sets one, without repeats.
+*/}}
+{{- define "krafty.invocationLogs" -}}
+{{- $logs := list (printf "%s/krafty.log" (trimSuffix "/" .Values.hostPaths.log)) }}
+{{- range .Values.networks }}
+{{- if .logFile }}{{ $logs = append $logs .logFile }}{{ end }}
+{{- end }}
+{{- join "," (uniq $logs) }}
+{{- end }}
+
+{{/*
 krafty.conflist: the CNI conflist (JSON) of one entry of .Values.networks, the chain
 krafty-vrf -> krafty-bridge -> krafty-veth. Built as a dict and serialised with toPrettyJson so
 that quoting and escaping are JSON's, never string concatenation's. Optional fields appear only
