@@ -359,4 +359,35 @@ mod tests {
             "{after}"
         );
     }
+
+    #[test]
+    fn invocations_are_counted_and_refused_network_names_are_not_labels() {
+        let metrics = Metrics::new(&[]);
+        let entry = |network: &str, duration_us: u64, error: Option<u32>| Invocation {
+            plugin: "krafty-veth".into(),
+            command: "ADD".into(),
+            network: network.into(),
+            duration_us,
+            outcome: if error.is_some() { "error" } else { "ok" }.into(),
+            error: error.map(|code| krafty_cni::invocation_log::LoggedError {
+                code,
+                msg: "x".into(),
+            }),
+        };
+        metrics.observe_invocation(&entry("lab", 3_000, None));
+        metrics.observe_invocation(&entry("lab", 2_000_000, Some(102)));
+        metrics.observe_invocation(&entry("a\"}\nevil", 10, Some(7)));
+        let text = metrics.encode();
+        for line in [
+            "krafty_plugin_invocations_total{plugin=\"krafty-veth\",command=\"ADD\",network=\"lab\",outcome=\"ok\"} 1\n",
+            "krafty_plugin_invocations_total{plugin=\"krafty-veth\",command=\"ADD\",network=\"(invalid)\",outcome=\"error\"} 1\n",
+            "krafty_plugin_errors_total{plugin=\"krafty-veth\",command=\"ADD\",network=\"lab\",code=\"102\"} 1\n",
+            "krafty_plugin_invocation_duration_seconds_bucket{le=\"0.005\",plugin=\"krafty-veth\",command=\"ADD\"} 2\n",
+            "krafty_plugin_invocation_duration_seconds_bucket{le=\"2.5\",plugin=\"krafty-veth\",command=\"ADD\"} 3\n",
+            "krafty_plugin_invocation_duration_seconds_count{plugin=\"krafty-veth\",command=\"ADD\"} 3\n",
+        ] {
+            assert!(text.contains(line), "no {line:?} in\n{text}");
+        }
+        assert!(!text.contains("evil"), "{text}");
+    }
 }
