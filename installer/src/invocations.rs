@@ -11,9 +11,12 @@
 //!   new file from its beginning. A file emptied in place starts over at its beginning.
 //! - **Whole lines only.** A line is taken once its newline is there; a reader can see the first
 //!   part of a line whose write is still being copied in.
-//! - **Polled**, not watched: a busy node appends many times a second, and one `lstat` and one
-//!   `read` a tick cost less than a wake-up per line.
+//! - **Woken by inotify** on the logs' directories (a write, a rename, a creation of a log
+//!   file), then reading after a short gathering time, so a busy node costs a few reads a
+//!   second and an idle one nothing; a slow poll catches what a lost event would hide.
 
+use std::collections::HashSet;
+use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Read, Seek, SeekFrom};
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
@@ -23,12 +26,18 @@ use std::time::Duration;
 
 use krafty_cni::config::LOG_MAX_FILES_RANGE;
 use krafty_cni::invocation_log::{rotated_path, Invocation};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::{ErrorKind as MetricsErrorKind, Metrics};
+use crate::watch::DirWatcher;
 
-/// How often the log is looked at.
-pub const POLL_INTERVAL: Duration = Duration::from_millis(500);
+/// After a wake-up, how long lines are gathered before they are read.
+const GATHER_TIME: Duration = Duration::from_millis(200);
+/// How often the logs are read without a wake-up: while their directories are watched, and
+/// while they cannot be (not there yet).
+const SAFETY_POLL: Duration = Duration::from_secs(10);
+const UNWATCHED_POLL: Duration = Duration::from_millis(500);
 
 /// Rotations followed in one poll; more are left to the next one.
 const ROTATIONS_PER_POLL: usize = 4;
@@ -37,11 +46,9 @@ const ROTATIONS_PER_POLL: usize = 4;
 #[derive(Debug)]
 pub struct LogFollower {
     path: PathBuf,
+    /// The file being read, kept through errors so that nothing is read twice.
     current: Option<Followed>,
-    /// The start of a line whose end is not there yet.
-    partial: Vec<u8>,
-    /// The follower started in the middle of a line: its rest is not a line.
-    skip_to_next_line: bool,
+    lines: Lines,
 }
 
 #[derive(Debug)]
@@ -53,14 +60,22 @@ struct Followed {
 /// Device and inode: what a path names, whatever its name.
 type FileId = (u64, u64);
 
+/// Bytes read, cut into lines.
+#[derive(Debug, Default)]
+struct Lines {
+    /// The start of a line whose end is not there yet.
+    partial: Vec<u8>,
+    /// The follower started in the middle of a line: its rest is not a line.
+    skip_to_next_line: bool,
+}
+
 impl LogFollower {
     /// Follows `path` from its current end (or from the beginning of a file that appears later).
     pub fn from_end(path: PathBuf) -> std::io::Result<LogFollower> {
         let mut follower = LogFollower {
             path,
             current: None,
-            partial: Vec::new(),
-            skip_to_next_line: false,
+            lines: Lines::default(),
         };
         match open(&follower.path) {
             Ok(mut file) => {
@@ -68,7 +83,7 @@ impl LogFollower {
                 let mut last = [0u8];
                 if end > 0 {
                     file.read_exact_at(&mut last, end - 1)?;
-                    follower.skip_to_next_line = last[0] != b'\n';
+                    follower.lines.skip_to_next_line = last[0] != b'\n';
                 }
                 let id = id_of(&file.metadata()?);
                 follower.current = Some(Followed { file, id });
@@ -88,7 +103,7 @@ impl LogFollower {
     /// is handed over too, and is not a valid entry.
     pub fn poll(&mut self, on_line: &mut dyn FnMut(&[u8])) -> std::io::Result<()> {
         for _ in 0..ROTATIONS_PER_POLL {
-            let Some(mut current) = self.current.take() else {
+            let Some(current) = self.current.as_mut() else {
                 match open(&self.path) {
                     Ok(file) => {
                         let id = id_of(&file.metadata()?);
@@ -99,23 +114,22 @@ impl LogFollower {
                     Err(error) => return Err(error),
                 }
             };
-            self.read_to_end(&mut current.file, on_line)?;
+            self.lines.read_to_end(&mut current.file, on_line)?;
             if named_id(&self.path)? == Some(current.id) {
-                let position = current.file.stream_position()?;
-                if current.file.metadata()?.len() < position {
-                    current.file.seek(SeekFrom::Start(0))?;
-                    self.partial.clear();
-                    self.skip_to_next_line = false;
-                    self.current = Some(current);
-                    continue;
+                if current.file.metadata()?.len() >= current.file.stream_position()? {
+                    return Ok(());
                 }
-                self.current = Some(current);
-                return Ok(());
+                // Emptied in place: what is there now is new.
+                current.file.seek(SeekFrom::Start(0))?;
+                self.lines = Lines::default();
+                continue;
             }
             // Renamed away (or removed): final now, so read what came since, to its end.
-            self.read_to_end(&mut current.file, on_line)?;
-            self.end_of_file(on_line);
-            self.read_missed_rotations(current.id, on_line)?;
+            self.lines.read_to_end(&mut current.file, on_line)?;
+            self.lines.end_of_file(on_line);
+            let finished = current.id;
+            self.current = None;
+            self.read_missed_rotations(finished, on_line)?;
         }
         Ok(())
     }
@@ -141,12 +155,14 @@ impl LogFollower {
                 Err(error) if error.kind() == ErrorKind::NotFound => continue,
                 Err(error) => return Err(error),
             };
-            self.read_to_end(&mut file, on_line)?;
-            self.end_of_file(on_line);
+            self.lines.read_to_end(&mut file, on_line)?;
+            self.lines.end_of_file(on_line);
         }
         Ok(())
     }
+}
 
+impl Lines {
     fn read_to_end(
         &mut self,
         file: &mut File,
@@ -184,9 +200,8 @@ impl LogFollower {
     fn end_of_file(&mut self, on_line: &mut dyn FnMut(&[u8])) {
         if !self.partial.is_empty() {
             on_line(&self.partial);
-            self.partial.clear();
         }
-        self.skip_to_next_line = false;
+        *self = Lines::default();
     }
 }
 
@@ -212,6 +227,8 @@ fn named_id(path: &Path) -> std::io::Result<Option<FileId>> {
 
 /// Follows every log in `paths` until `shutdown`, counting each entry into `metrics`.
 pub async fn follow(paths: Vec<PathBuf>, metrics: Arc<Metrics>, shutdown: CancellationToken) {
+    let wake = Arc::new(Notify::new());
+    let mut watcher = log_watcher(&paths, &wake);
     let mut followers = Vec::new();
     for path in paths {
         match LogFollower::from_end(path.clone()) {
@@ -225,16 +242,27 @@ pub async fn follow(paths: Vec<PathBuf>, metrics: Arc<Metrics>, shutdown: Cancel
             }
         }
     }
-    let mut ticks = tokio::time::interval(POLL_INTERVAL);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_failures: Vec<Option<String>> = vec![None; followers.len()];
+    let mut last_watch_failure = None;
     loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = ticks.tick() => {}
+        let watching = match watcher.as_mut().map(DirWatcher::ensure_watching) {
+            Some(Ok(())) => true,
+            Some(Err(error)) => {
+                let message = error.to_string();
+                if last_watch_failure.as_ref() != Some(&message) {
+                    tracing::info!(
+                        "{message}; reading the invocation logs every {UNWATCHED_POLL:?}"
+                    );
+                }
+                last_watch_failure = Some(message);
+                false
+            }
+            None => false,
+        };
+        if watching {
+            last_watch_failure = None;
         }
-        // A tick reads what was appended in half a second: small enough for the runtime's
-        // thread.
+        // What was appended since the last read: small enough for the runtime's thread.
         for (follower, last_failure) in followers.iter_mut().zip(&mut last_failures) {
             match follower.poll(&mut |line| count(line, &metrics)) {
                 Ok(()) => *last_failure = None,
@@ -250,6 +278,41 @@ pub async fn follow(paths: Vec<PathBuf>, metrics: Arc<Metrics>, shutdown: Cancel
                     *last_failure = Some(message);
                 }
             }
+        }
+        let unwoken = if watching {
+            SAFETY_POLL
+        } else {
+            UNWATCHED_POLL
+        };
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = wake.notified() => {}
+            () = tokio::time::sleep(unwoken) => {}
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(GATHER_TIME) => {}
+        }
+    }
+}
+
+/// inotify on the directories of `paths`, for the events on their file names.
+fn log_watcher(paths: &[PathBuf], wake: &Arc<Notify>) -> Option<DirWatcher> {
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    let mut names: HashSet<OsString> = HashSet::new();
+    for path in paths {
+        if let (Some(dir), Some(name)) = (path.parent(), path.file_name()) {
+            if !dirs.iter().any(|known| known == dir) {
+                dirs.push(dir.to_path_buf());
+            }
+            names.insert(name.to_owned());
+        }
+    }
+    match DirWatcher::new(dirs, names, Arc::clone(wake)) {
+        Ok(watcher) => Some(watcher),
+        Err(error) => {
+            tracing::warn!("{error}; reading the invocation logs every {UNWATCHED_POLL:?}");
+            None
         }
     }
 }
@@ -375,8 +438,7 @@ mod tests {
         let mut follower = LogFollower {
             path,
             current: None,
-            partial: Vec::new(),
-            skip_to_next_line: false,
+            lines: Lines::default(),
         };
         assert!(follower
             .poll(&mut |_| panic!("read through a symlink"))

@@ -6,6 +6,7 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -86,13 +87,16 @@ fn run_plugin(dirs: &Dirs, invocation: &Invocation, container: usize) {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    use std::io::Write;
-    child
+    let written = child
         .stdin
         .take()
         .unwrap()
-        .write_all(invocation.config.to_string().as_bytes())
-        .unwrap();
+        .write_all(invocation.config.to_string().as_bytes());
+    // A plugin may answer before reading its config (as a runtime does, ignore the broken
+    // pipe): what it did is in the log, which the test checks.
+    if let Err(error) = written {
+        assert_eq!(error.kind(), std::io::ErrorKind::BrokenPipe, "{error}");
+    }
     child.wait().unwrap();
 }
 
@@ -311,4 +315,27 @@ fn a_line_that_is_not_an_entry_is_counted_as_an_error_and_skipped() {
         ),
         2.0
     );
+}
+
+#[test]
+fn a_log_directory_made_after_the_start_is_followed() {
+    let dirs = Dirs::with_plugins();
+    std::fs::remove_dir(&dirs.log).unwrap();
+    let daemon = Daemon::start(&dirs, &[]);
+    daemon.wait_for("ready", || daemon.is_ready());
+    // The plugin makes the directory and the file; the agent reads the file from its start.
+    for container in 0..3 {
+        run_plugin(&dirs, &invocations()[0], container);
+    }
+    daemon.wait_for("the three entries", || {
+        daemon.metrics().value(
+            "krafty_plugin_invocations_total",
+            &[
+                ("plugin", "krafty-veth"),
+                ("command", "STATUS"),
+                ("network", "alpha"),
+                ("outcome", "ok"),
+            ],
+        ) == Some(3.0)
+    });
 }

@@ -124,6 +124,15 @@ def test_every_optional_field_renders_the_contract_example():
     assert conflists(values) == {"default/krafty": CONTRACT_EXAMPLE}
 
 
+def test_log_rotation_reaches_every_plugin_as_integers():
+    values = default_values()
+    values["networks"][0] |= {"logMaxBytes": 16777216, "logMaxFiles": 5}
+    conflist = conflists(values)["default/krafty"]
+    for entry in conflist["plugins"]:
+        assert (entry["logMaxBytes"], entry["logMaxFiles"]) == (16777216, 5), entry["type"]
+        assert isinstance(entry["logMaxBytes"], int)
+
+
 def test_two_networks():
     confs = conflists(chartlib.values_from_files([chartlib.VALUES_DIR / "two-networks.yaml"]))
     assert sorted(confs) == ["default/krafty", "lab/storage"]

@@ -92,18 +92,20 @@ checked the entry (list lengths, address families, addressing mode).
 {{- if or (not (hasKey $net "vrf")) $net.vrf }}
 {{- $vrf := dict "type" "krafty-vrf" "scope" $scope }}
 {{- if hasKey $net "vrfTable" }}{{ $_ := set $vrf "vrfTable" $net.vrfTable }}{{ end }}
-{{- if hasKey $net "logFile" }}{{ $_ := set $vrf "logFile" $net.logFile }}{{ end }}
+{{- range $field := list "logFile" "logMaxBytes" "logMaxFiles" }}
+{{- if hasKey $net $field }}{{ $_ := set $vrf $field (get $net $field) }}{{ end }}
+{{- end }}
 {{- $plugins = append $plugins $vrf }}
 {{- end }}
 
 {{- $bridge := dict "type" "krafty-bridge" "scope" $scope "subnet" $subnet "gateway" $gateway }}
-{{- range $field := list "mtu" "hairpinMode" "promiscMode" "multicastSnooping" "logFile" }}
+{{- range $field := list "mtu" "hairpinMode" "promiscMode" "multicastSnooping" "logFile" "logMaxBytes" "logMaxFiles" }}
 {{- if hasKey $net $field }}{{ $_ := set $bridge $field (get $net $field) }}{{ end }}
 {{- end }}
 {{- $plugins = append $plugins $bridge }}
 
 {{- $veth := dict "type" "krafty-veth" }}
-{{- range $field := list "mtu" "routeMetric" "logFile" }}
+{{- range $field := list "mtu" "routeMetric" "logFile" "logMaxBytes" "logMaxFiles" }}
 {{- if hasKey $net $field }}{{ $_ := set $veth $field (get $net $field) }}{{ end }}
 {{- end }}
 {{- $addressing := $net.addressing | default "ipam" }}

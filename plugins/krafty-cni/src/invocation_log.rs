@@ -107,7 +107,7 @@ pub fn append(path: &Path, entry: &Entry<'_>, rotation: Rotation) -> std::io::Re
         rotate(path, &file, rotation).map_err(|error| {
             std::io::Error::new(
                 error.kind(),
-                format!("the line is written, but rotating the log failed: {error}"),
+                format!("rotating it after the line was written failed: {error}"),
             )
         })?;
     }
