@@ -289,6 +289,19 @@ fn concurrent_plugins_rotate_the_log_and_the_agent_counts_every_entry() {
     );
 }
 
+/// The count of `invocations()[0]`.
+fn successful_statuses(daemon: &Daemon) -> Option<f64> {
+    daemon.metrics().value(
+        "krafty_plugin_invocations_total",
+        &[
+            ("plugin", "krafty-veth"),
+            ("command", "STATUS"),
+            ("network", "alpha"),
+            ("outcome", "ok"),
+        ],
+    )
+}
+
 #[test]
 fn a_line_that_is_not_an_entry_is_counted_as_an_error_and_skipped() {
     let dirs = Dirs::with_plugins();
@@ -298,15 +311,7 @@ fn a_line_that_is_not_an_entry_is_counted_as_an_error_and_skipped() {
     std::fs::write(&log, "not json\n{\"plugin\":\"krafty-vrf\"}\n").unwrap();
     run_plugin(&dirs, &invocations()[0], 1);
     daemon.wait_for("the entry after the bad lines", || {
-        daemon.metrics().value(
-            "krafty_plugin_invocations_total",
-            &[
-                ("plugin", "krafty-veth"),
-                ("command", "STATUS"),
-                ("network", "alpha"),
-                ("outcome", "ok"),
-            ],
-        ) == Some(1.0)
+        successful_statuses(&daemon) == Some(1.0)
     });
     assert_eq!(
         daemon.metric(
@@ -328,14 +333,6 @@ fn a_log_directory_made_after_the_start_is_followed() {
         run_plugin(&dirs, &invocations()[0], container);
     }
     daemon.wait_for("the three entries", || {
-        daemon.metrics().value(
-            "krafty_plugin_invocations_total",
-            &[
-                ("plugin", "krafty-veth"),
-                ("command", "STATUS"),
-                ("network", "alpha"),
-                ("outcome", "ok"),
-            ],
-        ) == Some(3.0)
+        successful_statuses(&daemon) == Some(3.0)
     });
 }
