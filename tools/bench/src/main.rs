@@ -252,8 +252,18 @@ fn krafty_conflist(
 /// The reference chain: `bridge` (+ `vrf` in the VM) with host-local, one bridge per
 /// attachment in pod scope (named like krafty's, with another prefix), one shared otherwise.
 fn reference_conflist(kernel: Kernel, bridge: &str, id: &str) -> Value {
+    reference_conflist_in(kernel, bridge, id, SUBNET, GATEWAY)
+}
+
+fn reference_conflist_in(
+    kernel: Kernel,
+    bridge: &str,
+    id: &str,
+    subnet: &str,
+    gateway: &str,
+) -> Value {
     let mut plugins = vec![json!({
-        "type": "bridge", "bridge": bridge, "isGateway": true, "ipam": ipam(SUBNET, GATEWAY)
+        "type": "bridge", "bridge": bridge, "isGateway": true, "ipam": ipam(subnet, gateway)
     })];
     if kernel == Kernel::Vm {
         plugins.push(json!({ "type": "vrf", "vrfname": format!("rfv{}", &id[..12]) }));
@@ -684,13 +694,19 @@ fn concurrent(kernel: Kernel) -> Value {
             let ids: Vec<String> = pods.iter().map(|_| container_id()).collect();
             let lists: Vec<PathBuf> = ids
                 .iter()
-                .map(|id| match variant {
-                    "krafty" => {
-                        node.conflist(krafty_conflist(kernel, scope, "krafty", SUBNET, GATEWAY))
-                    }
-                    _ => {
-                        node.conflist(reference_conflist(kernel, &reference_bridge(scope, id), id))
-                    }
+                .enumerate()
+                .map(|(index, id)| {
+                    let (subnet, gateway) = concurrent_subnet(kernel, scope, index);
+                    node.conflist(match variant {
+                        "krafty" => krafty_conflist(kernel, scope, "krafty", &subnet, &gateway),
+                        _ => reference_conflist_in(
+                            kernel,
+                            &reference_bridge(scope, id),
+                            id,
+                            &subnet,
+                            &gateway,
+                        ),
+                    })
                 })
                 .collect();
             let mut entry = json!({ "variant": variant, "scope": scope.name(), "round": round });
@@ -718,6 +734,17 @@ fn concurrent(kernel: Kernel) -> Value {
         }
     }
     json!(results)
+}
+
+/// The subnet and gateway of the `index`th concurrent pod. Without a VRF each pod-scope bridge
+/// would put the same gateway in the main table, which krafty refuses (one pod per node), so
+/// there every pod gets a subnet of its own, for the reference too.
+fn concurrent_subnet(kernel: Kernel, scope: Scope, index: usize) -> (String, String) {
+    if kernel == Kernel::Host && scope == Scope::Pod {
+        (format!("172.18.{index}.0/24"), format!("172.18.{index}.1"))
+    } else {
+        (SUBNET.into(), GATEWAY.into())
+    }
 }
 
 fn command_output(program: &str, args: &[&str]) -> String {
