@@ -10,13 +10,13 @@ use std::fs::{DirBuilder, File, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::sync::mpsc;
+use std::time::Duration;
 
 use crate::error::Error;
 
 /// How long an invocation waits for another one on the same network before giving up.
 const WAIT_LIMIT: Duration = Duration::from_secs(30);
-const RETRY_PAUSE: Duration = Duration::from_millis(2);
 
 /// Held while alive; released (and the file removed) on drop.
 #[derive(Debug)]
@@ -52,29 +52,43 @@ impl NodeLock {
             let Some(name) = file_name.to_str().and_then(|n| n.strip_suffix(".lock")) else {
                 continue;
             };
-            if let Ok(Some(lock)) = NodeLock::try_acquire(run_dir, name, None) {
+            if let Ok(Some(lock)) = NodeLock::take(run_dir, name, Wait::No) {
                 drop(lock);
             }
         }
     }
 
     fn acquire(run_dir: &Path, network: &str) -> Result<NodeLock, Error> {
-        let deadline = Instant::now() + WAIT_LIMIT;
-        NodeLock::try_acquire(run_dir, network, Some(deadline))?.ok_or_else(|| {
+        if let Some(lock) = NodeLock::take(run_dir, network, Wait::No)? {
+            return Ok(lock);
+        }
+        // Waiters sleep in the kernel's flock on a thread of their own rather than polling:
+        // dozens of polling waiters starve the holder they wait for on a busy or emulated node.
+        // A waiter given up on still takes the lock in the end, and releases it at once when
+        // the send to nobody hands the lock back (the drop unlinks the file as usual).
+        let (sender, receiver) = mpsc::channel();
+        let (dir, name) = (run_dir.to_path_buf(), network.to_string());
+        std::thread::Builder::new()
+            .name("krafty-lock".into())
+            .spawn(move || {
+                let _ = sender.send(NodeLock::take(&dir, &name, Wait::Yes));
+            })
+            .map_err(|e| Error::io(format!("waiting for lock {network:?}"), e))?;
+        let stayed_held = || {
             Error::TryAgainLater(format!(
                 "lock {network:?} stayed held by another invocation for {}s",
                 WAIT_LIMIT.as_secs()
             ))
-        })
+        };
+        match receiver.recv_timeout(WAIT_LIMIT) {
+            Ok(taken) => taken?.ok_or_else(stayed_held),
+            Err(_) => Err(stayed_held()),
+        }
     }
 
-    /// The lock, waiting for it until `deadline`, or not at all without one: `None` when it
-    /// stayed held.
-    fn try_acquire(
-        run_dir: &Path,
-        network: &str,
-        deadline: Option<Instant>,
-    ) -> Result<Option<NodeLock>, Error> {
+    /// The lock, waiting in flock for it or not at all: `None` when it is held and `wait` is
+    /// `No`.
+    fn take(run_dir: &Path, network: &str, wait: Wait) -> Result<Option<NodeLock>, Error> {
         let dir = run_dir.join("locks");
         DirBuilder::new()
             .recursive(true)
@@ -82,6 +96,10 @@ impl NodeLock {
             .create(&dir)
             .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
         let path = dir.join(format!("{network}.lock"));
+        let operation = match wait {
+            Wait::Yes => libc::LOCK_EX,
+            Wait::No => libc::LOCK_EX | libc::LOCK_NB,
+        };
         loop {
             let file = OpenOptions::new()
                 .create(true)
@@ -92,21 +110,26 @@ impl NodeLock {
                 .open(&path)
                 .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
             // SAFETY: flock on a descriptor we own; no memory is involved.
-            let locked =
-                unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
-            if locked {
-                if still_named_by(&file, &path) {
-                    return Ok(Some(NodeLock { _held: file, path }));
+            if unsafe { libc::flock(file.as_raw_fd(), operation) } != 0 {
+                let error = std::io::Error::last_os_error();
+                match error.raw_os_error() {
+                    Some(libc::EINTR) => continue,
+                    Some(libc::EWOULDBLOCK) if wait == Wait::No => return Ok(None),
+                    _ => return Err(Error::io(format!("locking {}", path.display()), error)),
                 }
-                // The holder before us removed the file: lock the one the path names now.
-                continue;
             }
-            if deadline.is_none_or(|deadline| Instant::now() >= deadline) {
-                return Ok(None);
+            if still_named_by(&file, &path) {
+                return Ok(Some(NodeLock { _held: file, path }));
             }
-            std::thread::sleep(RETRY_PAUSE);
+            // The holder before us removed the file: lock the one the path names now.
         }
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    Yes,
+    No,
 }
 
 /// Whether `path` still names the file `file` (it was not renamed or unlinked meanwhile).
