@@ -8,6 +8,7 @@
 
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod fake_api;
 pub mod node_agent;
 pub mod openmetrics;
 
