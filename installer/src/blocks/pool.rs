@@ -200,6 +200,17 @@ mod tests {
         );
     }
 
+    /// What the chart renders for tests/deploy/values/multi-node.yaml (tests/deploy checks
+    /// the rendering against the same file).
+    #[test]
+    fn the_charts_pools_parse() {
+        let text = include_str!("../../tests/fixtures/address-pools.json");
+        let pools = parse_pools("fixture", text).unwrap();
+        assert_eq!(pools[0].network, "stretched");
+        assert_eq!(pools[0].subnets[0].block_count(), 64);
+        assert_eq!(pools[0].subnets[1].block_count(), 256);
+    }
+
     #[test]
     fn pools_are_validated() {
         let good = r#"[{"network": "lab", "subnets": [

@@ -134,4 +134,23 @@ mod tests {
         let path = KraftyBlock::url_path(&(), None);
         assert_eq!(path, "/apis/krafty.io/v1alpha1/kraftyblocks");
     }
+
+    /// The object a claim creates is the fixture that tests/deploy validates against the
+    /// chart's CustomResourceDefinition.
+    #[test]
+    fn a_claim_is_the_object_the_chart_s_crd_accepts() {
+        let fixture: serde_json::Value =
+            serde_json::from_str(include_str!("../../tests/fixtures/kraftyblock.json")).unwrap();
+        let claim = KraftyBlock::claim(
+            "lab",
+            "fd00::40/122".parse().unwrap(),
+            "node-a",
+            "6f1e2d4c-0000-4000-8000-000000000001",
+        );
+        assert_eq!(serde_json::to_value(&claim).unwrap(), fixture);
+        assert_eq!(
+            claim.owner_uid(),
+            Some("6f1e2d4c-0000-4000-8000-000000000001")
+        );
+    }
 }
