@@ -19,12 +19,23 @@ use common::fake_api::FakeApi;
 
 const GRACE: Duration = Duration::from_secs(600);
 
-fn pools(network: &str, subnet: &str, gateway: &str, block_prefix: u8) -> Vec<AddressPool> {
+/// An API server, and a multi-node network of one subnet: its pool and its conflist.
+fn setup(
+    network: &str,
+    subnet: &str,
+    gateway: &str,
+    block_prefix: u8,
+) -> (FakeApi, Vec<AddressPool>, Value) {
     let text = format!(
         r#"[{{"network": "{network}", "subnets": [
             {{"subnet": "{subnet}", "gateway": "{gateway}", "blockPrefix": {block_prefix}}}]}}]"#
     );
-    parse_pools("test", &text).unwrap()
+    let pools = parse_pools("test", &text).unwrap();
+    (
+        FakeApi::new(),
+        pools,
+        blocks_network(network, &[(subnet, gateway)]),
+    )
 }
 
 /// A node of the test harness with its agent, named `name` in the API.
@@ -121,9 +132,8 @@ fn fill(node: &Node, conflist: &Value, blocks: &[IpNet]) -> Vec<IpAddr> {
 async fn twenty_agents_claim_disjoint_blocks_and_an_exhausted_subnet_answers_11() {
     // 16 blocks of 8 addresses for 20 nodes. Lists answer empty, so every agent goes for
     // blocks others hold and only AlreadyExists keeps the claims apart.
-    let api = FakeApi::new();
+    let (api, pools, conflist) = setup("pool", "172.16.90.0/25", "172.16.90.1", 29);
     api.set_stale_lists(true);
-    let pools = pools("pool", "172.16.90.0/25", "172.16.90.1", 29);
     let nodes: Vec<AgentNode> = (0..20)
         .map(|n| agent_node(&api, &format!("node-{n:02}"), &pools))
         .collect();
@@ -184,7 +194,6 @@ async fn twenty_agents_claim_disjoint_blocks_and_an_exhausted_subnet_answers_11(
     }
 
     // ADD on a node without a block answers 11 and takes nothing.
-    let conflist = blocks_network("pool", &[("172.16.90.0/25", "172.16.90.1")]);
     let starved = nodes
         .iter()
         .find(|n| n.file_blocks("pool").is_empty())
@@ -235,11 +244,9 @@ async fn twenty_agents_claim_disjoint_blocks_and_an_exhausted_subnet_answers_11(
 
 #[tokio::test]
 async fn the_next_block_is_claimed_before_the_blocks_run_out() {
-    let api = FakeApi::new();
-    let pools = pools("grow", "172.16.91.0/26", "172.16.91.1", 29);
+    let (api, pools, conflist) = setup("grow", "172.16.91.0/26", "172.16.91.1", 29);
     let subnet = pools[0].subnets[0];
     let mut node = agent_node(&api, "grower", &pools);
-    let conflist = blocks_network("grow", &[("172.16.91.0/26", "172.16.91.1")]);
 
     assert!(node.agent.needs_claim(), "no blocks file yet");
     let report = node.agent.sync().await.unwrap();
@@ -281,9 +288,7 @@ async fn the_next_block_is_claimed_before_the_blocks_run_out() {
 #[tokio::test]
 async fn a_deleted_nodes_blocks_are_reclaimed_after_the_grace_period() {
     // Two blocks, three nodes: the third has none until the first's Node is deleted.
-    let api = FakeApi::new();
-    let pools = pools("reuse", "172.16.92.0/28", "172.16.92.1", 29);
-    let conflist = blocks_network("reuse", &[("172.16.92.0/28", "172.16.92.1")]);
+    let (api, pools, conflist) = setup("reuse", "172.16.92.0/28", "172.16.92.1", 29);
     let mut a = agent_node(&api, "a", &pools);
     let mut b = agent_node(&api, "b", &pools);
     let mut c = agent_node(&api, "c", &pools);
@@ -337,16 +342,8 @@ fn a_broken_pools_file_stops_the_agent() {
     let dirs = common::Dirs::with_plugins();
     let pools = dirs.root.path().join("pools.json");
     std::fs::write(&pools, r#"[{"network": "Lab", "subnets": []}]"#).unwrap();
-    let output = std::process::Command::new(common::INSTALLER)
-        .arg("--source")
-        .arg(&dirs.source)
-        .arg("--target")
-        .arg(&dirs.target)
-        .arg("--state-dir")
-        .arg(&dirs.state)
-        .args(["--listen", "127.0.0.1:0", "--address-pools"])
-        .arg(&pools)
-        .env_clear()
+    let pools = pools.to_str().unwrap();
+    let output = common::Daemon::command(&dirs, &["--address-pools", pools])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);

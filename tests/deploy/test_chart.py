@@ -429,14 +429,19 @@ def test_dev_values_use_the_local_image_and_a_writable_root():
     assert container["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["NET_ADMIN"]}
 
 
-def test_rbac_is_minimal_and_bound_to_the_installer(default_objects):
-    role = only(default_objects, "ClusterRole")
-    rules = {
+def rbac_rules(role: dict[str, Any]) -> dict[tuple[str, str], list[str]]:
+    """(API group, resource) -> the verbs a ClusterRole grants on it, sorted."""
+    return {
         (group, resource): sorted(rule["verbs"])
         for rule in role["rules"]
         for group in rule["apiGroups"]
         for resource in rule["resources"]
     }
+
+
+def test_rbac_is_minimal_and_bound_to_the_installer(default_objects):
+    role = only(default_objects, "ClusterRole")
+    rules = rbac_rules(role)
     assert rules == {
         ("", "nodes"): ["get", "patch"],
         ("", "pods"): ["list", "watch"],
@@ -603,13 +608,7 @@ def test_the_block_crd_accepts_the_installers_claims_and_nothing_else(multi_node
 
 
 def test_rbac_grows_by_what_block_claims_need(multi_node_objects):
-    role = only(multi_node_objects, "ClusterRole")
-    rules = {
-        (group, resource): sorted(rule["verbs"])
-        for rule in role["rules"]
-        for group in rule["apiGroups"]
-        for resource in rule["resources"]
-    }
+    rules = rbac_rules(only(multi_node_objects, "ClusterRole"))
     assert rules == {
         ("", "nodes"): ["get", "list", "patch"],
         ("", "pods"): ["list", "watch"],
