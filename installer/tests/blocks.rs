@@ -11,9 +11,10 @@ use std::time::{Duration, Instant};
 use ipnet::IpNet;
 use krafty_cni::blocks::{usable_count, NetworkBlocks};
 use krafty_installer::blocks::pool::parse_pools;
-use krafty_installer::blocks::{block_name, AddressPool, BlockAgent};
+use krafty_installer::blocks::{block_name, run, AddressPool, BlockAgent};
 use krafty_tests::{address_of, blocks_network, container_id, Node, Pod};
 use serde_json::Value;
+use tokio_util::sync::CancellationToken;
 
 use common::fake_api::FakeApi;
 
@@ -71,6 +72,30 @@ impl AgentNode {
             .map(|file| file.families[0].blocks.clone())
             .unwrap_or_default()
     }
+}
+
+/// The addresses of each family's blocks on `node` that no pod holds.
+fn free_per_family(node: &Node, network: &str) -> Vec<u128> {
+    let files = NetworkBlocks::new(&node.state_dir(), network);
+    let leased = files.leased().unwrap();
+    let Some(file) = files.read().unwrap() else {
+        return Vec::new();
+    };
+    file.families
+        .iter()
+        .map(|family| {
+            let usable: u128 = family
+                .blocks
+                .iter()
+                .map(|block| usable_count(family.subnet, family.gateway, *block))
+                .sum();
+            let used = leased
+                .iter()
+                .filter(|ip| family.blocks.iter().any(|block| block.contains(*ip)))
+                .count() as u128;
+            usable - used
+        })
+        .collect()
 }
 
 /// One pod attached through libcni; `Err` holds the CNI error when ADD failed.
@@ -198,6 +223,10 @@ async fn twenty_agents_claim_disjoint_blocks_and_an_exhausted_subnet_answers_11(
         .iter()
         .find(|n| n.file_blocks("pool").is_empty())
         .unwrap();
+    assert!(
+        !starved.agent.needs_claim(),
+        "an exhausted subnet waits for the next resync"
+    );
     let (pod, id, refused) = add(&starved.node, &conflist, "starved");
     let error = refused.unwrap_err();
     assert_eq!(error["code"], 11, "{error}");
@@ -349,4 +378,61 @@ fn a_broken_pools_file_stops_the_agent() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "{stderr}");
     assert!(stderr.contains("must be a DNS label"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_running_agent_claims_both_families_and_more_as_pods_come() {
+    let api = FakeApi::new();
+    let text = r#"[{"network": "live", "subnets": [
+        {"subnet": "172.16.93.0/24", "gateway": "172.16.93.1", "blockPrefix": 29},
+        {"subnet": "fd10:93::/120", "gateway": "fd10:93::1", "blockPrefix": 125}]}]"#;
+    let pools = parse_pools("test", text).unwrap();
+    let subnets = [
+        ("172.16.93.0/24", "172.16.93.1"),
+        ("fd10:93::/120", "fd10:93::1"),
+    ];
+    let conflist = blocks_network("live", &subnets);
+    let AgentNode { node, agent, .. } = agent_node(&api, "runner", &pools);
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(run(agent, shutdown.clone()));
+    let families = |node: &Node| -> Vec<usize> {
+        NetworkBlocks::new(&node.state_dir(), "live")
+            .read()
+            .unwrap()
+            .map(|file| file.families.iter().map(|f| f.blocks.len()).collect())
+            .unwrap_or_default()
+    };
+    let node = tokio::task::spawn_blocking(move || {
+        assert!(
+            common::eventually(|| families(&node) == [1, 1]),
+            "a block of each family, at start: {:?}",
+            families(&node)
+        );
+        // Pods keep coming; the agent keeps ahead of them without a single code 11.
+        let mut attached = Vec::new();
+        for n in 0..12 {
+            let (pod, id, address) = add(&node, &conflist, &format!("r{n}"));
+            address.unwrap_or_else(|error| panic!("pod {n}: {error}"));
+            attached.push((pod, id));
+            // The agent looks at the leases every second: within that, each family has more
+            // than a quarter of a block (2) free again.
+            assert!(
+                common::eventually(|| free_per_family(&node, "live").iter().all(|free| *free > 2)),
+                "after pod {n}: free {:?}",
+                free_per_family(&node, "live")
+            );
+        }
+        assert!(families(&node).iter().all(|count| *count >= 2));
+        del_all(&node, &conflist, &attached);
+        node.gc(&conflist, &[]).ok();
+        node.assert_clean();
+        node
+    })
+    .await
+    .unwrap();
+    shutdown.cancel();
+    running.await.unwrap();
+    let held: Vec<(String, String)> = api.holders();
+    assert!(held.iter().all(|(_, holder)| holder == "runner"));
+    assert_eq!(held.len(), families(&node).iter().sum::<usize>());
 }

@@ -85,9 +85,9 @@ pub struct BlockAgent {
     pools: Vec<AddressPool>,
     state_dir: PathBuf,
     reclaim_grace: Duration,
-    /// Whether the last sync found a subnet exhausted: running short then triggers no sync
-    /// before the next resync.
-    exhausted: bool,
+    /// The subnets the last sync found exhausted: running short there triggers no sync before
+    /// the next resync.
+    exhausted: BTreeSet<IpNet>,
     /// Blocks of absent owners, by object uid, and when they were first seen absent.
     absent_since: HashMap<String, Instant>,
 }
@@ -107,7 +107,7 @@ impl BlockAgent {
             pools,
             state_dir,
             reclaim_grace,
-            exhausted: false,
+            exhausted: BTreeSet::new(),
             absent_since: HashMap::new(),
         }
     }
@@ -119,20 +119,20 @@ impl BlockAgent {
     /// Whether a family of some network runs short of free addresses on the node (local files
     /// only). Errors count as running short: the sync that follows reports them.
     pub fn needs_claim(&self) -> bool {
-        !self.exhausted
-            && self.pools.iter().any(|pool| {
-                let files = self.files(pool);
-                let Ok(leased) = files.leased() else {
-                    return true;
-                };
-                let Ok(Some(current)) = files.read() else {
-                    return true;
-                };
-                pool.subnets.iter().any(|subnet| {
-                    let held = held_in(&current, subnet.subnet);
-                    free_addresses(subnet, &held, &leased) <= subnet.claim_threshold()
-                })
+        self.pools.iter().any(|pool| {
+            let files = self.files(pool);
+            let Ok(leased) = files.leased() else {
+                return true;
+            };
+            let Ok(Some(current)) = files.read() else {
+                return true;
+            };
+            pool.subnets.iter().any(|subnet| {
+                let held = held_in(&current, subnet.subnet);
+                !self.exhausted.contains(&subnet.subnet)
+                    && free_addresses(subnet, &held, &leased) <= subnet.claim_threshold()
             })
+        })
     }
 
     /// Compares the node's blocks with the API's, claims blocks where a family runs short,
@@ -149,7 +149,7 @@ impl BlockAgent {
         for pool in self.pools.clone() {
             self.sync_pool(&pool, &node_uid, &mut report).await?;
         }
-        self.exhausted = !report.exhausted.is_empty();
+        self.exhausted = report.exhausted.iter().copied().collect();
         Ok(report)
     }
 
