@@ -377,6 +377,7 @@ async fn start_cluster(
             pools,
             args.state_dir.clone(),
             args.address_block_reclaim_grace(),
+            Arc::clone(metrics),
         );
         tokio::spawn(blocks::run(agent, shutdown.clone()));
     }

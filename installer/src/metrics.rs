@@ -41,16 +41,19 @@ pub enum ErrorKind {
     PodWatch,
     /// Cleaning up an orphaned attachment.
     Cleanup,
+    /// Claiming, reclaiming or writing address blocks.
+    AddressBlocks,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 6] = [
+    pub const ALL: [ErrorKind; 7] = [
         ErrorKind::Install,
         ErrorKind::Watch,
         ErrorKind::Annotate,
         ErrorKind::Event,
         ErrorKind::PodWatch,
         ErrorKind::Cleanup,
+        ErrorKind::AddressBlocks,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -61,6 +64,7 @@ impl ErrorKind {
             ErrorKind::Event => "event",
             ErrorKind::PodWatch => "pod_watch",
             ErrorKind::Cleanup => "cleanup",
+            ErrorKind::AddressBlocks => "address_blocks",
         }
     }
 }
@@ -76,6 +80,22 @@ struct ErrorLabels {
     kind: ErrorKind,
 }
 
+/// One subnet of a multi-node network, for the address block gauges.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SubnetLabels {
+    network: String,
+    subnet: String,
+}
+
+/// What the node holds of one subnet of a multi-node network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SubnetBlocks {
+    pub blocks: usize,
+    pub free_addresses: u128,
+    /// Every block of the subnet is held (by some node) while this node runs short.
+    pub exhausted: bool,
+}
+
 pub struct Metrics {
     registry: Registry,
     installs: Family<PluginLabels, Counter>,
@@ -85,6 +105,9 @@ pub struct Metrics {
     last_success: Gauge<f64, AtomicU64>,
     plugin_info: Family<PluginInfoLabels, Gauge>,
     ready: Gauge,
+    address_blocks: Family<SubnetLabels, Gauge>,
+    address_blocks_free: Family<SubnetLabels, Gauge>,
+    address_subnet_exhausted: Family<SubnetLabels, Gauge>,
 }
 
 impl Metrics {
@@ -99,6 +122,24 @@ impl Metrics {
         let last_success = Gauge::<f64, AtomicU64>::default();
         let plugin_info = Family::<PluginInfoLabels, Gauge>::default();
         let ready = Gauge::default();
+        let address_blocks = Family::<SubnetLabels, Gauge>::default();
+        let address_blocks_free = Family::<SubnetLabels, Gauge>::default();
+        let address_subnet_exhausted = Family::<SubnetLabels, Gauge>::default();
+        registry.register(
+            "address_blocks",
+            "Address blocks of a multi-node network's subnet this node holds",
+            address_blocks.clone(),
+        );
+        registry.register(
+            "address_blocks_free_addresses",
+            "Addresses of this node's blocks of a subnet that no pod holds",
+            address_blocks_free.clone(),
+        );
+        registry.register(
+            "address_subnet_exhausted",
+            "1 while every block of the subnet is held and this node runs short: ADD answers code 11 once its blocks are full",
+            address_subnet_exhausted.clone(),
+        );
         registry.register(
             "installs",
             "Plugins written into the target because the source had new bytes",
@@ -149,7 +190,28 @@ impl Metrics {
             last_success,
             plugin_info,
             ready,
+            address_blocks,
+            address_blocks_free,
+            address_subnet_exhausted,
         }
+    }
+
+    /// Records what the node holds of `network`'s `subnet`.
+    pub fn set_subnet_blocks(&self, network: &str, subnet: &str, held: SubnetBlocks) {
+        let labels = SubnetLabels {
+            network: network.to_string(),
+            subnet: subnet.to_string(),
+        };
+        let saturating = |n: u128| i64::try_from(n).unwrap_or(i64::MAX);
+        self.address_blocks
+            .get_or_create(&labels)
+            .set(saturating(held.blocks as u128));
+        self.address_blocks_free
+            .get_or_create(&labels)
+            .set(saturating(held.free_addresses));
+        self.address_subnet_exhausted
+            .get_or_create(&labels)
+            .set(i64::from(held.exhausted));
     }
 
     pub fn count_install(&self, plugin: &str) {

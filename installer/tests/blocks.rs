@@ -6,12 +6,14 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 use krafty_cni::blocks::{usable_count, NetworkBlocks};
 use krafty_installer::blocks::pool::parse_pools;
 use krafty_installer::blocks::{block_name, run, AddressPool, BlockAgent};
+use krafty_installer::metrics::Metrics;
 use krafty_tests::{address_of, blocks_network, container_id, Node, Pod};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -44,26 +46,42 @@ struct AgentNode {
     name: String,
     node: Node,
     agent: BlockAgent,
+    metrics: Arc<Metrics>,
 }
 
 fn agent_node(api: &FakeApi, name: &str, pools: &[AddressPool]) -> AgentNode {
     api.add_node(name);
     let node = Node::new();
+    let metrics = Arc::new(Metrics::new(&[]));
     let agent = BlockAgent::new(
         api.client(),
         name.into(),
         pools.to_vec(),
         node.state_dir(),
         GRACE,
+        Arc::clone(&metrics),
     );
     AgentNode {
         name: name.into(),
         node,
         agent,
+        metrics,
     }
 }
 
 impl AgentNode {
+    /// The line of the agent's metric `name` for `network`'s `subnet`.
+    fn metric(&self, name: &str, network: &str, subnet: &str) -> String {
+        let series =
+            format!("krafty_installer_{name}{{network=\"{network}\",subnet=\"{subnet}\"}} ");
+        self.metrics
+            .encode()
+            .lines()
+            .find(|line| line.starts_with(&series))
+            .unwrap_or_else(|| panic!("no {series}"))
+            .to_string()
+    }
+
     /// The IPv4 blocks in the node's blocks file.
     fn file_blocks(&self, network: &str) -> Vec<IpNet> {
         NetworkBlocks::new(&self.node.state_dir(), network)
@@ -296,6 +314,12 @@ async fn the_next_block_is_claimed_before_the_blocks_run_out() {
     assert_eq!(report.claimed.len(), 1, "{report:?}");
     assert!(!node.agent.needs_claim());
     assert_eq!(node.file_blocks("grow").len(), 2);
+    let series = |name| node.metric(name, "grow", "172.16.91.0/26");
+    assert!(series("address_blocks").ends_with(" 2"));
+    let free = free_per_family(&node.node, "grow")[0];
+    assert!(series("address_blocks_free_addresses").ends_with(&format!(" {free}")));
+    assert!(free > subnet.claim_threshold());
+    assert!(series("address_subnet_exhausted").ends_with(" 0"));
 
     // The pods that follow never wait: the first block's last two, then the new block.
     for n in 0..3 {
@@ -325,6 +349,8 @@ async fn a_deleted_nodes_blocks_are_reclaimed_after_the_grace_period() {
     b.agent.sync().await.unwrap();
     let report = c.agent.sync().await.unwrap();
     assert_eq!(report.exhausted.len(), 1, "{report:?}");
+    let exhausted = c.metric("address_subnet_exhausted", "reuse", "172.16.92.0/28");
+    assert!(exhausted.ends_with(" 1"), "{exhausted}");
     let refused = add(&c.node, &conflist, "waits").2;
     assert_eq!(refused.unwrap_err()["code"], 11);
     let a_block = a.file_blocks("reuse")[0];

@@ -31,6 +31,7 @@ pub mod resource;
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
@@ -44,6 +45,7 @@ use krafty_cni::blocks::{usable_count, FamilyBlocks, NetworkBlocks, NodeBlocks};
 use krafty_cni::naming::fnv1a32;
 
 use crate::cluster::{next_delay, FIRST_RETRY_DELAY};
+use crate::metrics::{ErrorKind, Metrics, SubnetBlocks};
 pub use pool::{read_pools, AddressPool, PoolError, SubnetPool};
 pub use resource::{block_name, KraftyBlock, NETWORK_LABEL};
 
@@ -85,6 +87,7 @@ pub struct BlockAgent {
     pools: Vec<AddressPool>,
     state_dir: PathBuf,
     reclaim_grace: Duration,
+    metrics: Arc<Metrics>,
     /// The subnets the last sync found exhausted: running short there triggers no sync before
     /// the next resync.
     exhausted: BTreeSet<IpNet>,
@@ -99,6 +102,7 @@ impl BlockAgent {
         pools: Vec<AddressPool>,
         state_dir: PathBuf,
         reclaim_grace: Duration,
+        metrics: Arc<Metrics>,
     ) -> BlockAgent {
         BlockAgent {
             blocks: Api::all(client.clone()),
@@ -107,6 +111,7 @@ impl BlockAgent {
             pools,
             state_dir,
             reclaim_grace,
+            metrics,
             exhausted: BTreeSet::new(),
             absent_since: HashMap::new(),
         }
@@ -127,11 +132,15 @@ impl BlockAgent {
             let Ok(Some(current)) = files.read() else {
                 return true;
             };
-            pool.subnets.iter().any(|subnet| {
+            let mut short = false;
+            for subnet in &pool.subnets {
                 let held = held_in(&current, subnet.subnet);
-                !self.exhausted.contains(&subnet.subnet)
-                    && free_addresses(subnet, &held, &leased) <= subnet.claim_threshold()
-            })
+                let free = free_addresses(subnet, &held, &leased);
+                let exhausted = self.exhausted.contains(&subnet.subnet);
+                self.record(pool, subnet, held.len(), free, exhausted);
+                short |= !exhausted && free <= subnet.claim_threshold();
+            }
+            short
         })
     }
 
@@ -237,6 +246,9 @@ impl BlockAgent {
                     report.claimed.push(block);
                 }
             }
+            let free = free_addresses(subnet, &held, &leased);
+            let exhausted = report.exhausted.contains(&subnet.subnet);
+            self.record(pool, subnet, held.len(), free, exhausted);
             families.push(FamilyBlocks {
                 subnet: subnet.subnet,
                 gateway: subnet.gateway,
@@ -252,6 +264,23 @@ impl BlockAgent {
             tokio::task::spawn_blocking(move || write_under_lease_lock(&files, &wanted)).await??;
         }
         Ok(())
+    }
+
+    fn record(
+        &self,
+        pool: &AddressPool,
+        subnet: &SubnetPool,
+        blocks: usize,
+        free: u128,
+        exhausted: bool,
+    ) {
+        let held = SubnetBlocks {
+            blocks,
+            free_addresses: free,
+            exhausted,
+        };
+        let subnet = subnet.subnet.to_string();
+        self.metrics.set_subnet_blocks(&pool.network, &subnet, held);
     }
 
     /// Creates the block's object: `true` when this node now holds it, `false` when someone
@@ -378,6 +407,7 @@ pub async fn run(mut agent: BlockAgent, shutdown: CancellationToken) {
                 }
                 Err(error) => {
                     tracing::warn!("address blocks of node {}: {error}", agent.node);
+                    agent.metrics.count_error(ErrorKind::AddressBlocks);
                     next_sync = now + delay;
                     not_before = next_sync;
                     delay = next_delay(delay);
@@ -387,6 +417,7 @@ pub async fn run(mut agent: BlockAgent, shutdown: CancellationToken) {
         if now >= next_reclaim {
             if let Err(error) = agent.reclaim(now).await {
                 tracing::warn!("reclaiming blocks of absent nodes: {error}");
+                agent.metrics.count_error(ErrorKind::AddressBlocks);
             }
             next_reclaim = now + RECLAIM_INTERVAL;
         }
