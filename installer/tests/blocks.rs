@@ -197,6 +197,24 @@ async fn twenty_agents_claim_disjoint_blocks_and_an_exhausted_subnet_answers_11(
         nodes.push(node);
     }
 
+    // A second pass, lists still lagging: every node finds its own blocks (AlreadyExists
+    // for a block of its own is not a loss) and keeps them.
+    let mut tasks = Vec::new();
+    for mut node in nodes {
+        tasks.push(tokio::spawn(async move {
+            let report = node.agent.sync().await.expect("the sync works");
+            assert!(
+                report.claimed.is_empty() && report.dropped.is_empty(),
+                "{report:?}"
+            );
+            node
+        }));
+    }
+    let mut nodes = Vec::new();
+    for task in tasks {
+        nodes.push(task.await.unwrap());
+    }
+
     let holders = api.holders();
     assert_eq!(holders.len(), 16, "every block is claimed: {holders:?}");
     assert_eq!(exhausted, 4, "four nodes found no block left");

@@ -18,10 +18,11 @@
 //!   A Node that still exists keeps its blocks however long it is NotReady: its pods may still
 //!   run and hold the addresses. A machine that vanished for good is freed when its Node is
 //!   deleted (by the cloud's node lifecycle controller or `kubectl delete node`).
-//! - **A block the API no longer holds for the node** (deleted by hand, or reclaimed while the
-//!   node was away) is claimed again when pods of the node still hold addresses in it; else,
-//!   or when another node holds it already, it leaves the file under the lease lock, so no new
-//!   address is handed out from it.
+//! - **A block in the node's file that the API does not list as the node's** (a list that
+//!   lags behind, a block deleted by hand or reclaimed while the node was away) is claimed
+//!   again; when another node holds it already, it leaves the file under the lease lock, so no
+//!   new address is handed out from it. AlreadyExists on a claim is looked into: the block may
+//!   be the node's own.
 //!
 //! [`Args::address_block_reclaim_grace`]: crate::cli::Args::address_block_reclaim_grace
 
@@ -192,33 +193,26 @@ impl BlockAgent {
                 .filter(|(_, node)| **node == self.node)
                 .map(|(block, _)| *block)
                 .collect();
-            // Blocks the node uses that the API no longer holds for it.
-            let lost_blocks: Vec<IpNet> = in_file.difference(&held).copied().collect();
-            for lost in &lost_blocks {
-                let in_use = leased.iter().any(|ip| lost.contains(ip));
-                if in_use && !taken.contains_key(lost) {
-                    tracing::warn!(
-                        "network {}: block {lost} is no longer held for node {} but its pods \
-                         use it; claiming it again",
-                        pool.network,
-                        self.node
-                    );
-                    if self.create(pool, *lost, node_uid).await? {
-                        held.insert(*lost);
-                        taken.insert(*lost, self.node.clone());
-                        continue;
-                    }
+            // Blocks in the node's file that the list does not show as the node's: a list that
+            // lags behind, or a block deleted under the node. Claimed again unless another
+            // node holds it.
+            let unlisted: Vec<IpNet> = in_file.difference(&held).copied().collect();
+            for block in &unlisted {
+                if !taken.contains_key(block) && self.create(pool, *block, node_uid).await? {
+                    held.insert(*block);
+                    taken.insert(*block, self.node.clone());
+                    continue;
                 }
-                if in_use {
+                taken.entry(*block).or_default();
+                if leased.iter().any(|ip| block.contains(ip)) {
                     tracing::error!(
-                        "network {}: block {lost} is held by node {} while pods of node {} \
-                         still use it; no new address is handed out from it",
+                        "network {}: block {block} is held by another node while pods of node \
+                         {} still use it; no new address is handed out from it",
                         pool.network,
-                        taken.get(lost).map_or("another", String::as_str),
                         self.node
                     );
                 }
-                report.dropped.push(*lost);
+                report.dropped.push(*block);
             }
             // Claim until the family has enough free addresses, or no block is left.
             let offset = fnv1a32(self.node.as_bytes());
@@ -284,7 +278,8 @@ impl BlockAgent {
     }
 
     /// Creates the block's object: `true` when this node now holds it, `false` when someone
-    /// else does (AlreadyExists).
+    /// else does. AlreadyExists is looked into: the object may be this node's own (a list that
+    /// lagged behind, or an earlier create whose answer was lost).
     async fn create(
         &self,
         pool: &AddressPool,
@@ -294,7 +289,11 @@ impl BlockAgent {
         let claim = KraftyBlock::claim(&pool.network, block, &self.node, node_uid);
         match self.blocks.create(&PostParams::default(), &claim).await {
             Ok(_) => Ok(true),
-            Err(kube::Error::Api(response)) if response.reason == "AlreadyExists" => Ok(false),
+            Err(kube::Error::Api(response)) if response.reason == "AlreadyExists" => {
+                let name = block_name(&pool.network, block);
+                let holder = self.blocks.get_opt(&name).await?;
+                Ok(holder.is_some_and(|held| held.spec.node == self.node))
+            }
             Err(error) => Err(error.into()),
         }
     }

@@ -1,8 +1,10 @@
 //! A small in-process Kubernetes API server for the block claims: no API server can run on
 //! this machine, so this fake implements the few endpoints the agent uses, with the one
 //! property the claims rely on: an object name is created once (a second create is 409
-//! AlreadyExists), under one lock, as etcd does. Nodes, the KraftyBlock objects and deletes
-//! with a uid precondition; no garbage collector unless a test asks for it.
+//! AlreadyExists), under one lock, as etcd does. Nodes, the KraftyBlock objects (list, get,
+//! create) and deletes with a uid precondition; no garbage collector unless a test asks for it.
+//! It answers 403 to any request the chart's RBAC for address blocks would refuse
+//! (`tests/fixtures/rbac-address-blocks.json`, which tests/deploy checks the chart grants).
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -110,6 +112,12 @@ impl FakeApi {
     async fn handle(&self, request: Request<Body>) -> Response<Body> {
         let method = request.method().clone();
         let path = request.uri().path().to_string();
+        if let Err(refusal) = authorize(&method, &path) {
+            return Response::builder()
+                .status(StatusCode::FORBIDDEN)
+                .body(Body::from(serde_json::to_vec(&refusal).unwrap()))
+                .unwrap();
+        }
         let query = request.uri().query().unwrap_or("").to_string();
         let bytes = request.into_body().collect_bytes().await.unwrap();
         let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
@@ -149,6 +157,13 @@ impl FakeApi {
                            "metadata": {"resourceVersion": "1"}, "items": items}),
                 )
             }
+            (&Method::GET, block) if block.starts_with(&format!("{BLOCKS_PATH}/")) => {
+                let name = &block[BLOCKS_PATH.len() + 1..];
+                match state.blocks.get(name) {
+                    Some(existing) => (StatusCode::OK, existing.clone()),
+                    None => not_found("kraftyblocks.krafty.io", name),
+                }
+            }
             (&Method::POST, BLOCKS_PATH) => create_block(&mut state, body),
             (&Method::DELETE, block) if block.starts_with(&format!("{BLOCKS_PATH}/")) => {
                 let name = &block[BLOCKS_PATH.len() + 1..];
@@ -181,6 +196,43 @@ impl FakeApi {
             .status(status)
             .body(Body::from(serde_json::to_vec(&answer).unwrap()))
             .unwrap()
+    }
+}
+
+/// What the chart's RBAC grants the agent for address blocks: API group -> resource -> verbs.
+fn granted() -> Value {
+    serde_json::from_str(include_str!("../fixtures/rbac-address-blocks.json")).unwrap()
+}
+
+/// The RBAC check of one request (the paths the fake serves; others are left to 404).
+fn authorize(method: &Method, path: &str) -> Result<(), Value> {
+    let (group, rest) = if let Some(rest) = path.strip_prefix("/api/v1/") {
+        ("", rest)
+    } else if let Some(rest) = path.strip_prefix("/apis/krafty.io/v1alpha1/") {
+        ("krafty.io", rest)
+    } else {
+        return Ok(());
+    };
+    let (resource, named) = match rest.split_once('/') {
+        Some((resource, _)) => (resource, true),
+        None => (rest, false),
+    };
+    let verb = match (method, named) {
+        (&Method::GET, true) => "get",
+        (&Method::GET, false) => "list",
+        (&Method::POST, _) => "create",
+        (&Method::DELETE, _) => "delete",
+        _ => "other",
+    };
+    let verbs = &granted()[group][resource];
+    if verbs
+        .as_array()
+        .is_some_and(|v| v.iter().any(|g| g == verb))
+    {
+        Ok(())
+    } else {
+        let message = format!("the chart grants no {verb} on {resource:?} of group {group:?}");
+        Err(status(StatusCode::FORBIDDEN, "Forbidden", &message).1)
     }
 }
 
