@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::attachments::shared::{self, SharedDeviceSweeper};
 use crate::attachments::{AttachmentCleaner, NodeCleaner, Reconciler, ReportOnlyCleaner};
+use crate::blocks::{self, AddressPool, BlockAgent, PoolError};
 use crate::cli::{Args, OrphanCleanup};
 use crate::cluster::events::{Notice, Notifier};
 use crate::cluster::{self, annotation, events, pods};
@@ -50,6 +51,8 @@ pub enum AgentError {
     Signals(std::io::Error),
     #[error("the health and metrics server failed: {0}")]
     Serve(std::io::Error),
+    #[error(transparent)]
+    Pools(#[from] PoolError),
 }
 
 /// The plugins a `--once` run could not install, one line each.
@@ -117,6 +120,11 @@ fn installer(args: &Args) -> Installer {
 }
 
 async fn run_daemon(args: &Args) -> Result<(), AgentError> {
+    // A broken pools file stops the agent: running on would leave ADD answering code 11.
+    let pools = match &args.address_pools {
+        Some(path) => blocks::read_pools(path)?,
+        None => Vec::new(),
+    };
     let metrics = Arc::new(Metrics::new(&args.plugins));
     let readiness = Arc::new(Readiness::default());
     let shutdown = CancellationToken::new();
@@ -163,7 +171,7 @@ async fn run_daemon(args: &Args) -> Result<(), AgentError> {
     }
 
     let (installed_sender, installed) = watch::channel(Vec::new());
-    let notifier = start_cluster(args, installed, &metrics, &shutdown).await;
+    let notifier = start_cluster(args, pools, installed, &metrics, &shutdown).await;
     if args.orphan_cleanup == OrphanCleanup::Delete {
         let sweeper = SharedDeviceSweeper::new(
             args.state_dir.clone(),
@@ -323,11 +331,20 @@ impl LoopState<'_> {
 /// Starts the Kubernetes side when it can, and says once why it does not.
 async fn start_cluster(
     args: &Args,
+    pools: Vec<AddressPool>,
     installed: watch::Receiver<Vec<InstalledPlugin>>,
     metrics: &Arc<Metrics>,
     shutdown: &CancellationToken,
 ) -> Notifier {
+    let no_blocks = |why: &str| {
+        if !pools.is_empty() {
+            tracing::warn!(
+                "{why}: no address blocks are claimed, ADD on multi-node networks answers code 11"
+            );
+        }
+    };
     let Some(node) = args.node_name.clone() else {
+        no_blocks("no --node-name");
         tracing::info!(
             "no --node-name: running file-only (no node annotation, Events or orphan cleanup)"
         );
@@ -336,6 +353,7 @@ async fn start_cluster(
     let client = match cluster::connect().await {
         Ok(client) => client,
         Err(error) => {
+            no_blocks("no Kubernetes client");
             tracing::warn!(
                 "{error}: running file-only (no node annotation, Events or orphan cleanup)"
             );
@@ -362,6 +380,22 @@ async fn start_cluster(
         Arc::clone(metrics),
         shutdown.clone(),
     ));
+    if !pools.is_empty() {
+        let networks: Vec<&str> = pools.iter().map(|p| p.network.as_str()).collect();
+        tracing::info!(
+            "claiming address blocks of {} for node {node}",
+            networks.join(", ")
+        );
+        let agent = BlockAgent::new(
+            client.clone(),
+            node.clone(),
+            pools,
+            args.state_dir.clone(),
+            args.address_block_reclaim_grace(),
+            Arc::clone(metrics),
+        );
+        tokio::spawn(blocks::run(agent, shutdown.clone()));
+    }
     let pods = Api::<Pod>::all(client);
     match args.orphan_cleanup {
         OrphanCleanup::Delete => {

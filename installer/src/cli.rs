@@ -106,6 +106,21 @@ pub struct Args {
     #[arg(long, env = "KRAFTY_RECONCILE_INTERVAL_SECS", default_value_t = 300)]
     pub reconcile_interval_secs: u64,
 
+    /// The address pools of multi-node networks (a JSON file, see `blocks::pool`): with
+    /// --node-name and credentials the agent claims address blocks of them for its node and
+    /// writes them below --state-dir for krafty-veth (`"ipam": {"type": "krafty-blocks"}`).
+    #[arg(long, env = "KRAFTY_ADDRESS_POOLS")]
+    pub address_pools: Option<PathBuf>,
+
+    /// Seconds a block's owner Node must have been absent (deleted, or re-registered with
+    /// another uid) before an agent deletes the block so that other nodes can claim it.
+    #[arg(
+        long,
+        env = "KRAFTY_ADDRESS_BLOCK_RECLAIM_GRACE_SECS",
+        default_value_t = 600
+    )]
+    pub address_block_reclaim_grace_secs: u64,
+
     /// Log level: error, warn, info, debug or trace. Logs go to stderr.
     #[arg(long, env = "KRAFTY_LOG_LEVEL", default_value_t = LevelFilter::INFO, global = true)]
     pub log_level: LevelFilter,
@@ -161,6 +176,10 @@ impl Args {
 
     pub fn reconcile_interval(&self) -> Duration {
         Duration::from_secs(self.reconcile_interval_secs)
+    }
+
+    pub fn address_block_reclaim_grace(&self) -> Duration {
+        Duration::from_secs(self.address_block_reclaim_grace_secs)
     }
 
     pub fn shared_device_grace(&self) -> Duration {
@@ -225,6 +244,8 @@ mod tests {
         );
         assert!(!args.once);
         assert_eq!(args.node_name, None);
+        assert_eq!(args.address_pools, None);
+        assert_eq!(args.address_block_reclaim_grace(), Duration::from_secs(600));
     }
 
     #[test]

@@ -9,10 +9,12 @@
 //! - [`invocations`]: the plugins' invocation log, followed into the metrics.
 //! - [`cluster`]: the node annotation, Events and the pod watch (only with `--node-name`).
 //! - [`attachments`]: attachment records and the orphan reconciler.
+//! - [`blocks`]: per-node address blocks of multi-node networks, claimed through the API.
 //! - [`inspect`]: the node-side tools (`attachment`, `attachments`).
 
 pub mod agent;
 pub mod attachments;
+pub mod blocks;
 pub mod cli;
 pub mod cluster;
 pub mod endpoints;

@@ -49,6 +49,8 @@ pub enum ErrorKind {
     Cleanup,
     /// Reading the plugins' invocation log, or a line in it that is not an entry.
     InvocationLog,
+    /// Claiming, reclaiming or writing address blocks.
+    AddressBlocks,
 }
 
 impl ErrorKind {
@@ -60,6 +62,7 @@ impl ErrorKind {
         ErrorKind::PodWatch,
         ErrorKind::Cleanup,
         ErrorKind::InvocationLog,
+        ErrorKind::AddressBlocks,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -71,6 +74,7 @@ impl ErrorKind {
             ErrorKind::PodWatch => "pod_watch",
             ErrorKind::Cleanup => "cleanup",
             ErrorKind::InvocationLog => "invocation_log",
+            ErrorKind::AddressBlocks => "address_blocks",
         }
     }
 }
@@ -122,6 +126,22 @@ fn duration_histogram() -> Histogram {
 /// such names come from untrusted configs and must not become label values.
 const INVALID_NETWORK: &str = "(invalid)";
 
+/// One subnet of a multi-node network, for the address block gauges.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SubnetLabels {
+    network: String,
+    subnet: String,
+}
+
+/// What the node holds of one subnet of a multi-node network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SubnetBlocks {
+    pub blocks: usize,
+    pub free_addresses: u128,
+    /// Every block of the subnet is held (by some node) while this node runs short.
+    pub exhausted: bool,
+}
+
 pub struct Metrics {
     registry: Registry,
     installs: Family<PluginLabels, Counter>,
@@ -134,6 +154,9 @@ pub struct Metrics {
     invocations: Family<InvocationLabels, Counter>,
     plugin_errors: Family<PluginErrorLabels, Counter>,
     durations: Family<DurationLabels, Histogram, fn() -> Histogram>,
+    address_blocks: Family<SubnetLabels, Gauge>,
+    address_blocks_free: Family<SubnetLabels, Gauge>,
+    address_subnet_exhausted: Family<SubnetLabels, Gauge>,
 }
 
 impl Metrics {
@@ -149,6 +172,24 @@ impl Metrics {
         let last_success = Gauge::<f64, AtomicU64>::default();
         let plugin_info = Family::<PluginInfoLabels, Gauge>::default();
         let ready = Gauge::default();
+        let address_blocks = Family::<SubnetLabels, Gauge>::default();
+        let address_blocks_free = Family::<SubnetLabels, Gauge>::default();
+        let address_subnet_exhausted = Family::<SubnetLabels, Gauge>::default();
+        registry.register(
+            "address_blocks",
+            "Address blocks of a multi-node network's subnet this node holds",
+            address_blocks.clone(),
+        );
+        registry.register(
+            "address_blocks_free_addresses",
+            "Addresses of this node's blocks of a subnet that no pod holds",
+            address_blocks_free.clone(),
+        );
+        registry.register(
+            "address_subnet_exhausted",
+            "1 while every block of the subnet is held and this node runs short: ADD answers code 11 once its blocks are full",
+            address_subnet_exhausted.clone(),
+        );
         registry.register(
             "installs",
             "Plugins written into the target because the source had new bytes",
@@ -225,6 +266,9 @@ impl Metrics {
             invocations,
             plugin_errors,
             durations,
+            address_blocks,
+            address_blocks_free,
+            address_subnet_exhausted,
         }
     }
 
@@ -261,6 +305,24 @@ impl Metrics {
                 command: invocation.command.clone(),
             })
             .observe(invocation.duration_us as f64 / 1e6);
+    }
+
+    /// Records what the node holds of `network`'s `subnet`.
+    pub fn set_subnet_blocks(&self, network: &str, subnet: &str, held: SubnetBlocks) {
+        let labels = SubnetLabels {
+            network: network.to_string(),
+            subnet: subnet.to_string(),
+        };
+        let saturating = |n: u128| i64::try_from(n).unwrap_or(i64::MAX);
+        self.address_blocks
+            .get_or_create(&labels)
+            .set(saturating(held.blocks as u128));
+        self.address_blocks_free
+            .get_or_create(&labels)
+            .set(saturating(held.free_addresses));
+        self.address_subnet_exhausted
+            .get_or_create(&labels)
+            .set(i64::from(held.exhausted));
     }
 
     pub fn count_install(&self, plugin: &str) {

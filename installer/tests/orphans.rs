@@ -176,3 +176,45 @@ fn the_cleanup_of_one_attachment_leaves_the_pods_other_one_working() {
     node.gc(&shared, &[]).ok();
     node.assert_clean();
 }
+
+#[test]
+fn an_orphan_of_a_multi_node_network_gives_its_block_address_back() {
+    let node = Node::new();
+    let subnet = ("172.16.62.0/24", "172.16.62.1");
+    node.write_blocks(
+        "orphanblocks",
+        &[(subnet.0, subnet.1, &["172.16.62.128/26"])],
+    );
+    let list = node.conflist(krafty_tests::blocks_network("orphanblocks", &[subnet]));
+    let (orphan, live) = (container_id(), container_id());
+    let (orphan_pod, live_pod) = (node.pod("orphan"), node.pod("live"));
+    for (id, pod) in [(&orphan, &orphan_pod), (&live, &live_pod)] {
+        node.cni("add", &list, id, &pod.netns_path()).ok();
+    }
+    assert_eq!(node.block_leases("orphanblocks").len(), 2);
+
+    orphan_pod.destroy();
+    let mut pods = PodsOnNode::default();
+    pods.insert(
+        "default",
+        &format!("pod-{live}"),
+        Some(&format!("uid-{live}")),
+    );
+    let (cleaned, failed, kept, _) = reconcile_in(&node, pods);
+    assert_eq!((cleaned, failed, kept), (vec![orphan], Vec::new(), 1));
+    // The orphan's lease in the node's block is released in process (krafty-blocks has no
+    // binary to run); the live pod keeps its own.
+    let live_address = node.block_leases("orphanblocks");
+    assert_eq!(live_address.len(), 1);
+    assert_eq!(
+        live_pod.addresses("net1")[0],
+        format!("{}/24", live_address[0])
+    );
+    node.cni("del", &list, &live, &live_pod.netns_path()).ok();
+    node.gc(
+        &krafty_tests::blocks_network("orphanblocks", &[subnet]),
+        &[],
+    )
+    .ok();
+    node.assert_clean();
+}

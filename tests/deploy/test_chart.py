@@ -4,10 +4,13 @@ object decoded into its Kubernetes type."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from typing import Any
 
 import helm_python as helm
+import jsonschema
 import kubernetes.client
 import pytest
 import yaml
@@ -276,20 +279,29 @@ def test_every_conflist_is_a_well_formed_chain():
 # --- the commented example in values.yaml -----------------------------------------------------
 
 
-def test_commented_example_network_in_values_yaml_is_valid():
+def commented_example_networks() -> dict[str, dict[str, Any]]:
+    """name -> the networks commented out in values.yaml (their YAML lines; prose skipped)."""
     text = (chartlib.CHART / "values.yaml").read_text()
     start = text.index("  # - name: lab")
     block = "\n".join(
-        line.replace("  # ", "  ", 1) for line in text[start:].splitlines() if line.startswith("  # ")
+        line.replace("  # ", "  ", 1)
+        for line in text[start:].splitlines()
+        if line.startswith(("  # - ", "  #   "))
     )
-    example = yaml.safe_load("networks:\n" + block)["networks"]
-    assert len(example) == 1
+    return {net["name"]: net for net in yaml.safe_load("networks:\n" + block)["networks"]}
+
+
+def test_commented_example_networks_in_values_yaml_are_valid():
+    examples = commented_example_networks()
+    assert set(examples) == {"lab", "stretched"}
     values = default_values()
-    values["networks"].append(example[0])
-    conf = conflists(values)["default/lab"]
+    values["networks"] += examples.values()
+    confs = conflists(values)
+    conf = confs["default/lab"]
     assert plugin(conf, "krafty-bridge")["scope"] == "network"
     assert plugin(conf, "krafty-bridge")["subnet"] == ["172.16.20.0/24", "fd10:16:20::/64"]
     assert len(plugin(conf, "krafty-veth")["ipam"]["ranges"]) == 2
+    assert plugin(confs["default/stretched"], "krafty-veth")["ipam"] == {"type": "krafty-blocks"}
 
 
 # --- the installer ----------------------------------------------------------------------------
@@ -447,14 +459,19 @@ def test_dev_values_use_the_local_image_and_a_writable_root():
     assert container["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["NET_ADMIN"]}
 
 
-def test_rbac_is_minimal_and_bound_to_the_installer(default_objects):
-    role = only(default_objects, "ClusterRole")
-    rules = {
+def rbac_rules(role: dict[str, Any]) -> dict[tuple[str, str], list[str]]:
+    """(API group, resource) -> the verbs a ClusterRole grants on it, sorted."""
+    return {
         (group, resource): sorted(rule["verbs"])
         for rule in role["rules"]
         for group in rule["apiGroups"]
         for resource in rule["resources"]
     }
+
+
+def test_rbac_is_minimal_and_bound_to_the_installer(default_objects):
+    role = only(default_objects, "ClusterRole")
+    rules = rbac_rules(role)
     assert rules == {
         ("", "nodes"): ["get", "patch"],
         ("", "pods"): ["list", "watch"],
@@ -552,3 +569,114 @@ def test_every_object_decodes_into_its_kubernetes_type(values_file):
             assert isinstance(chartlib.conflist(obj)["plugins"], list)
         else:
             decode(obj)
+
+
+# --- multi-node networks: per-node address blocks ----------------------------------------------
+
+MULTI_NODE = chartlib.VALUES_DIR / "multi-node.yaml"
+FIXTURES = chartlib.REPO / "installer" / "tests" / "fixtures"
+
+
+@pytest.fixture(scope="module")
+def multi_node_objects():
+    return chartlib.objects(chartlib.values_from_files([MULTI_NODE]))
+
+
+def test_a_blocks_network_takes_its_addresses_from_the_node_agent():
+    conf = conflists(chartlib.values_from_files([MULTI_NODE]))["default/stretched"]
+    veth = plugin(conf, "krafty-veth")
+    # krafty-blocks takes nothing but its type; the routes go to krafty-veth itself.
+    assert veth["ipam"] == {"type": "krafty-blocks"}
+    assert veth["routes"] == [{"dst": "0.0.0.0/0"}, {"dst": "::/0"}]
+    assert plugin(conf, "krafty-bridge")["scope"] == "network"
+    assert plugin(conf, "krafty-bridge")["gateway"] == ["172.16.48.1", "fd10:16:40::1"]
+
+
+def test_the_address_pools_reach_the_installer(multi_node_objects):
+    config_map = only(multi_node_objects, "ConfigMap")
+    pools = json.loads(config_map["data"]["pools.json"])
+    # The installer's own unit test parses this same file (blocks::pool).
+    assert pools == json.loads((FIXTURES / "address-pools.json").read_text())
+    daemonset = only(multi_node_objects, "DaemonSet")
+    pod = daemonset["spec"]["template"]["spec"]
+    container = installer_container(daemonset)
+    assert "--address-pools=/etc/krafty/address-pools/pools.json" in container["args"]
+    assert "--address-block-reclaim-grace-secs=600" in container["args"]
+    assert {"name": "address-pools", "mountPath": "/etc/krafty/address-pools", "readOnly": True} in container[
+        "volumeMounts"
+    ]
+    assert {"name": "address-pools", "configMap": {"name": config_map["metadata"]["name"]}} in pod["volumes"]
+    # The installer reads the pools once: a change of pools rolls the DaemonSet.
+    annotations = daemonset["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["krafty.dev/address-pools-sha256"] == hashlib.sha256(
+        config_map["data"]["pools.json"].rstrip("\n").encode()
+    ).hexdigest()
+
+
+def test_the_block_crd_accepts_the_installers_claims_and_nothing_else(multi_node_objects):
+    crd = only(multi_node_objects, "CustomResourceDefinition")
+    assert crd["metadata"]["name"] == "kraftyblocks.krafty.io"
+    assert crd["spec"]["group"] == "krafty.io"
+    assert crd["spec"]["scope"] == "Cluster"
+    assert crd["spec"]["names"]["kind"] == "KraftyBlock"
+    assert crd["spec"]["names"]["plural"] == "kraftyblocks"
+    (version,) = crd["spec"]["versions"]
+    assert (version["name"], version["served"], version["storage"]) == ("v1alpha1", True, True)
+    schema = version["schema"]["openAPIV3Schema"]
+    # The object the installer creates (its unit test serialises a claim to this same file).
+    claim = json.loads((FIXTURES / "kraftyblock.json").read_text())
+    jsonschema.validate(claim, schema)
+    assert claim["apiVersion"] == f"{crd['spec']['group']}/{version['name']}"
+    assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*", claim["metadata"]["name"])
+    for field, bad in [("cidr", "a block"), ("network", "Lab"), ("node", "")]:
+        broken = {**claim, "spec": {**claim["spec"], field: bad}}
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(broken, schema)
+    without_node = {**claim, "spec": {k: v for k, v in claim["spec"].items() if k != "node"}}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(without_node, schema)
+
+
+def test_rbac_grows_by_what_block_claims_need(multi_node_objects):
+    rules = rbac_rules(only(multi_node_objects, "ClusterRole"))
+    assert rules == {
+        ("", "nodes"): ["get", "list", "patch"],
+        ("", "pods"): ["list", "watch"],
+        ("events.k8s.io", "events"): ["create", "patch"],
+        ("krafty.io", "kraftyblocks"): ["create", "delete", "get", "list"],
+    }
+    # The installer's block tests run against a fake API server that refuses whatever this
+    # file does not grant: the chart must grant all of it.
+    needed = json.loads((FIXTURES / "rbac-address-blocks.json").read_text())
+    for group, resources in needed.items():
+        for resource, verbs in resources.items():
+            assert set(verbs) <= set(rules[(group, resource)]), (group, resource)
+
+
+def test_without_a_blocks_network_there_is_no_crd_pool_or_extra_flag(default_objects):
+    kinds = {o["kind"] for o in default_objects}
+    assert not kinds & {"CustomResourceDefinition", "ConfigMap"}
+    args = installer_container(only(default_objects, "DaemonSet"))["args"]
+    assert not [a for a in args if a.startswith("--address-")]
+
+
+@pytest.mark.parametrize(
+    "prefixes, message",
+    [
+        ([19, 120], "blockPrefixes[0] 19 must lie between 172.16.48.0/20's prefix length and 30"),
+        ([31, 120], "blockPrefixes[0] 31 must lie between"),
+        ([26, 110], "blockPrefixes[1] 110 must lie between"),
+    ],
+)
+def test_block_sizes_that_do_not_fit_their_subnet_fail_the_render(prefixes, message):
+    values = chartlib.values_from_files([MULTI_NODE])
+    values["networks"][1]["blockPrefixes"] = prefixes
+    with pytest.raises(helm.HelmRenderError, match=re.escape(message)):
+        chartlib.render(values)
+
+
+def test_a_subnet_of_more_than_65536_blocks_fails_the_render():
+    values = chartlib.values_from_files([MULTI_NODE])
+    values["networks"][1]["subnets"][1] = "fd10:16:40::/64"
+    with pytest.raises(helm.HelmRenderError, match="more than 65536 blocks"):
+        chartlib.render(values)

@@ -113,6 +113,37 @@ BAD_VALUES = {
     "relative-host-path": ({"hostPaths": {"cniBin": "opt/cni/bin"}}, "/hostPaths/cniBin"),
     "unknown-orphan-cleanup": ({"installer": {"orphanCleanup": "ignore"}}, "/installer/orphanCleanup"),
     "relative-ipam-data": ({"hostPaths": {"ipamData": "var/lib/cni"}}, "/hostPaths/ipamData"),
+    # addressing blocks: the network's shared bridge on every node, a block size per subnet.
+    "blocks-in-pod-scope": (
+        network(addressing="blocks", scope="pod", blockPrefixes=[28]),
+        "/networks/0/scope': value must be 'network'",
+    ),
+    "blocks-without-scope": (network(addressing="blocks", blockPrefixes=[28]), "missing property 'scope'"),
+    "blocks-without-prefixes": (
+        network(addressing="blocks", scope="network"),
+        "missing property 'blockPrefixes'",
+    ),
+    "blocks-with-ipam": (
+        network(addressing="blocks", scope="network", blockPrefixes=[28], ipam={"ranges": []}),
+        "/networks/0/ipam",
+    ),
+    "block-prefixes-without-blocks": (network(blockPrefixes=[28]), "/networks/0/blockPrefixes"),
+    "one-block-prefix-for-two-subnets": (
+        network(addressing="blocks", scope="network", blockPrefixes=[28], **DUAL),
+        "/networks/0/blockPrefixes': minItems: got 1, want 2",
+    ),
+    "block-prefix-not-a-number": (
+        network(addressing="blocks", scope="network", blockPrefixes=["/28"]),
+        "/networks/0/blockPrefixes/0",
+    ),
+    "block-prefix-too-long": (
+        network(addressing="blocks", scope="network", blockPrefixes=[127]),
+        "/networks/0/blockPrefixes/0",
+    ),
+    "negative-reclaim-grace": (
+        {"installer": {"addressBlockReclaimGraceSeconds": -1}},
+        "/installer/addressBlockReclaimGraceSeconds",
+    ),
 }
 
 
@@ -136,6 +167,8 @@ GOOD_VALUES = {
     "no-log": network(logFile=""),
     "log-rotation-bounds": network(logMaxBytes=65536, logMaxFiles=10),
     "ipv6-listen": {"installer": {"listenAddress": "::"}},
+    "blocks": network(addressing="blocks", scope="network", blockPrefixes=[28]),
+    "blocks-dual-stack": network(addressing="blocks", scope="network", blockPrefixes=[28, 80], **DUAL),
 }
 
 

@@ -109,7 +109,11 @@ checked the entry (list lengths, address families, addressing mode).
 {{- if hasKey $net $field }}{{ $_ := set $veth $field (get $net $field) }}{{ end }}
 {{- end }}
 {{- $addressing := $net.addressing | default "ipam" }}
-{{- if eq $addressing "ipam" }}
+{{- if eq $addressing "blocks" }}
+{{- /* The node agent's blocks (krafty.addressPools); the ipam block takes nothing but its type. */}}
+{{- $_ := set $veth "ipam" (dict "type" "krafty-blocks") }}
+{{- with $net.routes }}{{ $_ := set $veth "routes" . }}{{ end }}
+{{- else if eq $addressing "ipam" }}
 {{- $ipamValues := $net.ipam | default dict }}
 {{- $configuredRanges := $ipamValues.ranges | default list }}
 {{- $ranges := list }}
@@ -137,4 +141,33 @@ checked the entry (list lengths, address families, addressing mode).
 {{- $plugins = append $plugins $veth }}
 
 {{- dict "cniVersion" ($net.cniVersion | default "1.0.0") "name" $net.name "plugins" $plugins | toPrettyJson }}
+{{- end }}
+
+{{/*
+krafty.addressPools: the installer's --address-pools file (JSON), one pool per network with
+addressing "blocks": its subnets, gateways and block prefix lengths. Checks what the schema
+cannot: a block lies between the subnet's prefix and 4 addresses, and a subnet holds at most
+65536 blocks (each may become a KraftyBlock object). Empty when no network uses blocks.
+*/}}
+{{- define "krafty.addressPools" -}}
+{{- $pools := list }}
+{{- range $net := .Values.networks }}
+{{- if eq ($net.addressing | default "ipam") "blocks" }}
+{{- $subnets := list }}
+{{- range $i, $cidr := $net.subnets }}
+{{- $subnetPrefix := atoi (index (splitList "/" $cidr) 1) }}
+{{- $blockPrefix := int (index $net.blockPrefixes $i) }}
+{{- $maxPrefix := ternary 128 32 (contains ":" $cidr) }}
+{{- if or (lt $blockPrefix $subnetPrefix) (gt $blockPrefix (sub $maxPrefix 2)) }}
+{{- fail (printf "networks %s: blockPrefixes[%d] %d must lie between %s's prefix length and %d" $net.name $i $blockPrefix $cidr (sub $maxPrefix 2)) }}
+{{- end }}
+{{- if gt (sub $blockPrefix $subnetPrefix) 16 }}
+{{- fail (printf "networks %s: blockPrefixes[%d] %d carves %s into more than 65536 blocks; use larger blocks" $net.name $i $blockPrefix $cidr) }}
+{{- end }}
+{{- $subnets = append $subnets (dict "subnet" $cidr "gateway" (index $net.gateways $i) "blockPrefix" $blockPrefix) }}
+{{- end }}
+{{- $pools = append $pools (dict "network" $net.name "subnets" $subnets) }}
+{{- end }}
+{{- end }}
+{{- if $pools }}{{ $pools | toPrettyJson }}{{ end }}
 {{- end }}

@@ -5,7 +5,9 @@
 //! - [`pods`]: the watch of this node's pods that drives the orphan reconciler.
 //!
 //! RBAC needed: nodes get/patch (own node), pods list/watch, events.k8s.io events
-//! create/patch (patch: repeated Events are counted as a series on the first one).
+//! create/patch (patch: repeated Events are counted as a series on the first one); with
+//! `--address-pools` (see `crate::blocks`) also nodes get/list and krafty.io kraftyblocks
+//! get/list/create/delete.
 
 pub mod annotation;
 pub mod events;

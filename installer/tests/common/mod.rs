@@ -8,6 +8,7 @@
 
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod fake_api;
 pub mod node_agent;
 pub mod openmetrics;
 
@@ -189,6 +190,11 @@ pub struct Daemon {
 impl Daemon {
     /// Starts it on `dirs` with an ephemeral port, and waits until it serves HTTP.
     pub fn start(dirs: &Dirs, extra: &[&str]) -> Daemon {
+        Daemon::spawn(Daemon::command(dirs, extra))
+    }
+
+    /// The daemon's command line on `dirs`, with an ephemeral port and `extra` arguments.
+    pub fn command(dirs: &Dirs, extra: &[&str]) -> Command {
         let mut command = Command::new(INSTALLER);
         command
             .arg("--source")
@@ -204,7 +210,7 @@ impl Daemon {
             // No kubeconfig, no in-cluster variables: file-only, whatever the host has.
             .env_clear()
             .env("HOME", dirs.root.path());
-        Daemon::spawn(command)
+        command
     }
 
     pub fn spawn(mut command: Command) -> Daemon {

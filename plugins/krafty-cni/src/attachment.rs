@@ -210,7 +210,8 @@ impl Attachment {
                 let ipam = Ipam {
                     plugin: recorded.plugin.clone(),
                 };
-                ipam.del(&env, recorded.config.to_string().as_bytes(), addresses)
+                let config = recorded.config.to_string();
+                ipam.del(&env, config.as_bytes(), records.state_dir(), addresses)
             }
         });
         self.tear_down(netlink, records, release).await

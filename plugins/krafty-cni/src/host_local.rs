@@ -46,14 +46,24 @@ pub struct HostLocal {
 
 /// One `ranges` entry: ranges of one family, tried in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct RangeSet(Vec<Range>);
+pub(crate) struct RangeSet(pub(crate) Vec<Range>);
 
+/// Addresses `start..=end` of `subnet`, handed out with the subnet's prefix length and gateway
+/// (which is never handed out itself).
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Range {
-    subnet: IpNet,
-    start: IpAddr,
-    end: IpAddr,
-    gateway: IpAddr,
+pub(crate) struct Range {
+    pub(crate) subnet: IpNet,
+    pub(crate) start: IpAddr,
+    pub(crate) end: IpAddr,
+    pub(crate) gateway: IpAddr,
+}
+
+/// Why [`Store::allocate_sets`] gave nothing: range set `set` had no free address, or its
+/// lease could not be written.
+#[derive(Debug)]
+pub(crate) enum AllocationFailure {
+    Exhausted { set: usize },
+    Io { set: usize, error: std::io::Error },
 }
 
 /// Why this config goes to the real host-local instead.
@@ -74,27 +84,26 @@ impl HostLocal {
     pub fn add(&self, env: &Environment) -> Result<CniResult, Error> {
         let store = Store::open(&self.dir)?;
         let _lock = store.lock()?;
-        let mut result = CniResult::default();
-        for (index, set) in self.range_sets.iter().enumerate() {
-            match store.allocate(set, index, &env.container_id, &env.ifname) {
-                Ok(Some(ip)) => result.ips.push(ip),
-                outcome => {
-                    // host-local releases what the earlier range sets gave before failing.
-                    if index > 0 {
-                        let _ = store.release(&env.container_id, &env.ifname);
-                    }
-                    let reason = match outcome {
-                        Err(error) => error.to_string(),
-                        _ => format!("no IP addresses available in range set: {set}"),
-                    };
-                    return Err(reported(format!(
-                        "failed to allocate for range {index}: {reason}"
-                    )));
-                }
-            }
-        }
-        result.routes = self.routes.clone();
-        Ok(result)
+        let ips = store
+            .allocate_sets(&self.range_sets, &env.container_id, &env.ifname)
+            .map_err(|failure| {
+                let (index, reason) = match failure {
+                    AllocationFailure::Io { set, error } => (set, error.to_string()),
+                    AllocationFailure::Exhausted { set } => (
+                        set,
+                        format!(
+                            "no IP addresses available in range set: {}",
+                            self.range_sets[set]
+                        ),
+                    ),
+                };
+                reported(format!("failed to allocate for range {index}: {reason}"))
+            })?;
+        Ok(CniResult {
+            ips,
+            routes: self.routes.clone(),
+            ..CniResult::default()
+        })
     }
 
     /// DEL: every lease of this attachment, whatever range set it came from. `known` are the
@@ -358,7 +367,7 @@ fn parse_route(value: &Value) -> Result<Route, Unsupported> {
     })
 }
 
-fn to_number(ip: IpAddr) -> u128 {
+pub(crate) fn to_number(ip: IpAddr) -> u128 {
     match ip {
         IpAddr::V4(v4) => u32::from(v4).into(),
         IpAddr::V6(v6) => v6.into(),
@@ -366,7 +375,7 @@ fn to_number(ip: IpAddr) -> u128 {
 }
 
 /// The address `number` in the family of `like`.
-fn from_number(number: u128, like: IpAddr) -> IpAddr {
+pub(crate) fn from_number(number: u128, like: IpAddr) -> IpAddr {
     match like {
         // Only ever called with numbers taken from this family's addresses.
         IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::from(number as u32)),
@@ -375,7 +384,7 @@ fn from_number(number: u128, like: IpAddr) -> IpAddr {
 }
 
 impl Range {
-    fn contains(&self, ip: IpAddr) -> bool {
+    pub(crate) fn contains(&self, ip: IpAddr) -> bool {
         ip.is_ipv4() == self.start.is_ipv4()
             && self.subnet.contains(&ip)
             && (to_number(self.start)..=to_number(self.end)).contains(&to_number(ip))
@@ -490,12 +499,12 @@ impl Iterator for Walk<'_> {
 }
 
 /// The lease files of one network.
-struct Store {
+pub(crate) struct Store {
     dir: PathBuf,
 }
 
 impl Store {
-    fn open(dir: &Path) -> Result<Store, Error> {
+    pub(crate) fn open(dir: &Path) -> Result<Store, Error> {
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o755)
@@ -507,7 +516,7 @@ impl Store {
     }
 
     /// host-local's lock: an exclusive flock on `<dir>/lock`, released when the file closes.
-    fn lock(&self) -> Result<nix::fcntl::Flock<File>, Error> {
+    pub(crate) fn lock(&self) -> Result<nix::fcntl::Flock<File>, Error> {
         let path = self.dir.join("lock");
         let file = OpenOptions::new()
             .read(true)
@@ -519,6 +528,32 @@ impl Store {
             .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
         nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
             .map_err(|(_, errno)| Error::io(format!("locking {}", path.display()), errno.into()))
+    }
+
+    /// One address from each range set for attachment `id`/`ifname`; when a set has none, the
+    /// addresses the earlier sets gave are released again (as host-local does).
+    pub(crate) fn allocate_sets(
+        &self,
+        sets: &[RangeSet],
+        id: &str,
+        ifname: &str,
+    ) -> Result<Vec<IpConfig>, AllocationFailure> {
+        let mut ips = Vec::new();
+        for (index, set) in sets.iter().enumerate() {
+            let failure = match self.allocate(set, index, id, ifname) {
+                Ok(Some(ip)) => {
+                    ips.push(ip);
+                    continue;
+                }
+                Ok(None) => AllocationFailure::Exhausted { set: index },
+                Err(error) => AllocationFailure::Io { set: index, error },
+            };
+            if index > 0 {
+                let _ = self.release(id, ifname);
+            }
+            return Err(failure);
+        }
+        Ok(ips)
     }
 
     fn allocate(
@@ -565,8 +600,7 @@ impl Store {
             Err(error) if error.kind() == ErrorKind::AlreadyExists => return Ok(false),
             Err(error) => return Err(error),
         };
-        if let Err(error) = file.write_all(format!("{}{LINE_BREAK}{ifname}", id.trim()).as_bytes())
-        {
+        if let Err(error) = file.write_all(lease_holder(id, ifname).as_bytes()) {
             let _ = std::fs::remove_file(&path);
             return Err(error);
         }
@@ -575,8 +609,8 @@ impl Store {
 
     /// Removes the leases of `addresses` if every one of them holds `<id>\r\n<ifname>`.
     /// `false` when one does not, or could not be removed: the caller then reads every lease.
-    fn release_known(&self, id: &str, ifname: &str, addresses: &[IpAddr]) -> bool {
-        let owned = format!("{}{LINE_BREAK}{ifname}", id.trim());
+    pub(crate) fn release_known(&self, id: &str, ifname: &str, addresses: &[IpAddr]) -> bool {
+        let owned = lease_holder(id, ifname);
         let paths: Vec<PathBuf> = addresses
             .iter()
             .map(|ip| self.dir.join(ip.to_string()))
@@ -591,19 +625,10 @@ impl Store {
     /// before 0.7) just `<id>`; unreadable files are passed over, as host-local does. An empty
     /// lease is removed too: a lease is created and written under the lock, so an empty one
     /// is what a writer killed in between left, and it would hold its address forever.
-    fn release(&self, id: &str, ifname: &str) -> std::io::Result<()> {
+    pub(crate) fn release(&self, id: &str, ifname: &str) -> std::io::Result<()> {
         let id = id.trim();
-        let owned = format!("{id}{LINE_BREAK}{ifname}");
-        let mut leases = Vec::new();
-        for entry in std::fs::read_dir(&self.dir)? {
-            let Ok(entry) = entry else { continue };
-            if !entry.file_type().is_ok_and(|t| t.is_file()) {
-                continue;
-            }
-            if let Ok(content) = std::fs::read_to_string(entry.path()) {
-                leases.push((entry.path(), content.trim().to_string()));
-            }
-        }
+        let owned = lease_holder(id, ifname);
+        let leases = self.holders()?;
         let mut released = false;
         for (path, holder) in &leases {
             if *holder == owned && std::fs::remove_file(path).is_ok() {
@@ -626,4 +651,46 @@ impl Store {
         }
         Ok(())
     }
+
+    /// Every readable file of the store with its trimmed content (a lease's holder; the lock
+    /// and `last_reserved_ip` files too, which callers tell apart by name).
+    fn holders(&self) -> std::io::Result<Vec<(PathBuf, String)>> {
+        let mut files = Vec::new();
+        for entry in std::fs::read_dir(&self.dir)? {
+            let Ok(entry) = entry else { continue };
+            if !entry.file_type().is_ok_and(|t| t.is_file()) {
+                continue;
+            }
+            if let Ok(content) = std::fs::read_to_string(entry.path()) {
+                files.push((entry.path(), content.trim().to_string()));
+            }
+        }
+        Ok(files)
+    }
+
+    /// The leases: each address with its holder (`<id>\r\n<ifname>`, empty for a lease whose
+    /// writer was killed before it wrote).
+    pub(crate) fn leases(&self) -> std::io::Result<Vec<(IpAddr, String)>> {
+        Ok(self
+            .holders()?
+            .into_iter()
+            .filter_map(|(path, holder)| {
+                let name = path.file_name()?.to_str()?;
+                parse_ip(name).ok().map(|ip| (ip, holder))
+            })
+            .collect())
+    }
+
+    /// Removes the lease of `ip`.
+    pub(crate) fn remove_lease(&self, ip: IpAddr) -> std::io::Result<()> {
+        match std::fs::remove_file(self.dir.join(ip.to_string())) {
+            Err(error) if error.kind() != ErrorKind::NotFound => Err(error),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// How a lease names its holder: `<id>\r\n<ifname>`.
+pub(crate) fn lease_holder(id: &str, ifname: &str) -> String {
+    format!("{}{LINE_BREAK}{ifname}", id.trim())
 }

@@ -1,16 +1,21 @@
 //! Delegation to an IPAM plugin (host-local, static, dhcp, ...), as the reference plugins do it:
 //! the plugin named by `ipam.type` is looked up on CNI_PATH and run with the same stdin and
 //! environment, CNI_COMMAND set to the verb at hand. host-local's ADD and DEL are served in
-//! process instead whenever [`HostLocal`] understands the config (see [`crate::host_local`]).
+//! process instead whenever [`HostLocal`] understands the config (see [`crate::host_local`]),
+//! and `krafty-blocks` (see [`crate::blocks`]) is only ever served in process: it has no binary.
+//!
+//! `state_dir` is the node's state directory (the config's `stateDir`): `krafty-blocks` keeps
+//! its blocks and leases below it.
 
 use std::io::Write;
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command as Process, Stdio};
 
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::blocks::{self, NetworkBlocks};
 use crate::env::{Command, Environment};
 use crate::error::Error;
 use crate::host_local::{self, HostLocal};
@@ -48,6 +53,9 @@ impl Ipam {
                 "ipam.type {plugin:?} must be a plugin name, not a path"
             )));
         }
+        if plugin == blocks::PLUGIN {
+            blocks::validate_config(ipam)?;
+        }
         Ok(Ipam {
             plugin: plugin.to_string(),
         })
@@ -84,8 +92,25 @@ impl Ipam {
             .flatten()
     }
 
+    /// `krafty-blocks`' store of this config's network, when that is the plugin.
+    fn blocks(&self, stdin: &[u8], state_dir: &Path) -> Result<Option<NetworkBlocks>, Error> {
+        if self.plugin != blocks::PLUGIN {
+            return Ok(None);
+        }
+        let network = blocks::network_of(stdin)?;
+        Ok(Some(NetworkBlocks::new(state_dir, &network)))
+    }
+
     /// ADD: the addresses, routes and DNS the IPAM plugin hands out.
-    pub fn add(&self, env: &Environment, stdin: &[u8]) -> Result<CniResult, Error> {
+    pub fn add(
+        &self,
+        env: &Environment,
+        stdin: &[u8],
+        state_dir: &Path,
+    ) -> Result<CniResult, Error> {
+        if let Some(blocks) = self.blocks(stdin, state_dir)? {
+            return blocks.add(env);
+        }
         if let Some(host_local) = self.in_process(env, stdin) {
             return host_local.add(env);
         }
@@ -102,14 +127,26 @@ impl Ipam {
 
     /// DEL. `known`: the addresses the attachment is recorded to hold, which lets host-local
     /// in process release them without reading every lease (see [`HostLocal::del`]).
-    pub fn del(&self, env: &Environment, stdin: &[u8], known: &[IpAddr]) -> Result<(), Error> {
+    pub fn del(
+        &self,
+        env: &Environment,
+        stdin: &[u8],
+        state_dir: &Path,
+        known: &[IpAddr],
+    ) -> Result<(), Error> {
+        if let Some(blocks) = self.blocks(stdin, state_dir)? {
+            return blocks.del(env, known);
+        }
         if let Some(host_local) = self.in_process(env, stdin) {
             return host_local.del(env, known);
         }
         self.exec(Command::Del, env, stdin).map(drop)
     }
 
-    pub fn check(&self, env: &Environment, stdin: &[u8]) -> Result<(), Error> {
+    pub fn check(&self, env: &Environment, stdin: &[u8], state_dir: &Path) -> Result<(), Error> {
+        if let Some(blocks) = self.blocks(stdin, state_dir)? {
+            return blocks.check(env);
+        }
         self.exec(Command::Check, env, stdin).map(drop)
     }
 
@@ -121,7 +158,15 @@ impl Ipam {
         command: Command,
         env: &Environment,
         stdin: &[u8],
+        state_dir: &Path,
     ) -> Result<(), Error> {
+        if let Some(blocks) = self.blocks(stdin, state_dir)? {
+            return match command {
+                Command::Status => blocks.status(),
+                Command::Gc => blocks.gc(&blocks::valid_attachments_of(stdin)?),
+                _ => Ok(()),
+            };
+        }
         let answer = self.exec(Command::Version, env, br#"{"cniVersion":"1.1.0"}"#)?;
         let speaks_1_1 = serde_json::from_slice::<Value>(&answer)
             .ok()

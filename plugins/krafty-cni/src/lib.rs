@@ -7,10 +7,12 @@
 //! - [`state`]: the attachment records plugins and node agent share;
 //! - [`netlink`], [`netns`]: kernel access, host side and inside a container's namespace;
 //! - [`ipam`]: delegation to an IPAM plugin, and [`host_local`], host-local served in process;
+//! - [`blocks`]: per-node address blocks of multi-node networks and their in-process IPAM;
 //! - [`invocation_log`]: the JSON-lines history of every invocation;
 //! - [`stderr_log`]: the diagnostics on stderr.
 
 pub mod attachment;
+pub mod blocks;
 pub mod chain;
 pub mod config;
 pub mod env;

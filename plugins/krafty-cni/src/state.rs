@@ -140,14 +140,22 @@ pub struct StoredRecord {
 /// The records below one state directory.
 #[derive(Debug, Clone)]
 pub struct Records {
+    state_dir: PathBuf,
     root: PathBuf,
 }
 
 impl Records {
     pub fn new(state_dir: &Path) -> Records {
         Records {
+            state_dir: state_dir.to_path_buf(),
             root: state_dir.join(ATTACHMENTS_DIR),
         }
+    }
+
+    /// The state directory the records are kept below (which also holds, for instance, the
+    /// address blocks of `krafty-blocks`).
+    pub fn state_dir(&self) -> &Path {
+        &self.state_dir
     }
 
     pub fn path(&self, attachment: &Attachment) -> PathBuf {

@@ -16,6 +16,7 @@ pub mod kill;
 pub mod several;
 
 use krafty_cni::attachment::{self, Attachment};
+use krafty_cni::blocks::{self, FamilyBlocks, NetworkBlocks, NodeBlocks};
 use krafty_cni::netns::NetNs;
 use serde_json::{json, Value};
 
@@ -342,13 +343,16 @@ impl Node {
         files_below(&self.state_dir().join("attachments"))
     }
 
-    /// Writes a conflist and returns its path. Every `ipam` block gets this node's `dataDir`,
-    /// so leases stay inside the test.
+    /// Writes a conflist and returns its path. Every `ipam` block but `krafty-blocks` (whose
+    /// leases live in the node's state directory) gets this node's `dataDir`, so leases stay
+    /// inside the test.
     pub fn conflist(&self, mut conflist: Value) -> PathBuf {
         if let Some(plugins) = conflist["plugins"].as_array_mut() {
             for plugin in plugins {
                 if let Some(ipam) = plugin.get_mut("ipam").and_then(Value::as_object_mut) {
-                    ipam.insert("dataDir".into(), json!(self.ipam_dir()));
+                    if ipam.get("type").and_then(Value::as_str) != Some(blocks::PLUGIN) {
+                        ipam.insert("dataDir".into(), json!(self.ipam_dir()));
+                    }
                 }
             }
         }
@@ -535,16 +539,51 @@ impl Node {
             .collect()
     }
 
-    /// Every lease host-local holds on this node, of every network, as `network/address`.
+    /// Every lease host-local or krafty-blocks holds on this node, of every network, as
+    /// `network/address` (`blocks/network/address` for krafty-blocks).
     pub fn all_leases(&self) -> Vec<String> {
-        files_below(&self.ipam_dir())
+        let names_an_address = |file: &String| {
+            file.rsplit('/')
+                .next()
+                .is_some_and(|name| name.parse::<std::net::IpAddr>().is_ok())
+        };
+        let host_local = files_below(&self.ipam_dir());
+        let blocks = files_below(&self.state_dir().join(blocks::BLOCKS_DIR))
             .into_iter()
-            .filter(|f| {
-                f.rsplit('/')
-                    .next()
-                    .is_some_and(|name| name.parse::<std::net::IpAddr>().is_ok())
-            })
+            .map(|file| format!("{}/{file}", blocks::BLOCKS_DIR));
+        host_local
+            .into_iter()
+            .chain(blocks)
+            .filter(names_an_address)
             .collect()
+    }
+
+    /// Addresses krafty-blocks has leased on `network` on this node.
+    pub fn block_leases(&self, network: &str) -> Vec<std::net::IpAddr> {
+        NetworkBlocks::new(&self.state_dir(), network)
+            .leased()
+            .expect("the leases can be listed")
+    }
+
+    /// Plays the node agent: writes this node's blocks of `network`, one family per
+    /// `(subnet, gateway, blocks)`.
+    pub fn write_blocks(&self, network: &str, families: &[(&str, &str, &[&str])]) {
+        let parse = |text: &str| text.parse().expect("an address or CIDR");
+        let file = NodeBlocks {
+            network: network.into(),
+            node: self.name.clone(),
+            families: families
+                .iter()
+                .map(|(subnet, gateway, blocks)| FamilyBlocks {
+                    subnet: subnet.parse().expect("a CIDR"),
+                    gateway: parse(gateway),
+                    blocks: blocks.iter().map(|b| b.parse().expect("a CIDR")).collect(),
+                })
+                .collect(),
+        };
+        NetworkBlocks::new(&self.state_dir(), network)
+            .write(&file)
+            .expect("the blocks file is written");
     }
 
     /// Asserts the node holds nothing but its loopback, host-local holds no lease, and krafty
@@ -675,6 +714,18 @@ pub fn shared_network(name: &str, subnets: &[(&str, &str)], with_vrf: bool) -> V
         plugins.insert(0, json!({ "type": "krafty-vrf", "scope": "network" }));
     }
     json!({ "cniVersion": "1.0.0", "name": name, "plugins": plugins })
+}
+
+/// A shared (`scope: network`) network whose addresses come from the node's address blocks
+/// (`krafty-blocks`, a multi-node network's IPAM), one `(subnet, gateway)` per address family,
+/// with a default route.
+pub fn blocks_network(name: &str, subnets: &[(&str, &str)]) -> Value {
+    let (subnet, gateway): (Vec<&str>, Vec<&str>) = subnets.iter().copied().unzip();
+    json!({ "cniVersion": "1.0.0", "name": name, "plugins": [
+        { "type": "krafty-bridge", "scope": "network", "subnet": subnet, "gateway": gateway },
+        { "type": "krafty-veth", "ipam": { "type": blocks::PLUGIN },
+          "routes": [{ "dst": "0.0.0.0/0" }] }
+    ] })
 }
 
 /// A pod-scope network of its own name and subnet (gateway `.1`, host-local over the subnet,

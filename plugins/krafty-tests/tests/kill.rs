@@ -4,14 +4,17 @@
 //! Afterwards nothing is left and the attachment can be added again (see krafty_tests::kill).
 
 use krafty_tests::kill::{self, Case, Verb};
-use krafty_tests::{bridge_veth_conflist, shared_network, Node};
+use krafty_tests::{blocks_network, bridge_veth_conflist, shared_network, Node};
 use serde_json::Value;
 
 const CHAIN: [&str; 2] = ["krafty-bridge", "krafty-veth"];
 
 fn every_step(name: &str, conflist: &Value, verb: Verb) {
-    let node = Node::new();
-    let case = Case::new(&node, conflist);
+    every_step_on(&Node::new(), name, conflist, verb);
+}
+
+fn every_step_on(node: &Node, name: &str, conflist: &Value, verb: Verb) {
+    let case = Case::new(node, conflist);
     let points: usize = CHAIN
         .iter()
         .map(|plugin| {
@@ -56,4 +59,23 @@ fn gc_in_pod_scope() {
 #[test]
 fn gc_in_network_scope() {
     every_step("host-gc-network", &shared(), Verb::Gc);
+}
+
+/// A multi-node network's node, its blocks written as the node agent would: krafty-veth
+/// leases from them in process (`krafty-blocks`).
+fn with_blocks(name: &str, verb: Verb) {
+    let node = Node::new();
+    let subnet = ("172.16.61.0/24", "172.16.61.1");
+    node.write_blocks("killblocks", &[(subnet.0, subnet.1, &["172.16.61.64/26"])]);
+    every_step_on(&node, name, &blocks_network("killblocks", &[subnet]), verb);
+}
+
+#[test]
+fn add_with_address_blocks() {
+    with_blocks("host-add-blocks", Verb::Add);
+}
+
+#[test]
+fn del_with_address_blocks() {
+    with_blocks("host-del-blocks", Verb::Del);
 }

@@ -71,7 +71,10 @@ impl Plugin for Veth {
         let ipam_run = match &config.addresses {
             AddressSource::Ipam(ipam) => {
                 let (ipam, env, stdin) = (ipam.clone(), request.env.clone(), request.stdin.clone());
-                Some(std::thread::spawn(move || ipam.add(&env, &stdin)))
+                let state_dir = request.state_dir.clone();
+                Some(std::thread::spawn(move || {
+                    ipam.add(&env, &stdin, &state_dir)
+                }))
             }
             AddressSource::Static(_) | AddressSource::Runtime => None,
         };
@@ -100,9 +103,9 @@ impl Plugin for Veth {
         // krafty-vrf then find gone. Devices without this attachment's mark (shared or foreign)
         // are left.
         let release = match &config.addresses {
-            AddressSource::Ipam(ipam) => {
-                Some(|recorded: &[IpAddr]| ipam.del(&request.env, &request.stdin, recorded))
-            }
+            AddressSource::Ipam(ipam) => Some(|recorded: &[IpAddr]| {
+                ipam.del(&request.env, &request.stdin, &request.state_dir, recorded)
+            }),
             AddressSource::Static(_) | AddressSource::Runtime => None,
         };
         request
@@ -118,7 +121,7 @@ impl Plugin for Veth {
             .as_ref()
             .ok_or_else(|| Error::CheckFailed("CHECK needs a prevResult".into()))?;
         if let AddressSource::Ipam(ipam) = &config.addresses {
-            ipam.check(&request.env, &request.stdin)?;
+            ipam.check(&request.env, &request.stdin, &request.state_dir)?;
         }
         let netns = NetNs::open(netns_path(request)?)?;
         let netlink = Netlink::connect()?;
@@ -169,9 +172,12 @@ impl Plugin for Veth {
 
     async fn status(&self, request: &Request<VethConfig>) -> Result<(), Error> {
         match &request.config.validate()?.addresses {
-            AddressSource::Ipam(ipam) => {
-                ipam.forward_if_supported(Command::Status, &request.env, &request.stdin)
-            }
+            AddressSource::Ipam(ipam) => ipam.forward_if_supported(
+                Command::Status,
+                &request.env,
+                &request.stdin,
+                &request.state_dir,
+            ),
             AddressSource::Static(_) | AddressSource::Runtime => Ok(()),
         }
     }
@@ -211,7 +217,12 @@ impl Plugin for Veth {
             }
         }
         if let AddressSource::Ipam(ipam) = &config.addresses {
-            let forwarded = ipam.forward_if_supported(Command::Gc, &request.env, &request.stdin);
+            let forwarded = ipam.forward_if_supported(
+                Command::Gc,
+                &request.env,
+                &request.stdin,
+                &request.state_dir,
+            );
             if let Err(error) = forwarded {
                 errors.push(error);
             }
@@ -516,7 +527,7 @@ async fn undo(
 ) {
     let release = match &config.addresses {
         AddressSource::Ipam(ipam) if handed_out => {
-            Some(|_: &[IpAddr]| ipam.del(&request.env, &request.stdin, &[]))
+            Some(|_: &[IpAddr]| ipam.del(&request.env, &request.stdin, &request.state_dir, &[]))
         }
         _ => None,
     };
