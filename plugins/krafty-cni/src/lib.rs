@@ -3,6 +3,7 @@
 //! - [`version`], [`result`], [`error`], [`env`], [`skel`]: the CNI protocol, written for krafty;
 //! - [`config`]: the plugins' network configuration and its validation;
 //! - [`attachment`]: an attachment's identity, names, mark, group, record and teardown;
+//! - [`multinode`]: the node list and underlay of networks stretched across nodes;
 //! - [`naming`]: the rule behind device names, table ids and the ownership mark;
 //! - [`state`]: the attachment records plugins and node agent share;
 //! - [`netlink`], [`netns`]: kernel access, host side and inside a container's namespace;
@@ -19,6 +20,7 @@ pub mod host_local;
 pub mod invocation_log;
 pub mod ipam;
 pub mod lock;
+pub mod multinode;
 pub mod naming;
 pub mod netlink;
 pub mod netns;

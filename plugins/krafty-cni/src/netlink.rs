@@ -9,14 +9,21 @@ use netlink_packet_route::address::{AddressAttribute, AddressHeaderFlags, Addres
 pub use netlink_packet_route::link::InfoKind;
 use netlink_packet_route::link::{
     AfSpecInet, AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InetDevConf, InfoData, InfoVeth,
-    InfoVrf, LinkAttribute, LinkExtentMask, LinkFlags, LinkInfo, LinkMessage,
+    InfoVrf, InfoVxlan, LinkAttribute, LinkExtentMask, LinkFlags, LinkInfo, LinkMessage,
+};
+use netlink_packet_route::neighbour::{
+    NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
 };
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteScope};
-use netlink_packet_route::AddressFamily;
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use rtnetlink::packet_core::{
+    NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_REPLACE,
+    NLM_F_REQUEST,
+};
 use rtnetlink::sys::AsyncSocket;
 use rtnetlink::{
     Handle, LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVeth, LinkVrf,
-    RouteMessageBuilder,
+    LinkVxlan, MulticastGroup, RouteMessageBuilder,
 };
 use std::os::fd::AsRawFd;
 
@@ -38,6 +45,23 @@ pub struct Link {
     pub vrf_table: Option<u32>,
     /// The interface group (0, the default, unless krafty or an admin set one).
     pub group: u32,
+    /// A VXLAN device's settings.
+    pub vxlan: Option<VxlanInfo>,
+    /// A veth's peer: its interface index in the namespace of the given id (as this namespace
+    /// numbers its peers), when the peer lives in another namespace.
+    pub peer: Option<(u32, i32)>,
+}
+
+/// What krafty reads back of a VXLAN device (VNI 0, which no config names, when it says
+/// nothing).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VxlanInfo {
+    pub vni: u32,
+    pub port: u16,
+    /// The source address of the tunnel's packets (`local`), when set.
+    pub local: Option<IpAddr>,
+    /// Whether the device learns remote MACs from the packets it receives.
+    pub learning: bool,
 }
 
 impl Link {
@@ -53,7 +77,11 @@ impl Link {
             mtu: None,
             vrf_table: None,
             group: 0,
+            vxlan: None,
+            peer: None,
         };
+        let mut peer_index = None;
+        let mut peer_netns = None;
         for attribute in message.attributes {
             match attribute {
                 LinkAttribute::IfName(name) => link.name = name,
@@ -62,6 +90,8 @@ impl Link {
                 LinkAttribute::Mtu(mtu) => link.mtu = Some(mtu),
                 LinkAttribute::Group(group) => link.group = group,
                 LinkAttribute::Address(bytes) => link.mac = format_mac(&bytes),
+                LinkAttribute::Link(index) => peer_index = Some(index),
+                LinkAttribute::LinkNetNsId(id) => peer_netns = Some(id),
                 LinkAttribute::LinkInfo(infos) => {
                     for info in infos {
                         match info {
@@ -72,6 +102,9 @@ impl Link {
                                     _ => None,
                                 });
                             }
+                            LinkInfo::Data(InfoData::Vxlan(vxlan)) => {
+                                link.vxlan = Some(VxlanInfo::from_attributes(&vxlan));
+                            }
                             _ => {}
                         }
                     }
@@ -79,6 +112,7 @@ impl Link {
                 _ => {}
             }
         }
+        link.peer = peer_index.zip(peer_netns);
         link
     }
 
@@ -126,6 +160,28 @@ impl Link {
     }
 }
 
+impl VxlanInfo {
+    fn from_attributes(attributes: &[InfoVxlan]) -> VxlanInfo {
+        let mut info = VxlanInfo {
+            vni: 0,
+            port: 0,
+            local: None,
+            learning: false,
+        };
+        for attribute in attributes {
+            match attribute {
+                InfoVxlan::Id(vni) => info.vni = *vni,
+                InfoVxlan::Port(port) => info.port = *port,
+                InfoVxlan::Local(local) => info.local = Some(IpAddr::V4(*local)),
+                InfoVxlan::Local6(local) => info.local = Some(IpAddr::V6(*local)),
+                InfoVxlan::Learning(learning) => info.learning = *learning,
+                _ => {}
+            }
+        }
+        info
+    }
+}
+
 pub fn format_mac(bytes: &[u8]) -> String {
     bytes
         .iter()
@@ -163,6 +219,51 @@ pub fn random_mac() -> Result<[u8; 6], Error> {
     }
     mac[0] = (mac[0] & 0xfe) | 0x02;
     Ok(mac)
+}
+
+/// `aa:bb:cc:dd:ee:ff` as six bytes.
+pub fn parse_mac(text: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = text.split(':');
+    for byte in &mut mac {
+        let part = parts.next()?;
+        if part.len() != 2 {
+            return None;
+        }
+        *byte = u8::from_str_radix(part, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
+}
+
+/// Subscribes to the kernel's notifications of device and forwarding-entry changes in the
+/// calling thread's network namespace (needs a tokio runtime).
+pub fn notifications(
+) -> Result<impl futures_util::Stream<Item = Notification> + Unpin + Send, Error> {
+    let (connection, _, messages) =
+        rtnetlink::new_multicast_connection(&[MulticastGroup::Link, MulticastGroup::Neigh])
+            .map_err(|e| Error::io("subscribing to netlink notifications", e))?;
+    tokio::spawn(connection);
+    Ok(futures_util::StreamExt::filter_map(
+        messages,
+        |(message, _)| {
+            let notification = match message.payload {
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)) => {
+                    Some(Notification::Link(Link::from_message(link)))
+                }
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(link)) => {
+                    Some(Notification::LinkGone(link.header.index))
+                }
+                NetlinkPayload::InnerMessage(
+                    RouteNetlinkMessage::NewNeighbour(neighbour)
+                    | RouteNetlinkMessage::DelNeighbour(neighbour),
+                ) if neighbour.header.family == AddressFamily::Bridge => {
+                    Some(Notification::Fdb(neighbour.header.ifindex))
+                }
+                _ => None,
+            };
+            std::future::ready(notification)
+        },
+    ))
 }
 
 /// The errno of a failed netlink request, positive (e.g. `libc::EEXIST`).
@@ -218,6 +319,56 @@ pub struct VethSpec<'a> {
     /// creating it (a lookup makes the kernel finish the bridge's port bookkeeping, which grows
     /// with its ports, inside the request).
     pub host_mac: [u8; 6],
+}
+
+/// A multi-node network's VXLAN port to create, born on its bridge and down.
+pub struct VxlanSpec<'a> {
+    pub name: &'a str,
+    pub alias: &'a str,
+    pub vni: u32,
+    pub port: u16,
+    /// This node's address on the underlay, the tunnel's source.
+    pub local: IpAddr,
+    pub mtu: u32,
+    pub bridge: u32,
+    /// The network's interface group.
+    pub group: u32,
+}
+
+/// Whose forwarding entry it is: the VXLAN device's own (where a MAC's frames are sent on the
+/// underlay) or the bridge's (which port a MAC is behind).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FdbTable {
+    Device,
+    Bridge,
+}
+
+/// A forwarding-database entry of a bridge port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FdbEntry {
+    pub mac: [u8; 6],
+    pub table: FdbTable,
+    /// Where a VXLAN device sends the MAC's frames.
+    pub destination: Option<IpAddr>,
+    /// Set by hand or by krafty (permanent or static), not learned.
+    pub fixed: bool,
+    /// The bridge's own address on this port (delivered to the bridge itself).
+    pub local: bool,
+}
+
+/// The all-zero MAC: a VXLAN device's entries for it are where broadcast, multicast and unknown
+/// unicast go, each to every destination listed.
+pub const FLOOD_MAC: [u8; 6] = [0; 6];
+
+/// What a change notification from the kernel is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notification {
+    /// A device appeared or changed.
+    Link(Link),
+    /// A device went away.
+    LinkGone(u32),
+    /// A forwarding entry of a bridge port changed.
+    Fdb(u32),
 }
 
 /// A route krafty installs, in the form both families share.
@@ -292,6 +443,35 @@ pub struct InstalledRoute {
     pub output_index: Option<u32>,
     pub table: u32,
     pub metric: Option<u32>,
+}
+
+/// An FDB entry's message: permanent in a VXLAN device's own table (NTF_SELF), static in the
+/// bridge's (NTF_MASTER: permanent there would make the bridge take the MAC for its own).
+fn fdb_message(
+    index: u32,
+    table: FdbTable,
+    mac: [u8; 6],
+    destination: Option<IpAddr>,
+) -> NeighbourMessage {
+    let mut message = NeighbourMessage::default();
+    message.header.family = AddressFamily::Bridge;
+    message.header.ifindex = index;
+    (message.header.flags, message.header.state) = match table {
+        FdbTable::Device => (NeighbourFlags::Own, NeighbourState::Permanent),
+        FdbTable::Bridge => (NeighbourFlags::Controller, NeighbourState::Noarp),
+    };
+    message
+        .attributes
+        .push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
+    if let (FdbTable::Device, Some(destination)) = (table, destination) {
+        message
+            .attributes
+            .push(NeighbourAttribute::Destination(match destination {
+                IpAddr::V4(v4) => NeighbourAddress::Inet(v4),
+                IpAddr::V6(v6) => NeighbourAddress::Inet6(v6),
+            }));
+    }
+    message
 }
 
 fn route_address(address: &RouteAddress) -> Option<IpAddr> {
@@ -651,6 +831,236 @@ impl Netlink {
             .map_err(|e| failure(format!("setting hairpin mode on {}", port.name), e))
     }
 
+    /// Creates a VXLAN device on `spec.bridge`, down, marked, learning nothing from what it
+    /// receives. `Ok(false)` when a device of that name exists; the kernel also refuses (as
+    /// "exists") a second device with the VNI and UDP port of another.
+    pub async fn create_vxlan(&self, spec: &VxlanSpec<'_>) -> Result<bool, Error> {
+        let mut builder = LinkVxlan::new(spec.name, spec.vni)
+            .port(spec.port)
+            .learning(false)
+            .mtu(spec.mtu)
+            .controller(spec.bridge)
+            .link_group(spec.group);
+        builder = match spec.local {
+            IpAddr::V4(local) => builder.local(local),
+            IpAddr::V6(local) => builder.local6(local),
+        };
+        self.create(spec.name, spec.alias, builder.build()).await
+    }
+
+    /// Makes `port` a tunnel port of its bridge: the bridge learns no MAC behind it (every
+    /// entry there is krafty's) and answers ARP and neighbour solicitations for its own
+    /// addresses without sending them through (neigh_suppress), so a gateway present on every
+    /// node's bridge is answered where it is asked.
+    pub async fn set_tunnel_port(&self, port: &Link) -> Result<(), Error> {
+        let message = LinkBridgePort::new(port.index)
+            .learning(false)
+            .neigh_suppress(true)
+            .build();
+        self.handle
+            .link()
+            .set_port(message)
+            .execute()
+            .await
+            .map_err(|e| failure(format!("configuring {} as a tunnel port", port.name), e))
+    }
+
+    /// Gives `link` the MTU `mtu`.
+    pub async fn set_mtu(&self, link: &Link, mtu: u32) -> Result<(), Error> {
+        let message = LinkUnspec::new_with_index(link.index).mtu(mtu).build();
+        self.set(&format!("setting the MTU of {}", link.name), message)
+            .await
+    }
+
+    /// Every address on the node, with the index of its device.
+    pub async fn all_addresses(&self) -> Result<Vec<(u32, IpNet)>, Error> {
+        let messages: Vec<AddressMessage> = self
+            .handle
+            .address()
+            .get()
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|e| failure("listing addresses", e))?;
+        Ok(messages
+            .into_iter()
+            .filter_map(|m| {
+                let (index, prefix) = (m.header.index, m.header.prefix_len);
+                m.attributes.into_iter().find_map(|a| match a {
+                    AddressAttribute::Address(ip) => {
+                        IpNet::new(ip, prefix).ok().map(|n| (index, n))
+                    }
+                    _ => None,
+                })
+            })
+            .collect())
+    }
+
+    /// The MAC of a veth's peer in another namespace, asked of the kernel by the namespace id
+    /// this one knows it under (no entering of the namespace); `None` when `link` has no such
+    /// peer or it is gone.
+    pub async fn peer_mac(&self, link: &Link) -> Result<Option<[u8; 6]>, Error> {
+        let Some((index, netns)) = link.peer else {
+            return Ok(None);
+        };
+        let mut request = self.handle.link().get().match_index(index);
+        request
+            .message_mut()
+            .attributes
+            .push(LinkAttribute::IfNetnsId(netns));
+        let peer = self
+            .first_link(request, || format!("looking up the peer of {}", link.name))
+            .await?;
+        Ok(peer.and_then(|p| parse_mac(&p.mac)))
+    }
+
+    /// The forwarding entries of bridge port `index` (a VXLAN device's own and the bridge's).
+    pub async fn fdb(&self, index: u32) -> Result<Vec<FdbEntry>, Error> {
+        let mut request = self
+            .handle
+            .neighbours()
+            .get()
+            .set_address_family(AddressFamily::Bridge);
+        request.message_mut().header.ifindex = index;
+        let messages: Vec<NeighbourMessage> = request
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|e| failure(format!("listing the forwarding entries of {index}"), e))?;
+        Ok(messages
+            .into_iter()
+            .filter(|m| m.header.ifindex == index)
+            .filter_map(|m| {
+                let mut mac = None;
+                let mut destination = None;
+                for attribute in &m.attributes {
+                    match attribute {
+                        NeighbourAttribute::LinkLayerAddress(bytes) => {
+                            mac = <[u8; 6]>::try_from(bytes.as_slice()).ok();
+                        }
+                        NeighbourAttribute::Destination(NeighbourAddress::Inet(v4)) => {
+                            destination = Some(IpAddr::V4(*v4));
+                        }
+                        NeighbourAttribute::Destination(NeighbourAddress::Inet6(v6)) => {
+                            destination = Some(IpAddr::V6(*v6));
+                        }
+                        _ => {}
+                    }
+                }
+                // The device's own entries carry NTF_SELF; the bridge's name it (NDA_MASTER).
+                let table = if m.header.flags.contains(NeighbourFlags::Own) {
+                    FdbTable::Device
+                } else {
+                    FdbTable::Bridge
+                };
+                let state = m.header.state;
+                Some(FdbEntry {
+                    mac: mac?,
+                    table,
+                    destination,
+                    fixed: matches!(state, NeighbourState::Permanent | NeighbourState::Noarp),
+                    local: table == FdbTable::Bridge && state == NeighbourState::Permanent,
+                })
+            })
+            .collect())
+    }
+
+    /// Adds `destination` to where VXLAN device `index` sends broadcast, multicast and unknown
+    /// unicast (an all-zero entry; one already there counts as added).
+    pub async fn add_flood_destination(
+        &self,
+        index: u32,
+        destination: IpAddr,
+    ) -> Result<(), Error> {
+        let message = fdb_message(index, FdbTable::Device, FLOOD_MAC, Some(destination));
+        self.fdb_request(
+            RouteNetlinkMessage::NewNeighbour(message),
+            NLM_F_CREATE | NLM_F_APPEND,
+            format!("adding flood destination {destination} to interface {index}"),
+        )
+        .await
+    }
+
+    /// Removes `destination` from VXLAN device `index`'s flood list; one that is not there
+    /// counts as removed.
+    pub async fn remove_flood_destination(
+        &self,
+        index: u32,
+        destination: IpAddr,
+    ) -> Result<(), Error> {
+        let message = fdb_message(index, FdbTable::Device, FLOOD_MAC, Some(destination));
+        self.fdb_request(
+            RouteNetlinkMessage::DelNeighbour(message),
+            0,
+            format!("removing flood destination {destination} of interface {index}"),
+        )
+        .await
+    }
+
+    /// Sends `mac`'s frames through VXLAN port `index` to `destination` only: the bridge's
+    /// static entry for the port and the device's permanent one for the destination.
+    pub async fn add_remote_mac(
+        &self,
+        index: u32,
+        mac: [u8; 6],
+        destination: IpAddr,
+    ) -> Result<(), Error> {
+        let what = format!(
+            "{} via {destination} on interface {index}",
+            format_mac(&mac)
+        );
+        for table in [FdbTable::Device, FdbTable::Bridge] {
+            let message = fdb_message(index, table, mac, Some(destination));
+            self.fdb_request(
+                RouteNetlinkMessage::NewNeighbour(message),
+                NLM_F_CREATE | NLM_F_REPLACE,
+                format!("adding {what}"),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Removes both entries of [`Netlink::add_remote_mac`]; entries that are gone count as
+    /// removed.
+    pub async fn remove_remote_mac(&self, index: u32, mac: [u8; 6]) -> Result<(), Error> {
+        for table in [FdbTable::Bridge, FdbTable::Device] {
+            let message = fdb_message(index, table, mac, None);
+            self.fdb_request(
+                RouteNetlinkMessage::DelNeighbour(message),
+                0,
+                format!("removing {} of interface {index}", format_mac(&mac)),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn fdb_request(
+        &self,
+        message: RouteNetlinkMessage,
+        flags: u16,
+        operation: String,
+    ) -> Result<(), Error> {
+        let deleting = matches!(message, RouteNetlinkMessage::DelNeighbour(_));
+        let mut request = NetlinkMessage::from(message);
+        request.header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
+        let mut handle = self.handle.clone();
+        let mut responses = handle
+            .request(request)
+            .map_err(|e| failure(operation.clone(), e))?;
+        while let Some(response) = futures_util::StreamExt::next(&mut responses).await {
+            if let NetlinkPayload::Error(error) = response.payload {
+                let error = rtnetlink::Error::NetlinkError(error);
+                if deleting && errno(&error) == Some(libc::ENOENT) {
+                    return Ok(());
+                }
+                return Err(failure(operation, error));
+            }
+        }
+        Ok(())
+    }
+
     /// Adds a route; an identical one already there counts as added.
     pub async fn add_route(&self, route: &RouteSpec) -> Result<(), Error> {
         match self.handle.route().add(route.to_message()?).execute().await {
@@ -729,6 +1139,25 @@ mod tests {
             mtu: None,
             vrf_table: None,
             group: 0,
+            vxlan: None,
+            peer: None,
+        }
+    }
+
+    #[test]
+    fn macs_parse_back() {
+        assert_eq!(
+            parse_mac("02:00:ab:01:02:ff"),
+            Some([2, 0, 0xab, 1, 2, 0xff])
+        );
+        for bad in [
+            "",
+            "02:00:ab:01:02",
+            "02:00:ab:01:02:ff:00",
+            "2:0:ab:1:2:ff",
+            "zz:00:00:00:00:00",
+        ] {
+            assert_eq!(parse_mac(bad), None, "{bad}");
         }
     }
 

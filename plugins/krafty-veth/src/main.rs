@@ -60,6 +60,9 @@ impl Plugin for Veth {
                 reason: "already exists for this attachment (DEL it before adding it again)".into(),
             });
         }
+        if let Some(mtu) = config.mtu {
+            refuse_mtu_over_tunnel(&netlink, &bridge, mtu, request).await?;
+        }
 
         let runtime = RuntimeRequest::from_config(&request.runtime_config, request.args.as_ref())?;
         // Before IPAM hands anything out, the record says how to give it back.
@@ -243,6 +246,28 @@ async fn find_bridge(netlink: &Netlink, request: &Request<VethConfig>) -> Result
     })
 }
 
+/// On a network stretched across nodes the bridge's MTU is the tunnel's (the underlay's less
+/// the encapsulation): a pod MTU above it would send frames the tunnel port drops.
+async fn refuse_mtu_over_tunnel(
+    netlink: &Netlink,
+    bridge: &Link,
+    mtu: u32,
+    request: &Request<VethConfig>,
+) -> Result<(), Error> {
+    let tunnel = naming::shared_vxlan_name(&request.network);
+    let bridge_mtu = bridge.mtu.unwrap_or(1500);
+    match netlink.link(&tunnel).await? {
+        Some(port) if port.controller == Some(bridge.index) && mtu > bridge_mtu => {
+            Err(Error::invalid_config(format!(
+                "mtu {mtu} is more than the {bridge_mtu} of the stretched network's bridge {} \
+                 (the underlay's MTU less the VXLAN encapsulation)",
+                bridge.name
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Decides the pod's addresses, gateways and routes, each checked against the bridge's subnets.
 fn plan(
     config: &ValidVethConfig,
@@ -424,7 +449,9 @@ async fn create_pair(
         peer_netns: netns.file(),
         alias: &mark,
         bridge: bridge.index,
-        mtu: config.mtu,
+        // The bridge's unless configured: on a stretched network that is what the tunnel
+        // carries.
+        mtu: config.mtu.or(bridge.mtu),
         peer_mac: runtime.mac,
         group: attachment.group(),
         host_mac,
