@@ -1,0 +1,307 @@
+//! Networks stretched across nodes (`multiNode`), for real: three node namespaces joined by an
+//! underlay bridge, pods on each attached through libcni and host-local, the nodes' bridges
+//! joined by krafty's VXLAN ports (bridge + veth, no VRF: the VRF variant is in vrf.rs).
+
+use std::process::Command;
+
+use krafty_cni::naming;
+use krafty_cni::netlink::format_mac;
+use krafty_tests::multinode::{stretched_network, Lab};
+use krafty_tests::{address_of, Node, Pod};
+use serde_json::{json, Value};
+
+/// The VXLAN port's and the bridge's forwarding entries for the port, as `bridge -j fdb`.
+fn fdb(node: &Node, port: &str) -> Vec<Value> {
+    let out = Command::new("bridge")
+        .args(["-n", &node.name, "-j", "fdb", "show", "dev", port])
+        .output()
+        .expect("bridge runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice::<Value>(&out.stdout)
+        .ok()
+        .and_then(|v| v.as_array().cloned())
+        .unwrap_or_default()
+}
+
+/// The destinations of `port`'s all-zero entries: where broadcast and unknown traffic goes.
+fn flood_list(node: &Node, port: &str) -> Vec<String> {
+    let mut list: Vec<String> = fdb(node, port)
+        .iter()
+        .filter(|e| e["mac"] == "00:00:00:00:00:00")
+        .map(|e| e["dst"].as_str().unwrap_or("none").to_string())
+        .collect();
+    list.sort();
+    list
+}
+
+fn mtu(link: &Value) -> u64 {
+    link["mtu"].as_u64().expect("a link has an MTU")
+}
+
+/// Devices, records, leases and locks on a lab node after a refused ADD: only its underlay.
+fn assert_nothing_left(node: &Node) {
+    let mut names = node.link_names();
+    names.sort();
+    assert_eq!(names, ["eth0", "lo"], "devices left on the node");
+    assert_eq!(node.records(), Vec::<String>::new(), "records left");
+    assert_eq!(node.all_leases(), Vec::<String>::new(), "leases left");
+}
+
+#[test]
+fn pods_on_three_nodes_reach_each_other_and_one_gateway_answered_at_home() {
+    let lab = Lab::new(3, 1500);
+    let network = "stretch";
+    let port = naming::shared_vxlan_name(network);
+    let bridge = naming::shared_bridge_name(network);
+    let mut pods: Vec<(usize, Pod, Value)> = Vec::new();
+    for (i, node) in lab.nodes.iter().enumerate() {
+        let conflist = node.conflist(stretched_network(network, json!({}), i, false));
+        for label in ["a", "b"] {
+            let pod = node.pod(label);
+            let (_, result) = node.attach(&conflist, &pod);
+            pods.push((i, pod, result));
+        }
+    }
+
+    let gateway_mac = format_mac(&naming::bridge_mac(&naming::network_mark(network)));
+    for (i, node) in lab.nodes.iter().enumerate() {
+        let vxlan = node.link(&port).expect("the VXLAN port exists");
+        let data = &vxlan["linkinfo"]["info_data"];
+        assert_eq!(data["id"], naming::derived_vni(network), "{vxlan}");
+        assert_eq!(data["port"], naming::DEFAULT_VXLAN_PORT, "{vxlan}");
+        assert_eq!(data["local"], lab.v4(i).as_str(), "{vxlan}");
+        assert_eq!(
+            data["learning"], false,
+            "the VXLAN device learns nothing: {vxlan}"
+        );
+        let as_port = &vxlan["linkinfo"]["info_slave_data"];
+        assert_eq!(
+            as_port["learning"], false,
+            "the bridge learns nothing behind it"
+        );
+        assert_eq!(
+            as_port["neigh_suppress"], true,
+            "ARP/ND for the gateway stays home"
+        );
+        assert_eq!(vxlan["master"], bridge.as_str());
+        assert_eq!(vxlan["ifalias"], naming::network_mark(network).as_str());
+        // An IPv4 underlay of 1500 leaves 1450 for the bridge, its ports and the pods.
+        assert_eq!(mtu(&vxlan), 1450);
+        let bridge_link = node.link(&bridge).expect("the bridge exists");
+        assert_eq!(mtu(&bridge_link), 1450);
+        assert_eq!(
+            bridge_link["address"],
+            gateway_mac.as_str(),
+            "one gateway MAC everywhere"
+        );
+        let others: Vec<String> = (0..3).filter(|&j| j != i).map(|j| lab.v4(j)).collect();
+        assert_eq!(
+            flood_list(node, &port),
+            others,
+            "one all-zero entry per peer"
+        );
+    }
+
+    for (i, pod, _) in &pods {
+        let net1 = pod.exec(&["ip", "-j", "link", "show", "net1"]).json();
+        assert_eq!(mtu(&net1[0]), 1450, "pod on node {i}");
+        for gateway in ["10.77.0.1", "fd00:77::1"] {
+            assert!(
+                pod.ping(gateway),
+                "pod on node {i} reaches gateway {gateway}"
+            );
+        }
+        let neighbours = pod
+            .exec(&["ip", "-j", "neigh", "show", "dev", "net1"])
+            .json();
+        let gateway_entry = neighbours
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["dst"] == "10.77.0.1")
+            .cloned()
+            .unwrap_or(Value::Null);
+        assert_eq!(gateway_entry["lladdr"], gateway_mac.as_str());
+        for (j, other, other_result) in &pods {
+            if i == j {
+                continue;
+            }
+            for v6 in [false, true] {
+                let address = address_of(other_result, v6);
+                assert!(
+                    pod.ping(&address),
+                    "{} on node {i} reaches {} on node {j} at {address}",
+                    pod.name,
+                    other.name
+                );
+            }
+        }
+    }
+
+    // After all that traffic: no node knows the gateway MAC behind its tunnel, and every MAC
+    // behind it was put there by krafty or is a flood entry (no learning).
+    for node in &lab.nodes {
+        for entry in fdb(node, &port) {
+            assert_ne!(entry["mac"], gateway_mac.as_str(), "{}: {entry}", node.name);
+            let state = entry["state"].as_str().unwrap_or("");
+            assert!(
+                state == "permanent" || state == "static" || state.is_empty(),
+                "{}: a learned entry {entry}",
+                node.name
+            );
+            assert!(
+                !entry["flags"].to_string().contains("extern_learn"),
+                "{}: {entry}",
+                node.name
+            );
+        }
+    }
+}
+
+#[test]
+fn an_ipv6_underlay_costs_70_bytes_and_carries_both_families() {
+    let lab = Lab::new(2, 1500);
+    let network = "stretch6";
+    let port = naming::shared_vxlan_name(network);
+    let mut pods = Vec::new();
+    for (i, node) in lab.nodes.iter().enumerate() {
+        let multi = json!({ "underlay": "ipv6", "vni": 4242, "port": 4799 });
+        let conflist = node.conflist(stretched_network(network, multi, i, false));
+        let pod = node.pod("a");
+        let (_, result) = node.attach(&conflist, &pod);
+        pods.push((pod, result));
+    }
+    for (i, node) in lab.nodes.iter().enumerate() {
+        let vxlan = node.link(&port).expect("the VXLAN port exists");
+        let data = &vxlan["linkinfo"]["info_data"];
+        assert_eq!(
+            (data["id"].clone(), data["port"].clone()),
+            (json!(4242), json!(4799))
+        );
+        assert_eq!(data["local6"], lab.v6(i).as_str(), "{vxlan}");
+        assert_eq!(mtu(&vxlan), 1430);
+        assert_eq!(
+            mtu(&node.link(&naming::shared_bridge_name(network)).unwrap()),
+            1430
+        );
+        assert_eq!(flood_list(node, &port), [lab.v6(1 - i)]);
+    }
+    for v6 in [false, true] {
+        assert!(pods[0].0.ping(&address_of(&pods[1].1, v6)));
+        assert!(pods[1].0.ping(&address_of(&pods[0].1, v6)));
+    }
+    // A full-size frame of the pods' MTU crosses without fragments (1430 less the IPv4 and
+    // ICMP headers).
+    let far = address_of(&pods[1].1, false);
+    let big = pods[0]
+        .0
+        .exec(&["ping", "-c", "1", "-W", "2", "-M", "do", "-s", "1402", &far]);
+    assert!(big.success, "{}{}", big.stdout, big.stderr);
+}
+
+#[test]
+fn an_mtu_the_underlay_cannot_carry_is_refused_and_leaves_nothing() {
+    let lab = Lab::new(2, 1500);
+    let node = &lab.nodes[0];
+    let mut network = stretched_network("toobig", json!({}), 0, false);
+    network["plugins"][0]["mtu"] = json!(1460);
+    let pod = node.pod("a");
+    let list = node.conflist(network.clone());
+    let out = node.cni(
+        "add",
+        &list,
+        &krafty_tests::container_id(),
+        &pod.netns_path(),
+    );
+    out.error(7, "does not fit the tunnel");
+    assert_nothing_left(node);
+
+    // One that fits is taken as it is.
+    network["plugins"][0]["mtu"] = json!(1400);
+    let (_, _) = node.attach(&node.conflist(network), &pod);
+    let vxlan = node.link(&naming::shared_vxlan_name("toobig")).unwrap();
+    assert_eq!(mtu(&vxlan), 1400);
+}
+
+#[test]
+fn a_vni_or_udp_port_taken_on_the_node_is_refused_and_leaves_nothing() {
+    let lab = Lab::new(2, 1500);
+    let node = &lab.nodes[0];
+    let pod = node.pod("a");
+
+    // Another VXLAN device with the network's VNI on its port.
+    let vni = naming::derived_vni("taken").to_string();
+    let port = naming::DEFAULT_VXLAN_PORT.to_string();
+    node.ip(&[
+        "link",
+        "add",
+        "other",
+        "type",
+        "vxlan",
+        "id",
+        &vni,
+        "dstport",
+        &port,
+        "local",
+        &lab.v4(0),
+    ]);
+    let list = node.conflist(stretched_network("taken", json!({}), 0, false));
+    let out = node.cni(
+        "add",
+        &list,
+        &krafty_tests::container_id(),
+        &pod.netns_path(),
+    );
+    let error = out.error(7, "multiNode.vni");
+    assert!(
+        error["msg"].to_string().contains("other"),
+        "names the holder: {error}"
+    );
+    node.ip(&["link", "del", "other"]);
+    assert_nothing_left(node);
+
+    // A UDP socket (not a VXLAN device) on the network's port.
+    let holder = Command::new("ip")
+        .args(["netns", "exec", &node.name, "python3", "-c"])
+        .arg(format!(
+            "import socket, sys, time\n\
+             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+             s.bind(('0.0.0.0', {port}))\n\
+             print('bound', flush=True)\n\
+             time.sleep(60)"
+        ))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    let mut holder = KillOnDrop(holder);
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.0.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "bound");
+    let out = node.cni(
+        "add",
+        &list,
+        &krafty_tests::container_id(),
+        &pod.netns_path(),
+    );
+    out.error(7, "multiNode.port");
+    assert_nothing_left(node);
+    drop(holder);
+}
+
+/// A child process killed (by its own ID) when the test ends, however it ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
