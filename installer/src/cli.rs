@@ -91,6 +91,12 @@ pub struct Args {
     #[arg(long, env = "KRAFTY_SHARED_DEVICE_GRACE_SECS", default_value_t = 300)]
     pub shared_device_grace_secs: u64,
 
+    /// A file of `NAME ADDRESS` lines, one per node of the cluster (and address family):
+    /// the peers of every multi-node network's tunnel on this node, re-read on every change.
+    /// The agent writes it to the node list the plugins read (`<state dir>/nodes`).
+    #[arg(long, env = "KRAFTY_PEERS_FILE")]
+    pub peers_file: Option<PathBuf>,
+
     /// Seconds between full orphan scans, on top of the scans that pod deletions trigger.
     #[arg(long, env = "KRAFTY_RECONCILE_INTERVAL_SECS", default_value_t = 300)]
     pub reconcile_interval_secs: u64,
@@ -194,6 +200,7 @@ mod tests {
         assert!(args.ipam_path.is_empty());
         assert!(!args.once);
         assert_eq!(args.node_name, None);
+        assert_eq!(args.peers_file, None);
     }
 
     #[test]
@@ -213,6 +220,11 @@ mod tests {
             ]
         );
         assert!(Args::try_parse_from(["krafty-installer", "--orphan-cleanup=maybe"]).is_err());
+        let args = Args::try_parse_from(["krafty-installer", "--peers-file=/etc/krafty/peers"]);
+        assert_eq!(
+            args.unwrap().peers_file,
+            Some(PathBuf::from("/etc/krafty/peers"))
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! - [`cluster`]: the node annotation, Events and the pod watch (only with `--node-name`).
 //! - [`attachments`]: attachment records and the orphan reconciler.
 //! - [`inspect`]: the node-side tools (`attachment`, `attachments`).
+//! - [`peers`]: the node list and the tunnels' peers of networks stretched across nodes.
 
 pub mod agent;
 pub mod attachments;
@@ -18,6 +19,7 @@ pub mod endpoints;
 pub mod inspect;
 pub mod install;
 pub mod metrics;
+pub mod peers;
 pub mod probe;
 pub mod watch;
 

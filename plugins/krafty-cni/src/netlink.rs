@@ -474,6 +474,23 @@ fn fdb_message(
     message
 }
 
+/// A neighbour message's address as an IP. Forwarding entries (family AF_BRIDGE) carry their
+/// VXLAN destination as raw bytes, 4 or 16 of them.
+fn neighbour_ip(address: &NeighbourAddress) -> Option<IpAddr> {
+    match address {
+        NeighbourAddress::Inet(v4) => Some(IpAddr::V4(*v4)),
+        NeighbourAddress::Inet6(v6) => Some(IpAddr::V6(*v6)),
+        NeighbourAddress::Other(bytes) => match bytes.len() {
+            4 => <[u8; 4]>::try_from(bytes.as_slice()).ok().map(IpAddr::from),
+            16 => <[u8; 16]>::try_from(bytes.as_slice())
+                .ok()
+                .map(IpAddr::from),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 fn route_address(address: &RouteAddress) -> Option<IpAddr> {
     match address {
         RouteAddress::Inet(v4) => Some(IpAddr::V4(*v4)),
@@ -938,11 +955,8 @@ impl Netlink {
                         NeighbourAttribute::LinkLayerAddress(bytes) => {
                             mac = <[u8; 6]>::try_from(bytes.as_slice()).ok();
                         }
-                        NeighbourAttribute::Destination(NeighbourAddress::Inet(v4)) => {
-                            destination = Some(IpAddr::V4(*v4));
-                        }
-                        NeighbourAttribute::Destination(NeighbourAddress::Inet6(v6)) => {
-                            destination = Some(IpAddr::V6(*v6));
+                        NeighbourAttribute::Destination(address) => {
+                            destination = neighbour_ip(address);
                         }
                         _ => {}
                     }
@@ -1142,6 +1156,19 @@ mod tests {
             vxlan: None,
             peer: None,
         }
+    }
+
+    #[test]
+    fn forwarding_destinations_parse_from_raw_bytes() {
+        let v4 = NeighbourAddress::Other(vec![192, 168, 77, 2]);
+        assert_eq!(neighbour_ip(&v4), Some("192.168.77.2".parse().unwrap()));
+        let v6: IpAddr = "fd77::2".parse().unwrap();
+        let IpAddr::V6(octets) = v6 else {
+            unreachable!()
+        };
+        let raw = NeighbourAddress::Other(octets.octets().to_vec());
+        assert_eq!(neighbour_ip(&raw), Some(v6));
+        assert_eq!(neighbour_ip(&NeighbourAddress::Other(vec![1, 2, 3])), None);
     }
 
     #[test]

@@ -147,3 +147,31 @@ pub fn stretched_network(name: &str, multi_node: Value, range: usize, with_vrf: 
     }
     json!({ "cniVersion": "1.0.0", "name": name, "plugins": plugins })
 }
+
+/// The VXLAN port's and the bridge's forwarding entries for the port, as `bridge -j fdb`.
+pub fn fdb(node: &Node, port: &str) -> Vec<Value> {
+    let out = Command::new("bridge")
+        .args(["-n", &node.name, "-j", "fdb", "show", "dev", port])
+        .output()
+        .expect("bridge runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice::<Value>(&out.stdout)
+        .ok()
+        .and_then(|v| v.as_array().cloned())
+        .unwrap_or_default()
+}
+
+/// The destinations of `port`'s all-zero entries: where broadcast and unknown traffic goes.
+pub fn flood_list(node: &Node, port: &str) -> Vec<String> {
+    let mut list: Vec<String> = fdb(node, port)
+        .iter()
+        .filter(|e| e["mac"] == "00:00:00:00:00:00")
+        .map(|e| e["dst"].as_str().unwrap_or("none").to_string())
+        .collect();
+    list.sort();
+    list
+}

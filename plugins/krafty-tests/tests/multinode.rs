@@ -6,37 +6,9 @@ use std::process::Command;
 
 use krafty_cni::naming;
 use krafty_cni::netlink::format_mac;
-use krafty_tests::multinode::{stretched_network, Lab};
+use krafty_tests::multinode::{fdb, flood_list, stretched_network, Lab};
 use krafty_tests::{address_of, Node, Pod};
 use serde_json::{json, Value};
-
-/// The VXLAN port's and the bridge's forwarding entries for the port, as `bridge -j fdb`.
-fn fdb(node: &Node, port: &str) -> Vec<Value> {
-    let out = Command::new("bridge")
-        .args(["-n", &node.name, "-j", "fdb", "show", "dev", port])
-        .output()
-        .expect("bridge runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice::<Value>(&out.stdout)
-        .ok()
-        .and_then(|v| v.as_array().cloned())
-        .unwrap_or_default()
-}
-
-/// The destinations of `port`'s all-zero entries: where broadcast and unknown traffic goes.
-fn flood_list(node: &Node, port: &str) -> Vec<String> {
-    let mut list: Vec<String> = fdb(node, port)
-        .iter()
-        .filter(|e| e["mac"] == "00:00:00:00:00:00")
-        .map(|e| e["dst"].as_str().unwrap_or("none").to_string())
-        .collect();
-    list.sort();
-    list
-}
 
 fn mtu(link: &Value) -> u64 {
     link["mtu"].as_u64().expect("a link has an MTU")
