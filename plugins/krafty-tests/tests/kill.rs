@@ -4,14 +4,18 @@
 //! Afterwards nothing is left and the attachment can be added again (see krafty_tests::kill).
 
 use krafty_tests::kill::{self, Case, Verb};
+use krafty_tests::multinode::{stretched_network, Lab};
 use krafty_tests::{bridge_veth_conflist, shared_network, Node};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 const CHAIN: [&str; 2] = ["krafty-bridge", "krafty-veth"];
 
 fn every_step(name: &str, conflist: &Value, verb: Verb) {
-    let node = Node::new();
-    let case = Case::new(&node, conflist);
+    every_step_on(&Node::new(), name, conflist, verb);
+}
+
+fn every_step_on(node: &Node, name: &str, conflist: &Value, verb: Verb) {
+    let case = Case::new(node, conflist);
     let points: usize = CHAIN
         .iter()
         .map(|plugin| {
@@ -56,4 +60,13 @@ fn gc_in_pod_scope() {
 #[test]
 fn gc_in_network_scope() {
     every_step("host-gc-network", &shared(), Verb::Gc);
+}
+
+/// A network stretched across nodes: the VXLAN port is made, joined and given its peers under
+/// the network's lock; a kill anywhere in that leaves nothing once DEL and GC ran.
+#[test]
+fn add_of_a_multi_node_network() {
+    let lab = Lab::new(2, 1500);
+    let network = stretched_network("killmulti", json!({}), 0, false);
+    every_step_on(&lab.nodes[0], "host-add-multinode", &network, Verb::Add);
 }
