@@ -14,6 +14,7 @@ use crate::chain::{NodeDeviceKind, Placement};
 use crate::config::ValidMultiNode;
 use crate::error::{code, Error};
 use crate::multinode::{self, NodeList, Underlay};
+use crate::naming;
 use crate::netlink::{InfoKind, Link, Netlink, VxlanSpec};
 use crate::skel::Request;
 
@@ -235,5 +236,28 @@ impl Tunnel {
                     self.place.name
                 ))
             })
+    }
+}
+
+/// krafty-veth's ADD: on a network stretched across nodes the bridge's MTU is the tunnel's
+/// (the underlay's less the encapsulation), and a pod MTU above it would send frames the
+/// tunnel port drops.
+pub async fn refuse_pod_mtu_over_tunnel(
+    netlink: &Netlink,
+    bridge: &Link,
+    mtu: u32,
+    network: &str,
+) -> Result<(), Error> {
+    let tunnel = naming::shared_vxlan_name(network);
+    let bridge_mtu = bridge.mtu.unwrap_or(1500);
+    match netlink.link(&tunnel).await? {
+        Some(port) if port.controller == Some(bridge.index) && mtu > bridge_mtu => {
+            Err(Error::invalid_config(format!(
+                "mtu {mtu} is more than the {bridge_mtu} of the stretched network's bridge {} \
+                 (the underlay's MTU less the VXLAN encapsulation)",
+                bridge.name
+            )))
+        }
+        _ => Ok(()),
     }
 }

@@ -194,9 +194,26 @@ fn an_mtu_the_underlay_cannot_carry_is_refused_and_leaves_nothing() {
 
     // One that fits is taken as it is.
     network["plugins"][0]["mtu"] = json!(1400);
-    let (_, _) = node.attach(&node.conflist(network), &pod);
+    let fits = node.conflist(network.clone());
+    let (first, _) = node.attach(&fits, &pod);
     let vxlan = node.link(&naming::shared_vxlan_name("toobig")).unwrap();
     assert_eq!(mtu(&vxlan), 1400);
+    node.cni("check", &fits, &first, &pod.netns_path()).ok();
+
+    // A pod MTU above the tunnel's is refused by krafty-veth.
+    network["plugins"][1]["mtu"] = json!(1450);
+    let second = node.pod("b");
+    let list = node.conflist(network);
+    let id = krafty_tests::container_id();
+    let out = node.cni("add", &list, &id, &second.netns_path());
+    out.error(7, "mtu 1450 is more than the 1400");
+    node.cni("del", &list, &id, &second.netns_path()).ok();
+    assert!(!second.exec(&["ip", "link", "show", "net1"]).success);
+
+    // CHECK finds a tunnel port that went down.
+    node.ip(&["link", "set", &naming::shared_vxlan_name("toobig"), "down"]);
+    node.cni("check", &fits, &first, &pod.netns_path())
+        .error(104, "must be up");
 }
 
 #[test]

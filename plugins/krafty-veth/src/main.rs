@@ -22,6 +22,7 @@ use krafty_cni::netlink::{self, InfoKind, Link, Netlink, RouteSpec, VethSpec};
 use krafty_cni::netns::NetNs;
 use krafty_cni::result::{Dns, Interface, IpConfig, Route};
 use krafty_cni::state::{AttachmentRecord, RecordedDevice, RecordedIpam};
+use krafty_cni::tunnel;
 use krafty_cni::{chain, naming, Attachment, CniResult, Error, Plugin, Request};
 
 struct Veth;
@@ -61,7 +62,7 @@ impl Plugin for Veth {
             });
         }
         if let Some(mtu) = config.mtu {
-            refuse_mtu_over_tunnel(&netlink, &bridge, mtu, request).await?;
+            tunnel::refuse_pod_mtu_over_tunnel(&netlink, &bridge, mtu, &request.network).await?;
         }
 
         let runtime = RuntimeRequest::from_config(&request.runtime_config, request.args.as_ref())?;
@@ -244,28 +245,6 @@ async fn find_bridge(netlink: &Netlink, request: &Request<VethConfig>) -> Result
             "krafty-veth needs a krafty-bridge earlier in the chain, and prevResult lists no bridge",
         )
     })
-}
-
-/// On a network stretched across nodes the bridge's MTU is the tunnel's (the underlay's less
-/// the encapsulation): a pod MTU above it would send frames the tunnel port drops.
-async fn refuse_mtu_over_tunnel(
-    netlink: &Netlink,
-    bridge: &Link,
-    mtu: u32,
-    request: &Request<VethConfig>,
-) -> Result<(), Error> {
-    let tunnel = naming::shared_vxlan_name(&request.network);
-    let bridge_mtu = bridge.mtu.unwrap_or(1500);
-    match netlink.link(&tunnel).await? {
-        Some(port) if port.controller == Some(bridge.index) && mtu > bridge_mtu => {
-            Err(Error::invalid_config(format!(
-                "mtu {mtu} is more than the {bridge_mtu} of the stretched network's bridge {} \
-                 (the underlay's MTU less the VXLAN encapsulation)",
-                bridge.name
-            )))
-        }
-        _ => Ok(()),
-    }
 }
 
 /// Decides the pod's addresses, gateways and routes, each checked against the bridge's subnets.
