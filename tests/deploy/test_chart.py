@@ -163,6 +163,24 @@ def test_two_networks():
     assert isinstance(plugin(storage, "krafty-vrf")["vrfTable"], int)
 
 
+def test_a_multi_node_network_passes_multi_node_to_krafty_bridge_only():
+    values = default_values()
+    values["networks"][0] |= {
+        "scope": "network",
+        "multiNode": {"vni": 4242, "port": 4799, "underlay": "ipv6"},
+    }
+    conf = conflists(values)["default/krafty"]
+    bridge = plugin(conf, "krafty-bridge")
+    assert bridge["multiNode"] == {"vni": 4242, "port": 4799, "underlay": "ipv6"}
+    # Integers stay integers in the JSON (the plugin refuses a VNI of 4242.0).
+    assert isinstance(bridge["multiNode"]["vni"], int)
+    assert isinstance(bridge["multiNode"]["port"], int)
+    assert "multiNode" not in plugin(conf, "krafty-vrf")
+    assert "multiNode" not in plugin(conf, "krafty-veth")
+    values["networks"][0]["multiNode"] = {}
+    assert plugin(conflists(values)["default/krafty"], "krafty-bridge")["multiNode"] == {}
+
+
 def test_dual_stack_network_gets_lists_and_one_range_set_per_family():
     conf = conflists(chartlib.values_from_files([chartlib.VALUES_DIR / "dual-stack.yaml"]))["default/lab"]
     assert conf["cniVersion"] == "1.1.0"
@@ -267,20 +285,26 @@ def test_every_conflist_is_a_well_formed_chain():
 # --- the commented example in values.yaml -----------------------------------------------------
 
 
-def test_commented_example_network_in_values_yaml_is_valid():
+def test_commented_example_networks_in_values_yaml_are_valid():
     text = (chartlib.CHART / "values.yaml").read_text()
     start = text.index("  # - name: lab")
+    # The examples' lines, without the prose that introduces each.
     block = "\n".join(
-        line.replace("  # ", "  ", 1) for line in text[start:].splitlines() if line.startswith("  # ")
+        line.replace("  # ", "  ", 1)
+        for line in text[start:].splitlines()
+        if line.startswith(("  # - ", "  #   "))
     )
     example = yaml.safe_load("networks:\n" + block)["networks"]
-    assert len(example) == 1
+    assert [e["name"] for e in example] == ["lab", "stretch"]
     values = default_values()
-    values["networks"].append(example[0])
-    conf = conflists(values)["default/lab"]
+    values["networks"].extend(example)
+    confs = conflists(values)
+    conf = confs["default/lab"]
     assert plugin(conf, "krafty-bridge")["scope"] == "network"
     assert plugin(conf, "krafty-bridge")["subnet"] == ["172.16.20.0/24", "fd10:16:20::/64"]
     assert len(plugin(conf, "krafty-veth")["ipam"]["ranges"]) == 2
+    stretch = plugin(confs["default/stretch"], "krafty-bridge")
+    assert (stretch["scope"], stretch["multiNode"]) == ("network", {})
 
 
 # --- the installer ----------------------------------------------------------------------------

@@ -85,7 +85,7 @@ checked the entry (list lengths, address families, addressing mode).
 {{- end }}
 
 {{- $bridge := dict "type" "krafty-bridge" "scope" $scope "subnet" $subnet "gateway" $gateway }}
-{{- range $field := list "mtu" "hairpinMode" "promiscMode" "multicastSnooping" "logFile" }}
+{{- range $field := list "mtu" "hairpinMode" "promiscMode" "multicastSnooping" "multiNode" "logFile" }}
 {{- if hasKey $net $field }}{{ $_ := set $bridge $field (get $net $field) }}{{ end }}
 {{- end }}
 {{- $plugins = append $plugins $bridge }}
