@@ -136,6 +136,7 @@ fn tunnels_follow_the_peers_file_within_two_seconds() {
             took.is_some(),
             "node {i} drops node 2 within {CONVERGENCE:?}"
         );
+        eprintln!("node {i} dropped node 2 in {took:?}");
     }
     assert!(!answers(&pods[0].0, &far), "node 2's pod is cut off");
     assert!(!answers(&pods[1].0, &far));
@@ -154,6 +155,7 @@ fn tunnels_follow_the_peers_file_within_two_seconds() {
             took.is_some(),
             "node {i} takes node 2 back within {CONVERGENCE:?}"
         );
+        eprintln!("node {i} took node 2 back in {took:?}");
     }
     assert!(answers(&pods[0].0, &far), "node 2's pod answers again");
     assert!(answers(&pods[1].0, &far));
