@@ -114,6 +114,22 @@ fn pods_on_three_nodes_reach_each_other_and_one_gateway_answered_at_home() {
         }
     }
 
+    // The bridges' IPv6 addresses are the same on every node (so is the MAC their link-local
+    // address derives from): none of them may be found a duplicate over the tunnel.
+    for node in &lab.nodes {
+        let settled = (0..50).any(|_| {
+            let text = node.ip(&["-6", "addr", "show", "dev", &bridge]);
+            if text.contains("tentative") {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                false
+            } else {
+                true
+            }
+        });
+        let text = node.ip(&["-6", "addr", "show", "dev", &bridge]);
+        assert!(settled && !text.contains("dadfailed"), "{}: {text}", node.name);
+    }
+
     // After all that traffic: no node knows the gateway MAC behind its tunnel, and every MAC
     // behind it was put there by krafty or is a flood entry (no learning).
     for node in &lab.nodes {
