@@ -10,6 +10,29 @@ use krafty_tests::multinode::{fdb, flood_list, stretched_network, Lab};
 use krafty_tests::{address_of, Node, Pod};
 use serde_json::{json, Value};
 
+/// A device's received and sent packet counts in `node`.
+fn packets(node: &Node, device: &str) -> (u64, u64) {
+    let text = node.ip(&["-s", "-j", "link", "show", "dev", device]);
+    let value: Value = serde_json::from_str(&text).expect("ip -j prints JSON");
+    let stats = &value[0]["stats64"];
+    let count = |direction: &str| stats[direction]["packets"].as_u64().unwrap_or(0);
+    (count("rx"), count("tx"))
+}
+
+/// Sends `count` Ethernet broadcast frames (of the local experimental type 0x88b5) out of the
+/// pod's `net1`.
+fn broadcast_from(pod: &Pod, count: usize) {
+    let script = format!(
+        "import socket\n\
+         s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)\n\
+         s.bind(('net1', 0))\n\
+         frame = b'\\xff' * 6 + s.getsockname()[4] + b'\\x88\\xb5' + b'krafty' * 10\n\
+         for _ in range({count}): s.send(frame)\n"
+    );
+    let out = pod.exec(&["python3", "-c", &script]);
+    assert!(out.success, "{}", out.stderr);
+}
+
 fn mtu(link: &Value) -> u64 {
     link["mtu"].as_u64().expect("a link has an MTU")
 }
@@ -127,7 +150,11 @@ fn pods_on_three_nodes_reach_each_other_and_one_gateway_answered_at_home() {
             }
         });
         let text = node.ip(&["-6", "addr", "show", "dev", &bridge]);
-        assert!(settled && !text.contains("dadfailed"), "{}: {text}", node.name);
+        assert!(
+            settled && !text.contains("dadfailed"),
+            "{}: {text}",
+            node.name
+        );
     }
 
     // After all that traffic: no node knows the gateway MAC behind its tunnel, and every MAC
@@ -147,6 +174,36 @@ fn pods_on_three_nodes_reach_each_other_and_one_gateway_answered_at_home() {
                 node.name
             );
         }
+    }
+}
+
+#[test]
+fn a_broadcast_reaches_every_other_node_once() {
+    let lab = Lab::new(3, 1500);
+    let network = "flood";
+    let port = naming::shared_vxlan_name(network);
+    let mut pods = Vec::new();
+    for (i, node) in lab.nodes.iter().enumerate() {
+        let conflist = node.conflist(stretched_network(network, json!({}), i, false));
+        let pod = node.pod("a");
+        node.attach(&conflist, &pod);
+        pods.push(pod);
+    }
+    let sent = 200;
+    let before: Vec<(u64, u64)> = lab.nodes.iter().map(|n| packets(n, &port)).collect();
+    broadcast_from(&pods[0], sent);
+    let after: Vec<(u64, u64)> = lab.nodes.iter().map(|n| packets(n, &port)).collect();
+    // Node 0 sends each frame once to each of the two others; each receives it once. A few
+    // packets of the nodes' own (neighbour discovery) may ride along.
+    let sent = sent as u64;
+    let tx0 = after[0].1 - before[0].1;
+    assert!(
+        (2 * sent..2 * sent + 10).contains(&tx0),
+        "node 0 sent {tx0}"
+    );
+    for i in [1, 2] {
+        let rx = after[i].0 - before[i].0;
+        assert!((sent..sent + 10).contains(&rx), "node {i} received {rx}");
     }
 }
 
