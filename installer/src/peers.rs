@@ -19,7 +19,7 @@ use futures_util::StreamExt;
 use krafty_cni::config::UnderlayFamily;
 use krafty_cni::multinode::{self, NodeList};
 use krafty_cni::naming;
-use krafty_cni::netlink::{self, FdbTable, InfoKind, Link, Netlink, Notification, FLOOD_MAC};
+use krafty_cni::netlink::{self, FdbTable, InfoKind, Link, Netlink, FLOOD_MAC};
 use thiserror::Error;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -237,7 +237,7 @@ pub async fn run(keeper: PeerKeeper, shutdown: CancellationToken) {
             return;
         }
     };
-    let mut devices = match netlink::notifications() {
+    let mut devices = match netlink::link_changes() {
         Ok(stream) => Some(stream),
         Err(error) => {
             tracing::warn!("{error}: new tunnel ports get their peers within {RESYNC_INTERVAL:?}");
@@ -259,7 +259,7 @@ pub async fn run(keeper: PeerKeeper, shutdown: CancellationToken) {
             match devices.as_mut() {
                 Some(stream) => loop {
                     match stream.next().await {
-                        Some(Notification::Link(link)) if link.is_kind(&InfoKind::Vxlan) => break,
+                        Some(link) if link.is_kind(&InfoKind::Vxlan) => break,
                         Some(_) => {}
                         None => std::future::pending::<()>().await,
                     }

@@ -3,8 +3,8 @@
 //! Each node's shared bridge of the network gets a VXLAN port (`krx<id>`); the ports of all
 //! nodes reach each other over the nodes' own addresses, the underlay. The node agent keeps
 //! the **node list** on every node: each node of the cluster with its underlay address(es),
-//! one `NAME ADDRESS` per line, in `<state root>/nodes` (from the Kubernetes API, or from a
-//! file of the same form in a lab). krafty-bridge reads it, and never the API, for two things:
+//! one `NAME ADDRESS` per line, in `<state root>/nodes` (from its peers file, of the same
+//! form). krafty-bridge reads it, and never the Kubernetes API, for two things:
 //! which of the listed addresses is this node's (the tunnel's source, and its device the
 //! underlay whose MTU bounds the network's), and the flood list a new VXLAN port starts with
 //! (every other node), so that a network's first pod on a node reaches the others at once;
@@ -35,9 +35,9 @@ pub fn nodes_file(state_root: &Path) -> PathBuf {
 
 /// One node's address on the underlay.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct NodeAddress {
-    pub name: String,
-    pub address: IpAddr,
+struct NodeAddress {
+    name: String,
+    address: IpAddr,
 }
 
 /// The nodes of the cluster and their underlay addresses (a node may have one per family).
@@ -120,14 +120,6 @@ impl NodeList {
             Ok(_) => std::fs::read_to_string(path).map_err(|e| unreadable(e.to_string()))?,
         };
         NodeList::parse(&text).map(Some).map_err(unreadable)
-    }
-
-    pub fn entries(&self) -> impl Iterator<Item = &NodeAddress> {
-        self.entries.iter()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
     }
 
     /// The listed addresses of `family`.
@@ -221,7 +213,7 @@ mod tests {
             let error = NodeList::parse(bad).unwrap_err();
             assert!(error.contains(mentions), "{bad:?}: {error}");
         }
-        assert!(NodeList::parse("").unwrap().is_empty());
+        assert_eq!(NodeList::parse("").unwrap(), NodeList::default());
     }
 
     #[test]

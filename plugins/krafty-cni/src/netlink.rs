@@ -17,8 +17,7 @@ use netlink_packet_route::neighbour::{
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteScope};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use rtnetlink::packet_core::{
-    NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_REPLACE,
-    NLM_F_REQUEST,
+    NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_REQUEST,
 };
 use rtnetlink::sys::AsyncSocket;
 use rtnetlink::{
@@ -47,9 +46,6 @@ pub struct Link {
     pub group: u32,
     /// A VXLAN device's settings.
     pub vxlan: Option<VxlanInfo>,
-    /// A veth's peer: its interface index in the namespace of the given id (as this namespace
-    /// numbers its peers), when the peer lives in another namespace.
-    pub peer: Option<(u32, i32)>,
 }
 
 /// What krafty reads back of a VXLAN device (VNI 0, which no config names, when it says
@@ -78,10 +74,7 @@ impl Link {
             vrf_table: None,
             group: 0,
             vxlan: None,
-            peer: None,
         };
-        let mut peer_index = None;
-        let mut peer_netns = None;
         for attribute in message.attributes {
             match attribute {
                 LinkAttribute::IfName(name) => link.name = name,
@@ -90,8 +83,6 @@ impl Link {
                 LinkAttribute::Mtu(mtu) => link.mtu = Some(mtu),
                 LinkAttribute::Group(group) => link.group = group,
                 LinkAttribute::Address(bytes) => link.mac = format_mac(&bytes),
-                LinkAttribute::Link(index) => peer_index = Some(index),
-                LinkAttribute::LinkNetNsId(id) => peer_netns = Some(id),
                 LinkAttribute::LinkInfo(infos) => {
                     for info in infos {
                         match info {
@@ -112,7 +103,6 @@ impl Link {
                 _ => {}
             }
         }
-        link.peer = peer_index.zip(peer_netns);
         link
     }
 
@@ -221,47 +211,21 @@ pub fn random_mac() -> Result<[u8; 6], Error> {
     Ok(mac)
 }
 
-/// `aa:bb:cc:dd:ee:ff` as six bytes.
-pub fn parse_mac(text: &str) -> Option<[u8; 6]> {
-    let mut mac = [0u8; 6];
-    let mut parts = text.split(':');
-    for byte in &mut mac {
-        let part = parts.next()?;
-        if part.len() != 2 {
-            return None;
-        }
-        *byte = u8::from_str_radix(part, 16).ok()?;
-    }
-    parts.next().is_none().then_some(mac)
-}
-
-/// Subscribes to the kernel's notifications of device and forwarding-entry changes in the
-/// calling thread's network namespace (needs a tokio runtime).
-pub fn notifications(
-) -> Result<impl futures_util::Stream<Item = Notification> + Unpin + Send, Error> {
-    let (connection, _, messages) =
-        rtnetlink::new_multicast_connection(&[MulticastGroup::Link, MulticastGroup::Neigh])
-            .map_err(|e| Error::io("subscribing to netlink notifications", e))?;
+/// The devices that appear or change in the calling thread's network namespace, as the
+/// kernel announces them (needs a tokio runtime).
+pub fn link_changes() -> Result<impl futures_util::Stream<Item = Link> + Unpin + Send, Error> {
+    let (connection, _, messages) = rtnetlink::new_multicast_connection(&[MulticastGroup::Link])
+        .map_err(|e| Error::io("subscribing to netlink notifications", e))?;
     tokio::spawn(connection);
     Ok(futures_util::StreamExt::filter_map(
         messages,
         |(message, _)| {
-            let notification = match message.payload {
+            std::future::ready(match message.payload {
                 NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)) => {
-                    Some(Notification::Link(Link::from_message(link)))
-                }
-                NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(link)) => {
-                    Some(Notification::LinkGone(link.header.index))
-                }
-                NetlinkPayload::InnerMessage(
-                    RouteNetlinkMessage::NewNeighbour(neighbour)
-                    | RouteNetlinkMessage::DelNeighbour(neighbour),
-                ) if neighbour.header.family == AddressFamily::Bridge => {
-                    Some(Notification::Fdb(neighbour.header.ifindex))
+                    Some(Link::from_message(link))
                 }
                 _ => None,
-            };
-            std::future::ready(notification)
+            })
         },
     ))
 }
@@ -350,26 +314,11 @@ pub struct FdbEntry {
     pub table: FdbTable,
     /// Where a VXLAN device sends the MAC's frames.
     pub destination: Option<IpAddr>,
-    /// Set by hand or by krafty (permanent or static), not learned.
-    pub fixed: bool,
-    /// The bridge's own address on this port (delivered to the bridge itself).
-    pub local: bool,
 }
 
 /// The all-zero MAC: a VXLAN device's entries for it are where broadcast, multicast and unknown
 /// unicast go, each to every destination listed.
 pub const FLOOD_MAC: [u8; 6] = [0; 6];
-
-/// What a change notification from the kernel is about.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Notification {
-    /// A device appeared or changed.
-    Link(Link),
-    /// A device went away.
-    LinkGone(u32),
-    /// A forwarding entry of a bridge port changed.
-    Fdb(u32),
-}
 
 /// A route krafty installs, in the form both families share.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -445,32 +394,20 @@ pub struct InstalledRoute {
     pub metric: Option<u32>,
 }
 
-/// An FDB entry's message: permanent in a VXLAN device's own table (NTF_SELF), static in the
-/// bridge's (NTF_MASTER: permanent there would make the bridge take the MAC for its own).
-fn fdb_message(
-    index: u32,
-    table: FdbTable,
-    mac: [u8; 6],
-    destination: Option<IpAddr>,
-) -> NeighbourMessage {
+/// A VXLAN device's own (NTF_SELF), permanent all-zero entry for `destination`: one of the
+/// places its broadcast, multicast and unknown unicast go.
+fn flood_message(index: u32, destination: IpAddr) -> NeighbourMessage {
     let mut message = NeighbourMessage::default();
     message.header.family = AddressFamily::Bridge;
     message.header.ifindex = index;
-    (message.header.flags, message.header.state) = match table {
-        FdbTable::Device => (NeighbourFlags::Own, NeighbourState::Permanent),
-        FdbTable::Bridge => (NeighbourFlags::Controller, NeighbourState::Noarp),
-    };
+    message.header.flags = NeighbourFlags::Own;
+    message.header.state = NeighbourState::Permanent;
     message
         .attributes
-        .push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
-    if let (FdbTable::Device, Some(destination)) = (table, destination) {
-        message
-            .attributes
-            .push(NeighbourAttribute::Destination(match destination {
-                IpAddr::V4(v4) => NeighbourAddress::Inet(v4),
-                IpAddr::V6(v6) => NeighbourAddress::Inet6(v6),
-            }));
-    }
+        .push(NeighbourAttribute::LinkLayerAddress(FLOOD_MAC.to_vec()));
+    message
+        .attributes
+        .push(NeighbourAttribute::Destination(destination.into()));
     message
 }
 
@@ -913,24 +850,6 @@ impl Netlink {
             .collect())
     }
 
-    /// The MAC of a veth's peer in another namespace, asked of the kernel by the namespace id
-    /// this one knows it under (no entering of the namespace); `None` when `link` has no such
-    /// peer or it is gone.
-    pub async fn peer_mac(&self, link: &Link) -> Result<Option<[u8; 6]>, Error> {
-        let Some((index, netns)) = link.peer else {
-            return Ok(None);
-        };
-        let mut request = self.handle.link().get().match_index(index);
-        request
-            .message_mut()
-            .attributes
-            .push(LinkAttribute::IfNetnsId(netns));
-        let peer = self
-            .first_link(request, || format!("looking up the peer of {}", link.name))
-            .await?;
-        Ok(peer.and_then(|p| parse_mac(&p.mac)))
-    }
-
     /// The forwarding entries of bridge port `index` (a VXLAN device's own and the bridge's).
     pub async fn fdb(&self, index: u32) -> Result<Vec<FdbEntry>, Error> {
         let mut request = self
@@ -967,13 +886,10 @@ impl Netlink {
                 } else {
                     FdbTable::Bridge
                 };
-                let state = m.header.state;
                 Some(FdbEntry {
                     mac: mac?,
                     table,
                     destination,
-                    fixed: matches!(state, NeighbourState::Permanent | NeighbourState::Noarp),
-                    local: table == FdbTable::Bridge && state == NeighbourState::Permanent,
                 })
             })
             .collect())
@@ -986,7 +902,7 @@ impl Netlink {
         index: u32,
         destination: IpAddr,
     ) -> Result<(), Error> {
-        let message = fdb_message(index, FdbTable::Device, FLOOD_MAC, Some(destination));
+        let message = flood_message(index, destination);
         self.fdb_request(
             RouteNetlinkMessage::NewNeighbour(message),
             NLM_F_CREATE | NLM_F_APPEND,
@@ -1002,52 +918,13 @@ impl Netlink {
         index: u32,
         destination: IpAddr,
     ) -> Result<(), Error> {
-        let message = fdb_message(index, FdbTable::Device, FLOOD_MAC, Some(destination));
+        let message = flood_message(index, destination);
         self.fdb_request(
             RouteNetlinkMessage::DelNeighbour(message),
             0,
             format!("removing flood destination {destination} of interface {index}"),
         )
         .await
-    }
-
-    /// Sends `mac`'s frames through VXLAN port `index` to `destination` only: the bridge's
-    /// static entry for the port and the device's permanent one for the destination.
-    pub async fn add_remote_mac(
-        &self,
-        index: u32,
-        mac: [u8; 6],
-        destination: IpAddr,
-    ) -> Result<(), Error> {
-        let what = format!(
-            "{} via {destination} on interface {index}",
-            format_mac(&mac)
-        );
-        for table in [FdbTable::Device, FdbTable::Bridge] {
-            let message = fdb_message(index, table, mac, Some(destination));
-            self.fdb_request(
-                RouteNetlinkMessage::NewNeighbour(message),
-                NLM_F_CREATE | NLM_F_REPLACE,
-                format!("adding {what}"),
-            )
-            .await?;
-        }
-        Ok(())
-    }
-
-    /// Removes both entries of [`Netlink::add_remote_mac`]; entries that are gone count as
-    /// removed.
-    pub async fn remove_remote_mac(&self, index: u32, mac: [u8; 6]) -> Result<(), Error> {
-        for table in [FdbTable::Bridge, FdbTable::Device] {
-            let message = fdb_message(index, table, mac, None);
-            self.fdb_request(
-                RouteNetlinkMessage::DelNeighbour(message),
-                0,
-                format!("removing {} of interface {index}", format_mac(&mac)),
-            )
-            .await?;
-        }
-        Ok(())
     }
 
     async fn fdb_request(
@@ -1154,7 +1031,6 @@ mod tests {
             vrf_table: None,
             group: 0,
             vxlan: None,
-            peer: None,
         }
     }
 
@@ -1169,23 +1045,6 @@ mod tests {
         let raw = NeighbourAddress::Other(octets.octets().to_vec());
         assert_eq!(neighbour_ip(&raw), Some(v6));
         assert_eq!(neighbour_ip(&NeighbourAddress::Other(vec![1, 2, 3])), None);
-    }
-
-    #[test]
-    fn macs_parse_back() {
-        assert_eq!(
-            parse_mac("02:00:ab:01:02:ff"),
-            Some([2, 0, 0xab, 1, 2, 0xff])
-        );
-        for bad in [
-            "",
-            "02:00:ab:01:02",
-            "02:00:ab:01:02:ff:00",
-            "2:0:ab:1:2:ff",
-            "zz:00:00:00:00:00",
-        ] {
-            assert_eq!(parse_mac(bad), None, "{bad}");
-        }
     }
 
     #[test]
