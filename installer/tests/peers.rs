@@ -14,7 +14,7 @@ use krafty_installer::peers::{self, PeerKeeper};
 use krafty_tests::multinode::{flood_list, stretched_network, Lab};
 use krafty_tests::{address_of, Node, Pod};
 use nix::sched::{setns, CloneFlags};
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 /// How fast the agent must follow the peers file (issue 14).
@@ -106,13 +106,7 @@ fn tunnels_follow_the_peers_file_within_two_seconds() {
         assert!(written.is_some(), "{} gets its node list", node.name);
     }
 
-    let mut pods: Vec<(Pod, Value)> = Vec::new();
-    for (i, node) in lab.nodes.iter().enumerate() {
-        let conflist = node.conflist(stretched_network(network, json!({}), i, false));
-        let pod = node.pod("a");
-        let (_, result) = node.attach(&conflist, &pod);
-        pods.push((pod, result));
-    }
+    let pods = lab.pod_on_every_node(network, &json!({}), false);
     let peers_of = |i: usize, listed: &[usize]| -> Vec<String> {
         listed
             .iter()

@@ -613,20 +613,42 @@ impl Netlink {
 
     /// The addresses of interface `index` (the kernel filters the dump by interface).
     pub async fn addresses(&self, index: u32) -> Result<Vec<IpNet>, Error> {
+        Ok(self
+            .address_dump(Some(index))
+            .await?
+            .into_iter()
+            .map(|(_, net)| net)
+            .collect())
+    }
+
+    /// Every address on the node, with the index of its device.
+    pub async fn all_addresses(&self) -> Result<Vec<(u32, IpNet)>, Error> {
+        self.address_dump(None).await
+    }
+
+    /// The addresses of interface `only` (all of them without), each with its interface.
+    async fn address_dump(&self, only: Option<u32>) -> Result<Vec<(u32, IpNet)>, Error> {
         let mut request = self.handle.address().get();
-        request.message_mut().header.index = index;
+        if let Some(index) = only {
+            request.message_mut().header.index = index;
+        }
+        let what = only.map_or("listing addresses".to_string(), |index| {
+            format!("listing addresses of interface {index}")
+        });
         let messages: Vec<AddressMessage> = request
             .execute()
             .try_collect()
             .await
-            .map_err(|e| failure(format!("listing addresses of interface {index}"), e))?;
+            .map_err(|e| failure(what, e))?;
         Ok(messages
             .into_iter()
-            .filter(|m| m.header.index == index)
+            .filter(|m| only.is_none_or(|index| m.header.index == index))
             .filter_map(|m| {
-                let prefix = m.header.prefix_len;
+                let (index, prefix) = (m.header.index, m.header.prefix_len);
                 m.attributes.into_iter().find_map(|a| match a {
-                    AddressAttribute::Address(ip) => IpNet::new(ip, prefix).ok(),
+                    AddressAttribute::Address(ip) => {
+                        IpNet::new(ip, prefix).ok().map(|n| (index, n))
+                    }
                     _ => None,
                 })
             })
@@ -826,30 +848,6 @@ impl Netlink {
             .await
     }
 
-    /// Every address on the node, with the index of its device.
-    pub async fn all_addresses(&self) -> Result<Vec<(u32, IpNet)>, Error> {
-        let messages: Vec<AddressMessage> = self
-            .handle
-            .address()
-            .get()
-            .execute()
-            .try_collect()
-            .await
-            .map_err(|e| failure("listing addresses", e))?;
-        Ok(messages
-            .into_iter()
-            .filter_map(|m| {
-                let (index, prefix) = (m.header.index, m.header.prefix_len);
-                m.attributes.into_iter().find_map(|a| match a {
-                    AddressAttribute::Address(ip) => {
-                        IpNet::new(ip, prefix).ok().map(|n| (index, n))
-                    }
-                    _ => None,
-                })
-            })
-            .collect())
-    }
-
     /// The forwarding entries of bridge port `index` (a VXLAN device's own and the bridge's).
     pub async fn fdb(&self, index: u32) -> Result<Vec<FdbEntry>, Error> {
         let mut request = self
@@ -902,13 +900,7 @@ impl Netlink {
         index: u32,
         destination: IpAddr,
     ) -> Result<(), Error> {
-        let message = flood_message(index, destination);
-        self.fdb_request(
-            RouteNetlinkMessage::NewNeighbour(message),
-            NLM_F_CREATE | NLM_F_APPEND,
-            format!("adding flood destination {destination} to interface {index}"),
-        )
-        .await
+        self.change_flood_list(index, destination, true).await
     }
 
     /// Removes `destination` from VXLAN device `index`'s flood list; one that is not there
@@ -918,22 +910,30 @@ impl Netlink {
         index: u32,
         destination: IpAddr,
     ) -> Result<(), Error> {
-        let message = flood_message(index, destination);
-        self.fdb_request(
-            RouteNetlinkMessage::DelNeighbour(message),
-            0,
-            format!("removing flood destination {destination} of interface {index}"),
-        )
-        .await
+        self.change_flood_list(index, destination, false).await
     }
 
-    async fn fdb_request(
+    /// rtnetlink has no request for forwarding entries: the message is sent as it is.
+    async fn change_flood_list(
         &self,
-        message: RouteNetlinkMessage,
-        flags: u16,
-        operation: String,
+        index: u32,
+        destination: IpAddr,
+        adding: bool,
     ) -> Result<(), Error> {
-        let deleting = matches!(message, RouteNetlinkMessage::DelNeighbour(_));
+        let entry = flood_message(index, destination);
+        let (message, flags, operation) = if adding {
+            (
+                RouteNetlinkMessage::NewNeighbour(entry),
+                NLM_F_CREATE | NLM_F_APPEND,
+                format!("adding flood destination {destination} to interface {index}"),
+            )
+        } else {
+            (
+                RouteNetlinkMessage::DelNeighbour(entry),
+                0,
+                format!("removing flood destination {destination} of interface {index}"),
+            )
+        };
         let mut request = NetlinkMessage::from(message);
         request.header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
         let mut handle = self.handle.clone();
@@ -943,7 +943,7 @@ impl Netlink {
         while let Some(response) = futures_util::StreamExt::next(&mut responses).await {
             if let NetlinkPayload::Error(error) = response.payload {
                 let error = rtnetlink::Error::NetlinkError(error);
-                if deleting && errno(&error) == Some(libc::ENOENT) {
+                if !adding && errno(&error) == Some(libc::ENOENT) {
                     return Ok(());
                 }
                 return Err(failure(operation, error));

@@ -8,7 +8,7 @@ use std::process::Command;
 use krafty_cni::multinode;
 use serde_json::{json, Value};
 
-use crate::{run_checked, Node, COUNTER};
+use crate::{run_checked, Node, Pod, COUNTER};
 
 /// The underlay's IPv4 prefix; node `i` is `.(i + 1)`.
 const UNDERLAY_V4: &str = "192.168.77";
@@ -99,6 +99,27 @@ impl Lab {
             std::fs::create_dir_all(node.state_dir()).expect("state root");
             std::fs::write(multinode::nodes_file(&node.state_dir()), &text).expect("node list");
         }
+    }
+
+    /// One pod (`a`) on every node, attached to the stretched network `network` (its
+    /// `multiNode` being `multi_node`, each node with its own address range): the pods and
+    /// their results.
+    pub fn pod_on_every_node(
+        &self,
+        network: &str,
+        multi_node: &Value,
+        with_vrf: bool,
+    ) -> Vec<(Pod, Value)> {
+        self.nodes
+            .iter()
+            .enumerate()
+            .map(|(i, node)| {
+                let conflist = stretched_network(network, multi_node.clone(), i, with_vrf);
+                let pod = node.pod("a");
+                let (_, result) = node.attach(&node.conflist(conflist), &pod);
+                (pod, result)
+            })
+            .collect()
     }
 
     /// Cuts node `i` off the underlay, or joins it again.

@@ -37,6 +37,16 @@ fn mtu(link: &Value) -> u64 {
     link["mtu"].as_u64().expect("a link has an MTU")
 }
 
+/// ADD of `list` for `pod` under a fresh container ID.
+fn add_anew(node: &Node, list: &std::path::Path, pod: &Pod) -> krafty_tests::Outcome {
+    node.cni(
+        "add",
+        list,
+        &krafty_tests::container_id(),
+        &pod.netns_path(),
+    )
+}
+
 /// Devices, records, leases and locks on a lab node after a refused ADD: only its underlay.
 fn assert_nothing_left(node: &Node) {
     let mut names = node.link_names();
@@ -182,16 +192,10 @@ fn a_broadcast_reaches_every_other_node_once() {
     let lab = Lab::new(3, 1500);
     let network = "flood";
     let port = naming::shared_vxlan_name(network);
-    let mut pods = Vec::new();
-    for (i, node) in lab.nodes.iter().enumerate() {
-        let conflist = node.conflist(stretched_network(network, json!({}), i, false));
-        let pod = node.pod("a");
-        node.attach(&conflist, &pod);
-        pods.push(pod);
-    }
+    let pods = lab.pod_on_every_node(network, &json!({}), false);
     let sent = 200;
     let before: Vec<(u64, u64)> = lab.nodes.iter().map(|n| packets(n, &port)).collect();
-    broadcast_from(&pods[0], sent);
+    broadcast_from(&pods[0].0, sent);
     let after: Vec<(u64, u64)> = lab.nodes.iter().map(|n| packets(n, &port)).collect();
     // Node 0 sends each frame once to each of the two others; each receives it once. A few
     // packets of the nodes' own (neighbour discovery) may ride along.
@@ -212,14 +216,8 @@ fn an_ipv6_underlay_costs_70_bytes_and_carries_both_families() {
     let lab = Lab::new(2, 1500);
     let network = "stretch6";
     let port = naming::shared_vxlan_name(network);
-    let mut pods = Vec::new();
-    for (i, node) in lab.nodes.iter().enumerate() {
-        let multi = json!({ "underlay": "ipv6", "vni": 4242, "port": 4799 });
-        let conflist = node.conflist(stretched_network(network, multi, i, false));
-        let pod = node.pod("a");
-        let (_, result) = node.attach(&conflist, &pod);
-        pods.push((pod, result));
-    }
+    let multi = json!({ "underlay": "ipv6", "vni": 4242, "port": 4799 });
+    let pods = lab.pod_on_every_node(network, &multi, false);
     for (i, node) in lab.nodes.iter().enumerate() {
         let vxlan = node.link(&port).expect("the VXLAN port exists");
         let data = &vxlan["linkinfo"]["info_data"];
@@ -256,12 +254,7 @@ fn an_mtu_the_underlay_cannot_carry_is_refused_and_leaves_nothing() {
     network["plugins"][0]["mtu"] = json!(1460);
     let pod = node.pod("a");
     let list = node.conflist(network.clone());
-    let out = node.cni(
-        "add",
-        &list,
-        &krafty_tests::container_id(),
-        &pod.netns_path(),
-    );
+    let out = add_anew(node, &list, &pod);
     out.error(7, "does not fit the tunnel");
     assert_nothing_left(node);
 
@@ -312,12 +305,7 @@ fn a_vni_or_udp_port_taken_on_the_node_is_refused_and_leaves_nothing() {
         &lab.v4(0),
     ]);
     let list = node.conflist(stretched_network("taken", json!({}), 0, false));
-    let out = node.cni(
-        "add",
-        &list,
-        &krafty_tests::container_id(),
-        &pod.netns_path(),
-    );
+    let out = add_anew(node, &list, &pod);
     let error = out.error(7, "multiNode.vni");
     assert!(
         error["msg"].to_string().contains("other"),
@@ -347,12 +335,7 @@ fn a_vni_or_udp_port_taken_on_the_node_is_refused_and_leaves_nothing() {
     )
     .unwrap();
     assert_eq!(line.trim(), "bound");
-    let out = node.cni(
-        "add",
-        &list,
-        &krafty_tests::container_id(),
-        &pod.netns_path(),
-    );
+    let out = add_anew(node, &list, &pod);
     out.error(7, "multiNode.port");
     assert_nothing_left(node);
     drop(holder);

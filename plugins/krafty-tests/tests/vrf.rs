@@ -521,16 +521,10 @@ fn mixed_scopes_are_refused_and_the_networks_pods_undisturbed() {
 
 #[test]
 fn a_network_stretched_across_nodes_works_behind_its_vrf() {
-    use krafty_tests::multinode::{stretched_network, Lab};
+    use krafty_tests::multinode::Lab;
     let lab = Lab::new(2, 1500);
     let network = "stretchvrf";
-    let mut pods = Vec::new();
-    for (i, node) in lab.nodes.iter().enumerate() {
-        let conflist = node.conflist(stretched_network(network, json!({}), i, true));
-        let pod = node.pod("a");
-        let (_, result) = node.attach(&conflist, &pod);
-        pods.push((pod, result));
-    }
+    let pods = lab.pod_on_every_node(network, &json!({}), true);
     let vrf = naming::shared_vrf_name(network);
     let bridge = naming::shared_bridge_name(network);
     for node in &lab.nodes {
