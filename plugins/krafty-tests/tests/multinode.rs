@@ -276,7 +276,13 @@ fn an_mtu_the_underlay_cannot_carry_is_refused_and_leaves_nothing() {
     node.cni("del", &list, &id, &second.netns_path()).ok();
     assert!(!second.exec(&["ip", "link", "show", "net1"]).success);
 
-    // CHECK finds a tunnel port that went down.
+    // CHECK finds a tunnel port that learns, or went down.
+    let port = naming::shared_vxlan_name("toobig");
+    node.ip(&["link", "set", &port, "type", "vxlan", "learning"]);
+    node.cni("check", &fits, &first, &pod.netns_path())
+        .error(104, "learning true");
+    node.ip(&["link", "set", &port, "type", "vxlan", "nolearning"]);
+    node.cni("check", &fits, &first, &pod.netns_path()).ok();
     node.ip(&["link", "set", &naming::shared_vxlan_name("toobig"), "down"]);
     node.cni("check", &fits, &first, &pod.netns_path())
         .error(104, "must be up");
