@@ -122,6 +122,30 @@ impl Lab {
             .collect()
     }
 
+    /// Watches node `i`'s wire on the underlay from now on: the address resolutions (ARP
+    /// requests and neighbour solicitations) that reach it through a tunnel, on UDP `port`.
+    pub fn watch_resolutions(&self, i: usize, port: u16) -> ResolutionWatch {
+        let mut child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.underlay,
+                "python3",
+                "-c",
+                RESOLUTION_SNIFFER,
+            ])
+            .args([format!("n{i}"), port.to_string()])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 runs");
+        let mut ready = String::new();
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let mut reader = std::io::BufReader::new(stdout);
+        std::io::BufRead::read_line(&mut reader, &mut ready).expect("the sniffer starts");
+        assert_eq!(ready.trim(), "ready");
+        ResolutionWatch { child, reader }
+    }
+
     /// Cuts node `i` off the underlay, or joins it again.
     pub fn set_reachable(&self, i: usize, reachable: bool) {
         let state = if reachable { "up" } else { "down" };
@@ -141,6 +165,57 @@ impl Drop for Lab {
         let _ = Command::new("ip")
             .args(["netns", "del", &self.underlay])
             .output();
+    }
+}
+
+/// Prints `ready`, then one line per tunnelled ARP request (`arp TARGET`) or neighbour
+/// solicitation (`ns TARGET`) seen on device argv[1], for UDP port argv[2], until killed.
+const RESOLUTION_SNIFFER: &str = r#"
+import ipaddress, socket, struct, sys
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
+s.bind((sys.argv[1], 0))
+port = int(sys.argv[2])
+print("ready", flush=True)
+while True:
+    frame = s.recv(65535)
+    if frame[12:14] == b"\x08\x00" and frame[23] == 17:
+        outer = 14 + (frame[14] & 15) * 4
+    elif frame[12:14] == b"\x86\xdd" and frame[20] == 17:
+        outer = 14 + 40
+    else:
+        continue
+    if struct.unpack("!H", frame[outer + 2:outer + 4])[0] != port:
+        continue
+    inner = frame[outer + 16:]
+    if inner[12:14] == b"\x08\x06" and inner[20:22] == b"\x00\x01":
+        print("arp", ipaddress.ip_address(inner[38:42]), flush=True)
+    elif inner[12:14] == b"\x86\xdd" and inner[20] == 58 and inner[54] == 135:
+        print("ns", ipaddress.ip_address(inner[62:78]), flush=True)
+"#;
+
+/// The resolutions one node's wire saw, collected when stopped.
+pub struct ResolutionWatch {
+    child: std::process::Child,
+    reader: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl ResolutionWatch {
+    /// Stops watching: every resolution seen, as `arp ADDRESS` or `ns ADDRESS`.
+    pub fn stop(mut self) -> Vec<String> {
+        // Frames already read by the sniffer are printed right away; give the last ones time.
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let _ = self.child.kill();
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut self.reader, &mut text);
+        let _ = self.child.wait();
+        text.lines().map(String::from).collect()
+    }
+}
+
+impl Drop for ResolutionWatch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

@@ -188,6 +188,37 @@ fn pods_on_three_nodes_reach_each_other_and_one_gateway_answered_at_home() {
 }
 
 #[test]
+fn resolving_the_gateway_never_crosses_the_tunnel_and_resolving_a_remote_pod_does() {
+    let lab = Lab::new(2, 1500);
+    let pods = lab.pod_on_every_node("resolve", &json!({}), false);
+    let watch = lab.watch_resolutions(1, naming::DEFAULT_VXLAN_PORT);
+    let (pod, _) = &pods[0];
+    let remote_v4 = address_of(&pods[1].1, false);
+    let remote_v6 = address_of(&pods[1].1, true);
+    for target in [
+        "10.77.0.1",
+        "fd00:77::1",
+        remote_v4.as_str(),
+        remote_v6.as_str(),
+    ] {
+        pod.exec(&["ip", "neigh", "flush", "dev", "net1"]);
+        assert!(pod.ping(target), "{target}");
+    }
+    let seen = watch.stop();
+    // The remote pod's resolutions do cross (the watch sees what it should) ...
+    for remote in [format!("arp {remote_v4}"), format!("ns {remote_v6}")] {
+        assert!(seen.contains(&remote), "{remote} not in {seen:?}");
+    }
+    // ... the gateway's never: the node's own bridge answers.
+    for gateway in ["arp 10.77.0.1", "ns fd00:77::1"] {
+        assert!(
+            !seen.iter().any(|l| l == gateway),
+            "{gateway} crossed: {seen:?}"
+        );
+    }
+}
+
+#[test]
 fn a_broadcast_reaches_every_other_node_once() {
     let lab = Lab::new(3, 1500);
     let network = "flood";
