@@ -320,6 +320,23 @@ fn an_mtu_the_underlay_cannot_carry_is_refused_and_leaves_nothing() {
 }
 
 #[test]
+fn without_this_node_in_the_node_list_add_says_try_again_later_and_leaves_nothing() {
+    let lab = Lab::new(2, 1500);
+    let node = &lab.nodes[0];
+    let pod = node.pod("a");
+    let list = node.conflist(stretched_network("early", json!({}), 0, false));
+    let nodes_file = krafty_cni::multinode::nodes_file(&node.state_dir());
+    std::fs::remove_file(&nodes_file).unwrap();
+    add_anew(node, &list, &pod).error(11, "does not exist yet");
+    assert_nothing_left(node);
+    std::fs::write(&nodes_file, lab.node_list(&[1])).unwrap();
+    add_anew(node, &list, &pod).error(11, "holds none of the ipv4 addresses");
+    assert_nothing_left(node);
+    std::fs::write(&nodes_file, lab.node_list(&[0, 1])).unwrap();
+    add_anew(node, &list, &pod).ok();
+}
+
+#[test]
 fn a_vni_or_udp_port_taken_on_the_node_is_refused_and_leaves_nothing() {
     let lab = Lab::new(2, 1500);
     let node = &lab.nodes[0];
