@@ -1,8 +1,7 @@
 //! Shared devices without GC: a `scope: network` network's VRF and bridge (and a stretched
-//! network's VXLAN port) outlive its pods by
-//! design, and runtimes at CNI 1.0.0 never send the GC that would remove them. The node agent
-//! removes them once no attachment of their network has been seen on the node for a grace
-//! period.
+//! network's VXLAN port) outlive its pods by design, and runtimes at CNI 1.0.0 never send the
+//! GC that would remove them. The node agent removes them once no attachment of their network
+//! has been seen on the node for a grace period.
 //!
 //! An attachment is seen while the network has a record on the node (the plugins begin one,
 //! under the network's lock, before they release the lock on a shared device; see
