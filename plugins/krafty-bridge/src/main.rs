@@ -37,19 +37,7 @@ impl Plugin for Bridge {
             refuse_gateway_in_main_table(&netlink, &place, &config).await?;
         }
         // A stretched network's underlay, and the MTU it leaves, before anything is made.
-        let tunnel = match &config.multi_node {
-            Some(multi_node) => Some(
-                Tunnel::plan(
-                    &netlink,
-                    &request.state_root,
-                    &request.network,
-                    multi_node,
-                    config.mtu,
-                )
-                .await?,
-            ),
-            None => None,
-        };
+        let tunnel = Tunnel::plan_for(&netlink, request, &config).await?;
         let mtu = tunnel.as_ref().map(|t| t.mtu).or(config.mtu);
 
         let _lock = place.lock(request)?;
@@ -133,15 +121,7 @@ impl Plugin for Bridge {
     }
 
     async fn gc(&self, request: &Request<BridgeConfig>) -> Result<(), Error> {
-        let netlink = Netlink::connect()?;
-        // A stretched network's VXLAN port goes with its bridge, whatever the config says now.
-        let mut errors = Vec::new();
-        for kind in [NodeDeviceKind::Bridge, NodeDeviceKind::Vxlan] {
-            if let Err(error) = chain::collect_node_devices(&netlink, request, kind).await {
-                errors.push(error);
-            }
-        }
-        Error::from_all(errors)
+        tunnel::collect_bridges_and_tunnels(&Netlink::connect()?, request).await
     }
 }
 

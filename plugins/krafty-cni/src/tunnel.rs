@@ -10,8 +10,8 @@
 use std::net::IpAddr;
 use std::path::Path;
 
-use crate::chain::{NodeDeviceKind, Placement};
-use crate::config::ValidMultiNode;
+use crate::chain::{self, NodeDeviceKind, Placement};
+use crate::config::{BridgeConfig, ValidBridgeConfig, ValidMultiNode};
 use crate::error::{code, Error};
 use crate::multinode::{self, NodeList, Underlay};
 use crate::naming;
@@ -63,6 +63,21 @@ pub struct Tunnel {
 }
 
 impl Tunnel {
+    /// krafty-bridge's ADD: the tunnel of `config`'s network, if it is stretched across nodes.
+    pub async fn plan_for(
+        netlink: &Netlink,
+        request: &Request<BridgeConfig>,
+        config: &ValidBridgeConfig,
+    ) -> Result<Option<Tunnel>, Error> {
+        let Some(multi_node) = &config.multi_node else {
+            return Ok(None);
+        };
+        let root = &request.state_root;
+        Tunnel::plan(netlink, root, &request.network, multi_node, config.mtu)
+            .await
+            .map(Some)
+    }
+
     /// Reads the node list the node agent keeps, finds this node's underlay in it, and checks
     /// the configured MTU against it.
     pub async fn plan(
@@ -260,4 +275,19 @@ pub async fn refuse_pod_mtu_over_tunnel(
         }
         _ => Ok(()),
     }
+}
+
+/// krafty-bridge's GC: its bridges, and multi-node networks' VXLAN ports with them (whatever
+/// the config says now). Keeps going past errors and reports them all.
+pub async fn collect_bridges_and_tunnels<C>(
+    netlink: &Netlink,
+    request: &Request<C>,
+) -> Result<(), Error> {
+    let mut errors = Vec::new();
+    for kind in [NodeDeviceKind::Bridge, NodeDeviceKind::Vxlan] {
+        if let Err(error) = chain::collect_node_devices(netlink, request, kind).await {
+            errors.push(error);
+        }
+    }
+    Error::from_all(errors)
 }
