@@ -55,6 +55,8 @@ impl Lab {
                 "peer",
                 "name",
                 "eth0",
+                "mtu",
+                &mtu.to_string(),
                 "netns",
                 &node.name,
             ]));

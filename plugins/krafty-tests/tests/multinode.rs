@@ -278,6 +278,29 @@ fn an_ipv6_underlay_costs_70_bytes_and_carries_both_families() {
 }
 
 #[test]
+fn a_jumbo_underlay_gives_jumbo_pods() {
+    let lab = Lab::new(2, 9000);
+    let pods = lab.pod_on_every_node("jumbo", &json!({}), false);
+    let node = &lab.nodes[0];
+    assert_eq!(
+        mtu(&node.link(&naming::shared_vxlan_name("jumbo")).unwrap()),
+        8950
+    );
+    assert_eq!(
+        mtu(&node.link(&naming::shared_bridge_name("jumbo")).unwrap()),
+        8950
+    );
+    let net1 = pods[0].0.exec(&["ip", "-j", "link", "show", "net1"]).json();
+    assert_eq!(mtu(&net1[0]), 8950);
+    // 8950 less 28 bytes of IPv4 and ICMP headers crosses whole.
+    let far = address_of(&pods[1].1, false);
+    let big = pods[0]
+        .0
+        .exec(&["ping", "-c", "1", "-W", "2", "-M", "do", "-s", "8922", &far]);
+    assert!(big.success, "{}{}", big.stdout, big.stderr);
+}
+
+#[test]
 fn an_mtu_the_underlay_cannot_carry_is_refused_and_leaves_nothing() {
     let lab = Lab::new(2, 1500);
     let node = &lab.nodes[0];
