@@ -29,6 +29,9 @@ use crate::watch::{debounced, DirWatcher};
 /// A full pass even without events.
 pub const RESYNC_INTERVAL: Duration = Duration::from_secs(30);
 
+/// The link a ConfigMap volume swaps to publish new contents.
+const CONFIG_MAP_DATA: &str = "..data";
+
 /// Quiet time after the last file or device event before a pass.
 const SETTLE: Duration = Duration::from_millis(20);
 
@@ -217,11 +220,14 @@ pub async fn run(keeper: PeerKeeper, shutdown: CancellationToken) {
         .peers_file
         .parent()
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    // A file from a ConfigMap volume is a link through `..data`, which the kubelet swaps
+    // with a rename: that rename is the change.
     let names: HashSet<OsString> = keeper
         .peers_file
         .file_name()
         .into_iter()
-        .map(Into::into)
+        .map(OsString::from)
+        .chain([OsString::from(CONFIG_MAP_DATA)])
         .collect();
     let mut watcher = match DirWatcher::new(vec![directory], names, Arc::clone(&wake)) {
         Ok(watcher) => Some(watcher),

@@ -189,3 +189,29 @@ fn a_port_made_from_an_older_node_list_is_corrected() {
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(flood_list(node, &port), [lab.v4(1)]);
 }
+
+#[test]
+fn a_peers_file_from_a_config_map_volume_is_followed_when_the_kubelet_swaps_it() {
+    let lab = Lab::new(3, 1500);
+    let node = &lab.nodes[0];
+    let port = naming::shared_vxlan_name("configmap");
+    // As the kubelet lays out a ConfigMap volume: peers -> ..data/peers, ..data -> ..<version>.
+    let volume = node.dir.join("volume");
+    let publish = |version: &str, listed: &[usize]| {
+        let dir = volume.join(format!("..{version}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("peers"), lab.node_list(listed)).unwrap();
+        let staged = volume.join("..data_tmp");
+        std::os::unix::fs::symlink(format!("..{version}"), &staged).unwrap();
+        std::fs::rename(&staged, volume.join("..data")).unwrap();
+    };
+    publish("v1", &[0, 1, 2]);
+    std::os::unix::fs::symlink("..data/peers", volume.join("peers")).unwrap();
+    let _agent = Agent::start(node, volume.join("peers"));
+    let _pods = lab.pod_on_every_node("configmap", &json!({}), false);
+    let everyone = [lab.v4(1), lab.v4(2)];
+    within(CONVERGENCE, || flood_list(node, &port) == everyone).expect("the first version");
+    publish("v2", &[0, 1]);
+    let took = within(CONVERGENCE, || flood_list(node, &port) == [lab.v4(1)]);
+    assert!(took.is_some(), "the swapped version within {CONVERGENCE:?}");
+}
