@@ -26,6 +26,7 @@ use crate::endpoints::{self, Readiness};
 use crate::install::{Change, InstallError, InstalledPlugin, Installer, PassReport};
 use crate::invocations;
 use crate::metrics::{ErrorKind, Metrics};
+use crate::peers::{self, PeerKeeper};
 use crate::watch::{debounced, DirWatcher, WatchError};
 
 /// A failed pass is retried after this, doubling up to [`MAX_RETRY_DELAY`], unless a file
@@ -183,6 +184,14 @@ async fn run_daemon(args: &Args) -> Result<(), AgentError> {
             args.shared_device_sweep_interval(),
             shutdown.clone(),
         ));
+    }
+
+    if let Some(peers_file) = &args.peers_file {
+        let keeper = PeerKeeper {
+            peers_file: peers_file.clone(),
+            state_root: args.state_dir.clone(),
+        };
+        tokio::spawn(peers::run(keeper, shutdown.clone()));
     }
 
     let wake = Arc::new(Notify::new());

@@ -102,6 +102,12 @@ pub struct Args {
     #[arg(long, env = "KRAFTY_SHARED_DEVICE_GRACE_SECS", default_value_t = 300)]
     pub shared_device_grace_secs: u64,
 
+    /// A file of `NAME ADDRESS` lines, one per node of the cluster (and address family):
+    /// the peers of every multi-node network's tunnel on this node, re-read on every change.
+    /// The agent writes it to the node list the plugins read (`<state dir>/nodes`).
+    #[arg(long, env = "KRAFTY_PEERS_FILE")]
+    pub peers_file: Option<PathBuf>,
+
     /// Seconds between full orphan scans, on top of the scans that pod deletions trigger.
     #[arg(long, env = "KRAFTY_RECONCILE_INTERVAL_SECS", default_value_t = 300)]
     pub reconcile_interval_secs: u64,
@@ -246,6 +252,7 @@ mod tests {
         assert_eq!(args.node_name, None);
         assert_eq!(args.address_pools, None);
         assert_eq!(args.address_block_reclaim_grace(), Duration::from_secs(600));
+        assert_eq!(args.peers_file, None);
     }
 
     #[test]
@@ -265,6 +272,11 @@ mod tests {
             ]
         );
         assert!(Args::try_parse_from(["krafty-installer", "--orphan-cleanup=maybe"]).is_err());
+        let args = Args::try_parse_from(["krafty-installer", "--peers-file=/etc/krafty/peers"]);
+        assert_eq!(
+            args.unwrap().peers_file,
+            Some(PathBuf::from("/etc/krafty/peers"))
+        );
     }
 
     #[test]

@@ -18,16 +18,19 @@ use crate::cli::Scope;
 /// The names and marks of one attachment's devices, in `scope`.
 pub fn names(attachment: &Attachment, scope: Scope) -> serde_json::Value {
     let network = attachment.network();
-    let (vrf, bridge, node_mark) = match scope {
+    let (vrf, bridge, node_mark, vxlan) = match scope {
         Scope::Pod => (
             attachment.vrf_name(),
             attachment.bridge_name(),
             attachment.mark(),
+            None,
         ),
         Scope::Network => (
             naming::shared_vrf_name(network),
             naming::shared_bridge_name(network),
             naming::network_mark(network),
+            // Only a multi-node network has one.
+            Some(naming::shared_vxlan_name(network)),
         ),
     };
     json!({
@@ -36,6 +39,7 @@ pub fn names(attachment: &Attachment, scope: Scope) -> serde_json::Value {
         "ifname": attachment.ifname(),
         "vrf": vrf,
         "bridge": bridge,
+        "vxlan": vxlan,
         "hostVeth": attachment.host_veth_name(),
         "mark": attachment.mark(),
         "vrfMark": node_mark,
@@ -222,6 +226,8 @@ mod tests {
         let shared = names(&attachment, Scope::Network);
         assert_eq!(shared["bridge"], naming::shared_bridge_name("lab"));
         assert_eq!(shared["bridgeMark"], "krafty:lab");
+        assert_eq!(shared["vxlan"], naming::shared_vxlan_name("lab"));
+        assert_eq!(own["vxlan"], serde_json::Value::Null);
         assert_eq!(shared["hostVeth"], own["hostVeth"]);
         assert_eq!(shared["record"], "lab/a3f2b1c4d5e6f7a8.net2.json");
     }

@@ -11,6 +11,7 @@
 //! - [`attachments`]: attachment records and the orphan reconciler.
 //! - [`blocks`]: per-node address blocks of multi-node networks, claimed through the API.
 //! - [`inspect`]: the node-side tools (`attachment`, `attachments`).
+//! - [`peers`]: the node list and the tunnels' peers of networks stretched across nodes.
 
 pub mod agent;
 pub mod attachments;
@@ -22,6 +23,7 @@ pub mod inspect;
 pub mod install;
 pub mod invocations;
 pub mod metrics;
+pub mod peers;
 pub mod probe;
 pub mod watch;
 

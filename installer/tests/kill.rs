@@ -7,8 +7,9 @@ mod common;
 
 use krafty_installer::attachments::PodsOnNode;
 use krafty_tests::kill::{self, Case, Verb};
+use krafty_tests::multinode::{stretched_network, Lab};
 use krafty_tests::{bridge_veth_conflist, shared_network, Node, Pod};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use common::node_agent;
 
@@ -22,8 +23,11 @@ fn node_agent_recovery(case: &Case, _id: &str, pod: &Pod) {
 }
 
 fn every_step(name: &str, conflist: &Value) {
-    let node = Node::new();
-    let case = Case::new(&node, conflist);
+    every_step_on(&Node::new(), name, conflist);
+}
+
+fn every_step_on(node: &Node, name: &str, conflist: &Value) {
+    let case = Case::new(node, conflist);
     let points: usize = ["krafty-bridge", "krafty-veth"]
         .iter()
         .map(|plugin| kill::at_every_step(&case, plugin, Verb::Add, node_agent_recovery))
@@ -43,4 +47,11 @@ fn add_in_network_scope_then_the_node_agent() {
         "agent-add-network",
         &shared_network("killnet", &[("172.16.61.0/24", "172.16.61.1")], false),
     );
+}
+
+#[test]
+fn add_of_a_multi_node_network_then_the_node_agent() {
+    let lab = Lab::new(2, 1500);
+    let network = stretched_network("killmulti", json!({}), 0, false);
+    every_step_on(&lab.nodes[0], "agent-add-multinode", &network);
 }

@@ -147,3 +147,31 @@ fn adds_racing_the_removal_never_fail_and_leave_nothing() {
     node_agent::sweep_now(&node);
     node.assert_clean();
 }
+
+#[test]
+fn a_multi_node_network_s_vxlan_port_goes_with_its_bridge() {
+    let lab = krafty_tests::multinode::Lab::new(2, 1500);
+    let node = &lab.nodes[0];
+    let network =
+        krafty_tests::multinode::stretched_network("sweepmulti", serde_json::json!({}), 0, false);
+    let list = node.conflist(network);
+    let pod = node.pod("a");
+    let id = container_id();
+    node.cni("add", &list, &id, &pod.netns_path()).ok();
+    let port = naming::shared_vxlan_name("sweepmulti");
+    assert!(node.link(&port).is_some());
+    assert_eq!(node_agent::sweep_now(node), Vec::<String>::new(), "in use");
+    node.cni("del", &list, &id, &pod.netns_path()).ok();
+    assert!(
+        node.link(&port).is_some(),
+        "DEL leaves the network's devices"
+    );
+    let mut removed = node_agent::sweep_now(node);
+    removed.sort();
+    let mut expected = vec![naming::shared_bridge_name("sweepmulti"), port];
+    expected.sort();
+    assert_eq!(removed, expected);
+    let mut left = node.link_names();
+    left.sort();
+    assert_eq!(left, ["eth0", "lo"]);
+}

@@ -175,6 +175,24 @@ def test_two_networks():
     assert isinstance(plugin(storage, "krafty-vrf")["vrfTable"], int)
 
 
+def test_a_multi_node_network_passes_multi_node_to_krafty_bridge_only():
+    values = default_values()
+    values["networks"][0] |= {
+        "scope": "network",
+        "multiNode": {"vni": 4242, "port": 4799, "underlay": "ipv6"},
+    }
+    conf = conflists(values)["default/krafty"]
+    bridge = plugin(conf, "krafty-bridge")
+    assert bridge["multiNode"] == {"vni": 4242, "port": 4799, "underlay": "ipv6"}
+    # Integers stay integers in the JSON (the plugin refuses a VNI of 4242.0).
+    assert isinstance(bridge["multiNode"]["vni"], int)
+    assert isinstance(bridge["multiNode"]["port"], int)
+    assert "multiNode" not in plugin(conf, "krafty-vrf")
+    assert "multiNode" not in plugin(conf, "krafty-veth")
+    values["networks"][0]["multiNode"] = {}
+    assert plugin(conflists(values)["default/krafty"], "krafty-bridge")["multiNode"] == {}
+
+
 def test_dual_stack_network_gets_lists_and_one_range_set_per_family():
     conf = conflists(chartlib.values_from_files([chartlib.VALUES_DIR / "dual-stack.yaml"]))["default/lab"]
     assert conf["cniVersion"] == "1.1.0"
@@ -283,6 +301,7 @@ def commented_example_networks() -> dict[str, dict[str, Any]]:
     """name -> the networks commented out in values.yaml (their YAML lines; prose skipped)."""
     text = (chartlib.CHART / "values.yaml").read_text()
     start = text.index("  # - name: lab")
+    # The examples' lines, without the prose that introduces each.
     block = "\n".join(
         line.replace("  # ", "  ", 1)
         for line in text[start:].splitlines()
@@ -302,6 +321,8 @@ def test_commented_example_networks_in_values_yaml_are_valid():
     assert plugin(conf, "krafty-bridge")["subnet"] == ["172.16.20.0/24", "fd10:16:20::/64"]
     assert len(plugin(conf, "krafty-veth")["ipam"]["ranges"]) == 2
     assert plugin(confs["default/stretched"], "krafty-veth")["ipam"] == {"type": "krafty-blocks"}
+    stretched = plugin(confs["default/stretched"], "krafty-bridge")
+    assert (stretched["scope"], stretched["multiNode"]) == ("network", {})
 
 
 # --- the installer ----------------------------------------------------------------------------

@@ -40,6 +40,24 @@ BAD_VALUES = {
     "vrf-table-in-pod-scope": (network(scope="pod", vrfTable=1234), "/networks/0/scope"),
     "vrf-table-default-scope": (network(vrfTable=1234), "/networks/0"),
     "vrf-table-without-vrf": (network(scope="network", vrf=False, vrfTable=1234), "/networks/0/vrf"),
+    # A network stretched across nodes has one shared bridge per node.
+    "multi-node-in-pod-scope": (network(scope="pod", multiNode={}), "/networks/0/scope"),
+    "multi-node-default-scope": (network(multiNode={}), "/networks/0"),
+    "multi-node-vni-0": (network(scope="network", multiNode={"vni": 0}), "/networks/0/multiNode/vni"),
+    "multi-node-vni-25-bits": (
+        network(scope="network", multiNode={"vni": 16777216}),
+        "/networks/0/multiNode/vni",
+    ),
+    "multi-node-port-0": (network(scope="network", multiNode={"port": 0}), "/networks/0/multiNode/port"),
+    "multi-node-port-too-big": (
+        network(scope="network", multiNode={"port": 65536}),
+        "/networks/0/multiNode/port",
+    ),
+    "multi-node-underlay": (
+        network(scope="network", multiNode={"underlay": "ipx"}),
+        "/networks/0/multiNode/underlay",
+    ),
+    "multi-node-unknown-field": (network(scope="network", multiNode={"vnid": 5}), "/networks/0/multiNode"),
     "two-subnets-one-gateway": (
         network(subnets=DUAL["subnets"]),
         "/networks/0/gateways': minItems: got 1, want 2",
@@ -166,6 +184,10 @@ GOOD_VALUES = {
     "runtime": network(addressing="runtime", routes=[{"dst": "0.0.0.0/0"}]),
     "no-log": network(logFile=""),
     "log-rotation-bounds": network(logMaxBytes=65536, logMaxFiles=10),
+    "multi-node-defaults": network(scope="network", multiNode={}),
+    "multi-node-every-field": network(
+        scope="network", vrf=False, multiNode={"vni": 16777215, "port": 4799, "underlay": "ipv6"}
+    ),
     "ipv6-listen": {"installer": {"listenAddress": "::"}},
     "blocks": network(addressing="blocks", scope="network", blockPrefixes=[28]),
     "blocks-dual-stack": network(addressing="blocks", scope="network", blockPrefixes=[28, 80], **DUAL),

@@ -99,7 +99,7 @@ checked the entry (list lengths, address families, addressing mode).
 {{- end }}
 
 {{- $bridge := dict "type" "krafty-bridge" "scope" $scope "subnet" $subnet "gateway" $gateway }}
-{{- range $field := list "mtu" "hairpinMode" "promiscMode" "multicastSnooping" "logFile" "logMaxBytes" "logMaxFiles" }}
+{{- range $field := list "mtu" "hairpinMode" "promiscMode" "multicastSnooping" "multiNode" "logFile" "logMaxBytes" "logMaxFiles" }}
 {{- if hasKey $net $field }}{{ $_ := set $bridge $field (get $net $field) }}{{ end }}
 {{- end }}
 {{- $plugins = append $plugins $bridge }}

@@ -1,7 +1,7 @@
-//! Shared devices without GC: a `scope: network` network's VRF and bridge outlive its pods by
-//! design, and runtimes at CNI 1.0.0 never send the GC that would remove them. The node agent
-//! removes them once no attachment of their network has been seen on the node for a grace
-//! period.
+//! Shared devices without GC: a `scope: network` network's VRF and bridge (and a stretched
+//! network's VXLAN port) outlive its pods by design, and runtimes at CNI 1.0.0 never send the
+//! GC that would remove them. The node agent removes them once no attachment of their network
+//! has been seen on the node for a grace period.
 //!
 //! An attachment is seen while the network has a record on the node (the plugins begin one,
 //! under the network's lock, before they release the lock on a shared device; see
@@ -138,19 +138,20 @@ impl SharedDeviceSweeper {
     }
 }
 
-/// The names of a network's shared VRF and bridge.
-fn shared_names(network: &str) -> [String; 2] {
+/// The names of a network's shared VRF, bridge and VXLAN port.
+fn shared_names(network: &str) -> [String; 3] {
     [
         naming::shared_vrf_name(network),
         naming::shared_bridge_name(network),
+        naming::shared_vxlan_name(network),
     ]
 }
 
-/// Every VRF and bridge that is a network's shared device: marked for a network, or unmarked
-/// in the shared group range (its creator killed before it marked it).
+/// Every VRF, bridge and VXLAN port that is a network's shared device: marked for a network, or
+/// unmarked in the shared group range (its creator killed before it marked it).
 async fn shared_devices(netlink: &Netlink) -> Result<Vec<SharedDevice>, krafty_cni::Error> {
     let mut devices = Vec::new();
-    for kind in [InfoKind::Vrf, InfoKind::Bridge] {
+    for kind in [InfoKind::Vrf, InfoKind::Bridge, InfoKind::Vxlan] {
         for link in netlink.links_of_kind(kind).await? {
             let network = link.alias.as_deref().and_then(naming::network_of);
             let unmarked =

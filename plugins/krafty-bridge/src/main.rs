@@ -6,11 +6,17 @@
 //! it the gateway address(es) with the subnet's prefix and brings it up. DEL removes a pod's
 //! bridge; GC removes bridges nothing uses any more; CHECK verifies kind, VRF, addresses and
 //! state.
+//!
+//! A network with `multiNode` is stretched across nodes: its shared bridge gets a VXLAN port
+//! (`krx<id>`) to the same network's bridges on the other nodes, whose addresses come from the
+//! node list the node agent keeps (see `krafty_cni::multinode`); the bridge and pods get the
+//! underlay's MTU less the encapsulation.
 
 use krafty_cni::chain::{self, NodeDeviceKind, Placement};
 use krafty_cni::config::{BridgeConfig, ValidBridgeConfig};
 use krafty_cni::netlink::{self, BridgeSpec, InfoKind, Link, Netlink};
 use krafty_cni::result::Interface;
+use krafty_cni::tunnel::{self, Tunnel};
 use krafty_cni::{naming, CniResult, Error, Plugin, Request};
 
 struct Bridge;
@@ -30,6 +36,9 @@ impl Plugin for Bridge {
         if vrf.is_none() && !place.shared {
             refuse_gateway_in_main_table(&netlink, &place, &config).await?;
         }
+        // A stretched network's underlay, and the MTU it leaves, before anything is made.
+        let tunnel = Tunnel::plan_for(&netlink, request, &config).await?;
+        let mtu = tunnel.as_ref().map(|t| t.mtu).or(config.mtu);
 
         let _lock = place.lock(request)?;
         let alias = alias(&place, &config);
@@ -40,10 +49,14 @@ impl Plugin for Bridge {
         if found.is_none() || place.shared {
             request.begin()?;
         }
+        let created = found.is_none();
         let bridge = match found {
             Some(existing) => existing,
-            None => create(&netlink, &place, &alias, &config, vrf.as_ref()).await?,
+            None => create(&netlink, &place, &alias, &config, mtu, vrf.as_ref()).await?,
         };
+        if let Some(tunnel) = &tunnel {
+            tunnel.join(&netlink, &bridge, created, request).await?;
+        }
         // A bridge left by an interrupted ADD, or a shared one, is brought to the wanted state.
         let mac = naming::bridge_mac(&place.mark);
         if bridge.mac != netlink::format_mac(&mac) {
@@ -108,7 +121,7 @@ impl Plugin for Bridge {
     }
 
     async fn gc(&self, request: &Request<BridgeConfig>) -> Result<(), Error> {
-        chain::collect_node_devices(&Netlink::connect()?, request, NodeDeviceKind::Bridge).await
+        tunnel::collect_bridges_and_tunnels(&Netlink::connect()?, request).await
     }
 }
 
@@ -170,13 +183,14 @@ async fn create(
     place: &Placement,
     alias: &str,
     config: &ValidBridgeConfig,
+    mtu: Option<u32>,
     vrf: Option<&Link>,
 ) -> Result<Link, Error> {
     let spec = BridgeSpec {
         name: &place.name,
         alias,
         mac: naming::bridge_mac(&place.mark),
-        mtu: config.mtu,
+        mtu,
         promiscuous: config.promisc,
         controller: vrf.map(|v| v.index),
         group: place.group(),
@@ -221,6 +235,9 @@ async fn verify(
                 "bridge {name} lacks the gateway address {wanted}"
             )));
         }
+    }
+    if let Some(multi_node) = &config.multi_node {
+        tunnel::verify(netlink, bridge, multi_node, &request.network).await?;
     }
     Ok(())
 }

@@ -96,11 +96,12 @@ pub fn refuse_vrf_after_bridge(prev_result: Option<&CniResult>) -> Result<(), Er
     }
 }
 
-/// A VRF or bridge of the chain.
+/// A VRF or bridge of the chain, or a multi-node network's VXLAN port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NodeDeviceKind {
     Vrf,
     Bridge,
+    Vxlan,
 }
 
 impl NodeDeviceKind {
@@ -108,6 +109,7 @@ impl NodeDeviceKind {
         match self {
             NodeDeviceKind::Vrf => InfoKind::Vrf,
             NodeDeviceKind::Bridge => InfoKind::Bridge,
+            NodeDeviceKind::Vxlan => InfoKind::Vxlan,
         }
     }
 }
@@ -135,7 +137,10 @@ impl Placement {
                 mark: attachment.mark(),
                 shared: false,
             },
-            (Scope::Network, kind) => Placement::of_network(kind, attachment.network()),
+            // A VXLAN port is always its network's.
+            (Scope::Network, kind) | (Scope::Pod, kind @ NodeDeviceKind::Vxlan) => {
+                Placement::of_network(kind, attachment.network())
+            }
         }
     }
 
@@ -144,6 +149,7 @@ impl Placement {
         let name = match kind {
             NodeDeviceKind::Vrf => naming::shared_vrf_name(network),
             NodeDeviceKind::Bridge => naming::shared_bridge_name(network),
+            NodeDeviceKind::Vxlan => naming::shared_vxlan_name(network),
         };
         Placement {
             name,

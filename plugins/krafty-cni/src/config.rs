@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 
 use crate::error::Error;
 use crate::invocation_log;
-use crate::naming::RESERVED_TABLES;
+use crate::naming::{DEFAULT_VXLAN_PORT, RESERVED_TABLES, VNI_RANGE};
 
 /// Where plugin logs may be written, unless the node's environment says otherwise.
 pub const DEFAULT_LOG_ROOT: &str = "/var/log/krafty";
@@ -277,6 +277,116 @@ pub struct BridgeConfig {
     pub multicast_snooping: bool,
     #[serde(default)]
     pub scope: Option<String>,
+    /// Stretches the network across nodes (see [`MultiNodeConfig`]).
+    #[serde(rename = "multiNode", default)]
+    pub multi_node: Option<MultiNodeConfig>,
+}
+
+/// `multiNode` of krafty-bridge: one L2 segment across every node, each node's shared bridge
+/// joined to the others' by a VXLAN port.
+#[derive(Debug, Default, Clone, Deserialize)]
+pub struct MultiNodeConfig {
+    #[serde(default)]
+    pub vni: Option<i64>,
+    #[serde(default)]
+    pub port: Option<i64>,
+    /// The address family of the node addresses the tunnel runs between.
+    #[serde(default)]
+    pub underlay: Option<String>,
+}
+
+/// The address family of a tunnel's underlay: what the encapsulation costs depends on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnderlayFamily {
+    Ipv4,
+    Ipv6,
+}
+
+impl UnderlayFamily {
+    /// How configs spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UnderlayFamily::Ipv4 => "ipv4",
+            UnderlayFamily::Ipv6 => "ipv6",
+        }
+    }
+
+    /// Bytes VXLAN adds to an inner frame's IP packet: outer IP header (20 or 40), UDP (8),
+    /// VXLAN (8) and the inner Ethernet header (14).
+    pub fn overhead(self) -> u32 {
+        match self {
+            UnderlayFamily::Ipv4 => 50,
+            UnderlayFamily::Ipv6 => 70,
+        }
+    }
+
+    pub fn contains(self, address: &IpAddr) -> bool {
+        address.is_ipv4() == (self == UnderlayFamily::Ipv4)
+    }
+}
+
+/// A valid `multiNode`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidMultiNode {
+    /// The configured VNI; without one it is derived from the network's name.
+    pub vni: Option<u32>,
+    pub port: u16,
+    pub underlay: UnderlayFamily,
+}
+
+impl ValidMultiNode {
+    /// The VNI of `network`'s tunnel.
+    pub fn vni(&self, network: &str) -> u32 {
+        self.vni
+            .unwrap_or_else(|| crate::naming::derived_vni(network))
+    }
+}
+
+impl MultiNodeConfig {
+    fn validate(&self, scope: Scope) -> Result<ValidMultiNode, Error> {
+        if scope != Scope::Network {
+            return Err(Error::invalid_config(
+                "multiNode needs scope \"network\": a network stretched across nodes has one \
+                 bridge per node, shared by its pods there",
+            ));
+        }
+        let vni = match self.vni {
+            None => None,
+            Some(vni) if u32::try_from(vni).is_ok_and(|v| VNI_RANGE.contains(&v)) => {
+                Some(vni as u32)
+            }
+            Some(vni) => {
+                return Err(Error::invalid_config(format!(
+                    "multiNode.vni {vni} is outside {}..{}",
+                    VNI_RANGE.start(),
+                    VNI_RANGE.end()
+                )))
+            }
+        };
+        let port = match self.port {
+            None => DEFAULT_VXLAN_PORT,
+            Some(port @ 1..=65535) => port as u16,
+            Some(port) => {
+                return Err(Error::invalid_config(format!(
+                    "multiNode.port {port} is outside 1..65535"
+                )))
+            }
+        };
+        let underlay = match self.underlay.as_deref() {
+            None | Some("ipv4") => UnderlayFamily::Ipv4,
+            Some("ipv6") => UnderlayFamily::Ipv6,
+            Some(other) => {
+                return Err(Error::invalid_config(format!(
+                    "multiNode.underlay {other:?} is not one of \"ipv4\", \"ipv6\""
+                )))
+            }
+        };
+        Ok(ValidMultiNode {
+            vni,
+            port,
+            underlay,
+        })
+    }
 }
 
 /// One address family of a bridge: its subnet and the gateway address the bridge carries.
@@ -302,6 +412,7 @@ pub struct ValidBridgeConfig {
     pub promisc: bool,
     pub multicast_snooping: bool,
     pub scope: Scope,
+    pub multi_node: Option<ValidMultiNode>,
 }
 
 impl BridgeConfig {
@@ -351,13 +462,19 @@ impl BridgeConfig {
             }
             networks.push(GatewayNet { subnet, gateway });
         }
+        let scope = validate_scope(self.scope.as_deref())?;
         Ok(ValidBridgeConfig {
             networks,
             mtu: validate_mtu("mtu", self.mtu)?,
             hairpin: self.hairpin_mode,
             promisc: self.promisc_mode,
             multicast_snooping: self.multicast_snooping,
-            scope: validate_scope(self.scope.as_deref())?,
+            scope,
+            multi_node: self
+                .multi_node
+                .as_ref()
+                .map(|m| m.validate(scope))
+                .transpose()?,
         })
     }
 }
@@ -655,6 +772,51 @@ mod tests {
         assert_invalid(
             bridge(json!({"subnet": "10.0.0.0/24", "gateway": "10.0.0.1", "scope": "cluster"})),
             "scope",
+        );
+    }
+
+    #[test]
+    fn multi_node_fields() {
+        let base = |multi: Value| {
+            json!({"subnet": "10.0.0.0/24", "gateway": "10.0.0.1", "scope": "network",
+                   "multiNode": multi})
+        };
+        let plain = bridge(base(json!({}))).unwrap().multi_node.unwrap();
+        assert_eq!(plain.vni, None);
+        assert_eq!(plain.vni("lab"), crate::naming::derived_vni("lab"));
+        assert_eq!(plain.port, DEFAULT_VXLAN_PORT);
+        assert_eq!(plain.underlay, UnderlayFamily::Ipv4);
+        let chosen = bridge(base(json!({"vni": 42, "port": 9999, "underlay": "ipv6"})))
+            .unwrap()
+            .multi_node
+            .unwrap();
+        assert_eq!(
+            (chosen.vni("lab"), chosen.port, chosen.underlay),
+            (42, 9999, UnderlayFamily::Ipv6)
+        );
+        assert_eq!(UnderlayFamily::Ipv6.overhead(), 70);
+        assert_eq!(
+            bridge(json!({"subnet": "10.0.0.0/24", "gateway": "10.0.0.1"}))
+                .unwrap()
+                .multi_node,
+            None
+        );
+        for (bad, mentions) in [
+            (json!({"vni": 0}), "multiNode.vni 0"),
+            (json!({"vni": 16777216}), "multiNode.vni"),
+            (json!({"vni": -3}), "multiNode.vni"),
+            (json!({"port": 0}), "multiNode.port"),
+            (json!({"port": 70000}), "multiNode.port"),
+            (json!({"underlay": "ipx"}), "multiNode.underlay"),
+        ] {
+            assert_invalid(bridge(base(bad)), mentions);
+        }
+        assert_invalid(
+            bridge(json!({"subnet": "10.0.0.0/24", "gateway": "10.0.0.1", "multiNode": {}})),
+            "multiNode needs scope",
+        );
+        assert!(
+            serde_json::from_value::<BridgeConfig>(json!({"multiNode": {"vni": "x"}})).is_err()
         );
     }
 

@@ -3,6 +3,8 @@
 //! - [`version`], [`result`], [`error`], [`env`], [`skel`]: the CNI protocol, written for krafty;
 //! - [`config`]: the plugins' network configuration and its validation;
 //! - [`attachment`]: an attachment's identity, names, mark, group, record and teardown;
+//! - [`multinode`], [`tunnel`]: networks stretched across nodes (the node list, the underlay,
+//!   the VXLAN port on each node's bridge);
 //! - [`naming`]: the rule behind device names, table ids and the ownership mark;
 //! - [`state`]: the attachment records plugins and node agent share;
 //! - [`netlink`], [`netns`]: kernel access, host side and inside a container's namespace;
@@ -21,6 +23,7 @@ pub mod host_local;
 pub mod invocation_log;
 pub mod ipam;
 pub mod lock;
+pub mod multinode;
 pub mod naming;
 pub mod netlink;
 pub mod netns;
@@ -28,6 +31,7 @@ pub mod result;
 pub mod skel;
 pub mod state;
 pub mod stderr_log;
+pub mod tunnel;
 pub mod version;
 
 pub use attachment::Attachment;

@@ -32,6 +32,17 @@ pub const MAX_IFNAME_LEN: usize = 15;
 pub const VRF_PREFIX: &str = "krv";
 pub const BRIDGE_PREFIX: &str = "krb";
 pub const HOST_VETH_PREFIX: &str = "veth";
+/// A multi-node network's VXLAN port on its shared bridge.
+pub const VXLAN_PREFIX: &str = "krx";
+
+/// VXLAN's network identifiers are 24 bits; 0 is not used.
+pub const VNI_RANGE: RangeInclusive<u32> = 1..=0xff_ffff;
+/// The UDP port of krafty's VXLAN tunnels unless a network names another. Not 8472 (flannel's
+/// and Cilium's VXLAN), 4789 (IANA's VXLAN: Calico, Antrea, Kube-OVN), 4790 (VXLAN-GPE), 4791
+/// (RoCEv2, which RDMA NICs take for themselves) or 6081 (Geneve: OVN-Kubernetes, Antrea,
+/// Cilium), and below the kernel's ephemeral range (32768 and up), so no client socket holds
+/// it by chance.
+pub const DEFAULT_VXLAN_PORT: u16 = 4793;
 
 /// Derived VRF tables fall in this range: clear of 0 (unspec), 253 (default), 254 (main),
 /// 255 (local), and of the small numbers administrators tend to pick by hand.
@@ -87,6 +98,18 @@ pub fn shared_vrf_name(network: &str) -> String {
 /// The shared bridge of a network (`scope: network`).
 pub fn shared_bridge_name(network: &str) -> String {
     shared_name(BRIDGE_PREFIX, network)
+}
+
+/// The VXLAN port of a multi-node network's shared bridge.
+pub fn shared_vxlan_name(network: &str) -> String {
+    shared_name(VXLAN_PREFIX, network)
+}
+
+/// The VNI of a multi-node network whose config names none: the same on every node, within
+/// [`VNI_RANGE`].
+pub fn derived_vni(network: &str) -> u32 {
+    let span = VNI_RANGE.end() - VNI_RANGE.start() + 1;
+    VNI_RANGE.start() + fnv1a32(format!("{network}#vni").as_bytes()) % span
 }
 
 /// `<prefix>` + the network name's first 6 letters and digits + `-` + 5 hex digits of its
@@ -415,6 +438,19 @@ mod tests {
                 name.contains('-'),
                 "never mistaken for a per-pod name: {name}"
             );
+        }
+    }
+
+    #[test]
+    fn vxlan_names_and_vnis_are_per_network_and_stable() {
+        let name = shared_vxlan_name("krafty");
+        assert!(name.starts_with("krxkrafty-"), "{name}");
+        assert_eq!(name.len(), MAX_IFNAME_LEN);
+        assert_eq!(&name[3..], &shared_bridge_name("krafty")[3..]);
+        assert_eq!(derived_vni("lab"), derived_vni("lab"));
+        assert_ne!(derived_vni("lab"), derived_vni("lab2"));
+        for i in 0..10_000 {
+            assert!(VNI_RANGE.contains(&derived_vni(&format!("net-{i}"))));
         }
     }
 

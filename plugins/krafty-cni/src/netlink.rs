@@ -9,14 +9,20 @@ use netlink_packet_route::address::{AddressAttribute, AddressHeaderFlags, Addres
 pub use netlink_packet_route::link::InfoKind;
 use netlink_packet_route::link::{
     AfSpecInet, AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InetDevConf, InfoData, InfoVeth,
-    InfoVrf, LinkAttribute, LinkExtentMask, LinkFlags, LinkInfo, LinkMessage,
+    InfoVrf, InfoVxlan, LinkAttribute, LinkExtentMask, LinkFlags, LinkInfo, LinkMessage,
+};
+use netlink_packet_route::neighbour::{
+    NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
 };
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteScope};
-use netlink_packet_route::AddressFamily;
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use rtnetlink::packet_core::{
+    NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_REQUEST,
+};
 use rtnetlink::sys::AsyncSocket;
 use rtnetlink::{
     Handle, LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVeth, LinkVrf,
-    RouteMessageBuilder,
+    LinkVxlan, MulticastGroup, RouteMessageBuilder,
 };
 use std::os::fd::AsRawFd;
 
@@ -38,6 +44,20 @@ pub struct Link {
     pub vrf_table: Option<u32>,
     /// The interface group (0, the default, unless krafty or an admin set one).
     pub group: u32,
+    /// A VXLAN device's settings.
+    pub vxlan: Option<VxlanInfo>,
+}
+
+/// What krafty reads back of a VXLAN device (VNI 0, which no config names, when it says
+/// nothing).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VxlanInfo {
+    pub vni: u32,
+    pub port: u16,
+    /// The source address of the tunnel's packets (`local`), when set.
+    pub local: Option<IpAddr>,
+    /// Whether the device learns remote MACs from the packets it receives.
+    pub learning: bool,
 }
 
 impl Link {
@@ -53,6 +73,7 @@ impl Link {
             mtu: None,
             vrf_table: None,
             group: 0,
+            vxlan: None,
         };
         for attribute in message.attributes {
             match attribute {
@@ -71,6 +92,9 @@ impl Link {
                                     InfoVrf::TableId(table) => Some(*table),
                                     _ => None,
                                 });
+                            }
+                            LinkInfo::Data(InfoData::Vxlan(vxlan)) => {
+                                link.vxlan = Some(VxlanInfo::from_attributes(&vxlan));
                             }
                             _ => {}
                         }
@@ -126,6 +150,28 @@ impl Link {
     }
 }
 
+impl VxlanInfo {
+    fn from_attributes(attributes: &[InfoVxlan]) -> VxlanInfo {
+        let mut info = VxlanInfo {
+            vni: 0,
+            port: 0,
+            local: None,
+            learning: false,
+        };
+        for attribute in attributes {
+            match attribute {
+                InfoVxlan::Id(vni) => info.vni = *vni,
+                InfoVxlan::Port(port) => info.port = *port,
+                InfoVxlan::Local(local) => info.local = Some(IpAddr::V4(*local)),
+                InfoVxlan::Local6(local) => info.local = Some(IpAddr::V6(*local)),
+                InfoVxlan::Learning(learning) => info.learning = *learning,
+                _ => {}
+            }
+        }
+        info
+    }
+}
+
 pub fn format_mac(bytes: &[u8]) -> String {
     bytes
         .iter()
@@ -163,6 +209,25 @@ pub fn random_mac() -> Result<[u8; 6], Error> {
     }
     mac[0] = (mac[0] & 0xfe) | 0x02;
     Ok(mac)
+}
+
+/// The devices that appear or change in the calling thread's network namespace, as the
+/// kernel announces them (needs a tokio runtime).
+pub fn link_changes() -> Result<impl futures_util::Stream<Item = Link> + Unpin + Send, Error> {
+    let (connection, _, messages) = rtnetlink::new_multicast_connection(&[MulticastGroup::Link])
+        .map_err(|e| Error::io("subscribing to netlink notifications", e))?;
+    tokio::spawn(connection);
+    Ok(futures_util::StreamExt::filter_map(
+        messages,
+        |(message, _)| {
+            std::future::ready(match message.payload {
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)) => {
+                    Some(Link::from_message(link))
+                }
+                _ => None,
+            })
+        },
+    ))
 }
 
 /// The errno of a failed netlink request, positive (e.g. `libc::EEXIST`).
@@ -219,6 +284,41 @@ pub struct VethSpec<'a> {
     /// with its ports, inside the request).
     pub host_mac: [u8; 6],
 }
+
+/// A multi-node network's VXLAN port to create, born on its bridge and down.
+pub struct VxlanSpec<'a> {
+    pub name: &'a str,
+    pub alias: &'a str,
+    pub vni: u32,
+    pub port: u16,
+    /// This node's address on the underlay, the tunnel's source.
+    pub local: IpAddr,
+    pub mtu: u32,
+    pub bridge: u32,
+    /// The network's interface group.
+    pub group: u32,
+}
+
+/// Whose forwarding entry it is: the VXLAN device's own (where a MAC's frames are sent on the
+/// underlay) or the bridge's (which port a MAC is behind).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FdbTable {
+    Device,
+    Bridge,
+}
+
+/// A forwarding-database entry of a bridge port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FdbEntry {
+    pub mac: [u8; 6],
+    pub table: FdbTable,
+    /// Where a VXLAN device sends the MAC's frames.
+    pub destination: Option<IpAddr>,
+}
+
+/// The all-zero MAC: a VXLAN device's entries for it are where broadcast, multicast and unknown
+/// unicast go, each to every destination listed.
+pub const FLOOD_MAC: [u8; 6] = [0; 6];
 
 /// A route krafty installs, in the form both families share.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -292,6 +392,40 @@ pub struct InstalledRoute {
     pub output_index: Option<u32>,
     pub table: u32,
     pub metric: Option<u32>,
+}
+
+/// A VXLAN device's own (NTF_SELF), permanent all-zero entry for `destination`: one of the
+/// places its broadcast, multicast and unknown unicast go.
+fn flood_message(index: u32, destination: IpAddr) -> NeighbourMessage {
+    let mut message = NeighbourMessage::default();
+    message.header.family = AddressFamily::Bridge;
+    message.header.ifindex = index;
+    message.header.flags = NeighbourFlags::Own;
+    message.header.state = NeighbourState::Permanent;
+    message
+        .attributes
+        .push(NeighbourAttribute::LinkLayerAddress(FLOOD_MAC.to_vec()));
+    message
+        .attributes
+        .push(NeighbourAttribute::Destination(destination.into()));
+    message
+}
+
+/// A neighbour message's address as an IP. Forwarding entries (family AF_BRIDGE) carry their
+/// VXLAN destination as raw bytes, 4 or 16 of them.
+fn neighbour_ip(address: &NeighbourAddress) -> Option<IpAddr> {
+    match address {
+        NeighbourAddress::Inet(v4) => Some(IpAddr::V4(*v4)),
+        NeighbourAddress::Inet6(v6) => Some(IpAddr::V6(*v6)),
+        NeighbourAddress::Other(bytes) => match bytes.len() {
+            4 => <[u8; 4]>::try_from(bytes.as_slice()).ok().map(IpAddr::from),
+            16 => <[u8; 16]>::try_from(bytes.as_slice())
+                .ok()
+                .map(IpAddr::from),
+            _ => None,
+        },
+        _ => None,
+    }
 }
 
 fn route_address(address: &RouteAddress) -> Option<IpAddr> {
@@ -479,20 +613,42 @@ impl Netlink {
 
     /// The addresses of interface `index` (the kernel filters the dump by interface).
     pub async fn addresses(&self, index: u32) -> Result<Vec<IpNet>, Error> {
+        Ok(self
+            .address_dump(Some(index))
+            .await?
+            .into_iter()
+            .map(|(_, net)| net)
+            .collect())
+    }
+
+    /// Every address on the node, with the index of its device.
+    pub async fn all_addresses(&self) -> Result<Vec<(u32, IpNet)>, Error> {
+        self.address_dump(None).await
+    }
+
+    /// The addresses of interface `only` (all of them without), each with its interface.
+    async fn address_dump(&self, only: Option<u32>) -> Result<Vec<(u32, IpNet)>, Error> {
         let mut request = self.handle.address().get();
-        request.message_mut().header.index = index;
+        if let Some(index) = only {
+            request.message_mut().header.index = index;
+        }
+        let what = only.map_or("listing addresses".to_string(), |index| {
+            format!("listing addresses of interface {index}")
+        });
         let messages: Vec<AddressMessage> = request
             .execute()
             .try_collect()
             .await
-            .map_err(|e| failure(format!("listing addresses of interface {index}"), e))?;
+            .map_err(|e| failure(what, e))?;
         Ok(messages
             .into_iter()
-            .filter(|m| m.header.index == index)
+            .filter(|m| only.is_none_or(|index| m.header.index == index))
             .filter_map(|m| {
-                let prefix = m.header.prefix_len;
+                let (index, prefix) = (m.header.index, m.header.prefix_len);
                 m.attributes.into_iter().find_map(|a| match a {
-                    AddressAttribute::Address(ip) => IpNet::new(ip, prefix).ok(),
+                    AddressAttribute::Address(ip) => {
+                        IpNet::new(ip, prefix).ok().map(|n| (index, n))
+                    }
                     _ => None,
                 })
             })
@@ -651,6 +807,151 @@ impl Netlink {
             .map_err(|e| failure(format!("setting hairpin mode on {}", port.name), e))
     }
 
+    /// Creates a VXLAN device on `spec.bridge`, down, marked, learning nothing from what it
+    /// receives. `Ok(false)` when a device of that name exists; the kernel also refuses (as
+    /// "exists") a second device with the VNI and UDP port of another.
+    pub async fn create_vxlan(&self, spec: &VxlanSpec<'_>) -> Result<bool, Error> {
+        let mut builder = LinkVxlan::new(spec.name, spec.vni)
+            .port(spec.port)
+            .learning(false)
+            .mtu(spec.mtu)
+            .controller(spec.bridge)
+            .link_group(spec.group);
+        builder = match spec.local {
+            IpAddr::V4(local) => builder.local(local),
+            IpAddr::V6(local) => builder.local6(local),
+        };
+        self.create(spec.name, spec.alias, builder.build()).await
+    }
+
+    /// Makes `port` a tunnel port of its bridge: the bridge learns no MAC behind it (every
+    /// entry there is krafty's) and answers ARP and neighbour solicitations for its own
+    /// addresses without sending them through (neigh_suppress), so a gateway present on every
+    /// node's bridge is answered where it is asked.
+    pub async fn set_tunnel_port(&self, port: &Link) -> Result<(), Error> {
+        let message = LinkBridgePort::new(port.index)
+            .learning(false)
+            .neigh_suppress(true)
+            .build();
+        self.handle
+            .link()
+            .set_port(message)
+            .execute()
+            .await
+            .map_err(|e| failure(format!("configuring {} as a tunnel port", port.name), e))
+    }
+
+    /// Gives `link` the MTU `mtu`.
+    pub async fn set_mtu(&self, link: &Link, mtu: u32) -> Result<(), Error> {
+        let message = LinkUnspec::new_with_index(link.index).mtu(mtu).build();
+        self.set(&format!("setting the MTU of {}", link.name), message)
+            .await
+    }
+
+    /// The forwarding entries of bridge port `index` (a VXLAN device's own and the bridge's).
+    pub async fn fdb(&self, index: u32) -> Result<Vec<FdbEntry>, Error> {
+        let mut request = self
+            .handle
+            .neighbours()
+            .get()
+            .set_address_family(AddressFamily::Bridge);
+        request.message_mut().header.ifindex = index;
+        let messages: Vec<NeighbourMessage> = request
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|e| failure(format!("listing the forwarding entries of {index}"), e))?;
+        Ok(messages
+            .into_iter()
+            .filter(|m| m.header.ifindex == index)
+            .filter_map(|m| {
+                let mut mac = None;
+                let mut destination = None;
+                for attribute in &m.attributes {
+                    match attribute {
+                        NeighbourAttribute::LinkLayerAddress(bytes) => {
+                            mac = <[u8; 6]>::try_from(bytes.as_slice()).ok();
+                        }
+                        NeighbourAttribute::Destination(address) => {
+                            destination = neighbour_ip(address);
+                        }
+                        _ => {}
+                    }
+                }
+                // The device's own entries carry NTF_SELF; the bridge's name it (NDA_MASTER).
+                let table = if m.header.flags.contains(NeighbourFlags::Own) {
+                    FdbTable::Device
+                } else {
+                    FdbTable::Bridge
+                };
+                Some(FdbEntry {
+                    mac: mac?,
+                    table,
+                    destination,
+                })
+            })
+            .collect())
+    }
+
+    /// Adds `destination` to where VXLAN device `index` sends broadcast, multicast and unknown
+    /// unicast (an all-zero entry; one already there counts as added).
+    pub async fn add_flood_destination(
+        &self,
+        index: u32,
+        destination: IpAddr,
+    ) -> Result<(), Error> {
+        self.change_flood_list(index, destination, true).await
+    }
+
+    /// Removes `destination` from VXLAN device `index`'s flood list; one that is not there
+    /// counts as removed.
+    pub async fn remove_flood_destination(
+        &self,
+        index: u32,
+        destination: IpAddr,
+    ) -> Result<(), Error> {
+        self.change_flood_list(index, destination, false).await
+    }
+
+    /// rtnetlink has no request for forwarding entries: the message is sent as it is.
+    async fn change_flood_list(
+        &self,
+        index: u32,
+        destination: IpAddr,
+        adding: bool,
+    ) -> Result<(), Error> {
+        let entry = flood_message(index, destination);
+        let (message, flags, operation) = if adding {
+            (
+                RouteNetlinkMessage::NewNeighbour(entry),
+                NLM_F_CREATE | NLM_F_APPEND,
+                format!("adding flood destination {destination} to interface {index}"),
+            )
+        } else {
+            (
+                RouteNetlinkMessage::DelNeighbour(entry),
+                0,
+                format!("removing flood destination {destination} of interface {index}"),
+            )
+        };
+        let mut request = NetlinkMessage::from(message);
+        request.header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
+        let mut handle = self.handle.clone();
+        let mut responses = handle
+            .request(request)
+            .map_err(|e| failure(operation.clone(), e))?;
+        while let Some(response) = futures_util::StreamExt::next(&mut responses).await {
+            if let NetlinkPayload::Error(error) = response.payload {
+                let error = rtnetlink::Error::NetlinkError(error);
+                if !adding && errno(&error) == Some(libc::ENOENT) {
+                    return Ok(());
+                }
+                return Err(failure(operation, error));
+            }
+        }
+        Ok(())
+    }
+
     /// Adds a route; an identical one already there counts as added.
     pub async fn add_route(&self, route: &RouteSpec) -> Result<(), Error> {
         match self.handle.route().add(route.to_message()?).execute().await {
@@ -729,7 +1030,21 @@ mod tests {
             mtu: None,
             vrf_table: None,
             group: 0,
+            vxlan: None,
         }
+    }
+
+    #[test]
+    fn forwarding_destinations_parse_from_raw_bytes() {
+        let v4 = NeighbourAddress::Other(vec![192, 168, 77, 2]);
+        assert_eq!(neighbour_ip(&v4), Some("192.168.77.2".parse().unwrap()));
+        let v6: IpAddr = "fd77::2".parse().unwrap();
+        let IpAddr::V6(octets) = v6 else {
+            unreachable!()
+        };
+        let raw = NeighbourAddress::Other(octets.octets().to_vec());
+        assert_eq!(neighbour_ip(&raw), Some(v6));
+        assert_eq!(neighbour_ip(&NeighbourAddress::Other(vec![1, 2, 3])), None);
     }
 
     #[test]

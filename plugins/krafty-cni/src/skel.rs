@@ -42,6 +42,8 @@ pub struct Request<C> {
     pub state_dir: PathBuf,
     /// Where per-network locks live.
     pub run_dir: PathBuf,
+    /// The node's state root, where the node agent keeps what it knows of the cluster.
+    pub state_root: PathBuf,
     /// The config exactly as received, for delegated plugins (IPAM).
     pub stdin: Vec<u8>,
     /// ADD, DEL and CHECK: the attachment the request is about.
@@ -281,6 +283,8 @@ fn invoke<P: Plugin>(
         )?;
         let run_dir =
             node_path(config::RUN_DIR_ENV).unwrap_or_else(|| config::DEFAULT_RUN_DIR.into());
+        let state_root =
+            node_path(config::STATE_ROOT_ENV).unwrap_or_else(|| config::DEFAULT_STATE_ROOT.into());
         if env.command == Command::Gc && conf.disable_gc {
             return Ok(None);
         }
@@ -304,6 +308,7 @@ fn invoke<P: Plugin>(
             env,
             state_dir,
             run_dir,
+            state_root,
             stdin: input,
             attachment,
         };

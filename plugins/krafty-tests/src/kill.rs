@@ -99,6 +99,9 @@ pub struct Case<'a> {
     pub node: &'a Node,
     pub conflist: Value,
     pub list: PathBuf,
+    /// The node's devices before the case began (its underlay in a multi-node lab) and the
+    /// foreign one: what must be there after every kill, and nothing else.
+    pub expected_devices: Vec<String>,
 }
 
 impl<'a> Case<'a> {
@@ -107,7 +110,10 @@ impl<'a> Case<'a> {
         node.ip(&["link", "add", FOREIGN, "type", "bridge"]);
         node.ip(&["link", "set", FOREIGN, "alias", "someone-else", "up"]);
         node.ip(&["addr", "add", "198.51.100.1/24", "dev", FOREIGN]);
+        let mut expected_devices = node.link_names();
+        expected_devices.sort();
         Case {
+            expected_devices,
             node,
             conflist: conflist.clone(),
             list: node.conflist(conflist.clone()),
@@ -141,7 +147,7 @@ impl<'a> Case<'a> {
         let node = self.node;
         let mut names = node.link_names();
         names.sort();
-        assert_eq!(names, ["foreign0", "lo"], "devices left {context}");
+        assert_eq!(names, self.expected_devices, "devices left {context}");
         let foreign = node.link(FOREIGN).expect("the foreign device");
         assert_eq!(foreign["ifalias"], "someone-else", "{context}");
         assert!(

@@ -13,6 +13,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 pub mod kill;
+pub mod multinode;
 pub mod several;
 
 use krafty_cni::attachment::{self, Attachment};

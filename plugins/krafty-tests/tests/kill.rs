@@ -4,8 +4,9 @@
 //! Afterwards nothing is left and the attachment can be added again (see krafty_tests::kill).
 
 use krafty_tests::kill::{self, Case, Verb};
+use krafty_tests::multinode::{stretched_network, Lab};
 use krafty_tests::{blocks_network, bridge_veth_conflist, shared_network, Node};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 const CHAIN: [&str; 2] = ["krafty-bridge", "krafty-veth"];
 
@@ -78,4 +79,28 @@ fn add_with_address_blocks() {
 #[test]
 fn del_with_address_blocks() {
     with_blocks("host-del-blocks", Verb::Del);
+}
+
+/// A network stretched across nodes: the VXLAN port is made, joined and given its peers under
+/// the network's lock; a kill anywhere in that leaves nothing once DEL and GC ran.
+fn multi_node() -> Value {
+    stretched_network("killmulti", json!({}), 0, false)
+}
+
+#[test]
+fn add_of_a_multi_node_network() {
+    let lab = Lab::new(2, 1500);
+    every_step_on(
+        &lab.nodes[0],
+        "host-add-multinode",
+        &multi_node(),
+        Verb::Add,
+    );
+}
+
+/// GC removes the VXLAN port with the bridge; killed between the two, the next GC finishes.
+#[test]
+fn gc_of_a_multi_node_network() {
+    let lab = Lab::new(2, 1500);
+    every_step_on(&lab.nodes[0], "host-gc-multinode", &multi_node(), Verb::Gc);
 }

@@ -518,3 +518,33 @@ fn mixed_scopes_are_refused_and_the_networks_pods_undisturbed() {
     node.gc(&good, &[]).ok();
     node.assert_clean();
 }
+
+#[test]
+fn a_network_stretched_across_nodes_works_behind_its_vrf() {
+    use krafty_tests::multinode::Lab;
+    let lab = Lab::new(2, 1500);
+    let network = "stretchvrf";
+    let pods = lab.pod_on_every_node(network, &json!({}), true);
+    let vrf = naming::shared_vrf_name(network);
+    let bridge = naming::shared_bridge_name(network);
+    for node in &lab.nodes {
+        let vxlan = node
+            .link(&naming::shared_vxlan_name(network))
+            .expect("the VXLAN port exists");
+        assert_eq!(vxlan["master"], bridge.as_str(), "{vxlan}");
+        assert_eq!(node.link(&bridge).unwrap()["master"], vrf.as_str());
+        // The tunnel's packets leave through the underlay in the main table, not the VRF.
+        assert_eq!(vxlan["linkinfo"]["info_data"]["learning"], false);
+    }
+    for (pod, _) in &pods {
+        assert!(
+            pod.ping("10.77.0.1") && pod.ping("fd00:77::1"),
+            "{}",
+            pod.name
+        );
+    }
+    for v6 in [false, true] {
+        assert!(pods[0].0.ping(&address_of(&pods[1].1, v6)));
+        assert!(pods[1].0.ping(&address_of(&pods[0].1, v6)));
+    }
+}

@@ -22,6 +22,7 @@ use krafty_cni::netlink::{self, InfoKind, Link, Netlink, RouteSpec, VethSpec};
 use krafty_cni::netns::NetNs;
 use krafty_cni::result::{Dns, Interface, IpConfig, Route};
 use krafty_cni::state::{AttachmentRecord, RecordedDevice, RecordedIpam};
+use krafty_cni::tunnel;
 use krafty_cni::{chain, naming, Attachment, CniResult, Error, Plugin, Request};
 
 struct Veth;
@@ -59,6 +60,9 @@ impl Plugin for Veth {
                 name: host_name,
                 reason: "already exists for this attachment (DEL it before adding it again)".into(),
             });
+        }
+        if let Some(mtu) = config.mtu {
+            tunnel::refuse_pod_mtu_over_tunnel(&netlink, &bridge, mtu, &request.network).await?;
         }
 
         let runtime = RuntimeRequest::from_config(&request.runtime_config, request.args.as_ref())?;
@@ -435,7 +439,9 @@ async fn create_pair(
         peer_netns: netns.file(),
         alias: &mark,
         bridge: bridge.index,
-        mtu: config.mtu,
+        // The bridge's unless configured: on a stretched network that is what the tunnel
+        // carries.
+        mtu: config.mtu.or(bridge.mtu),
         peer_mac: runtime.mac,
         group: attachment.group(),
         host_mac,

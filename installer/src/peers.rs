@@ -1,0 +1,283 @@
+//! The peers of networks stretched across nodes (`multiNode`), kept by the node agent.
+//!
+//! The agent takes the nodes of the cluster from a peers file (`NAME ADDRESS` lines, re-read
+//! on every change), writes them to the node list the plugins read (`<state root>/nodes`), and
+//! keeps every multi-node network's VXLAN port on this node flooding to exactly the other
+//! listed nodes: one all-zero forwarding entry per peer of the port's underlay family. A pass
+//! runs on every change of the peers file, on every new or changed VXLAN device (a port a
+//! plugin created from an older node list), and every [`RESYNC_INTERVAL`] in case an event was
+//! missed.
+
+use std::collections::{BTreeSet, HashSet};
+use std::ffi::OsString;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use krafty_cni::config::UnderlayFamily;
+use krafty_cni::multinode::{self, NodeList};
+use krafty_cni::naming;
+use krafty_cni::netlink::{self, FdbTable, InfoKind, Link, Netlink, FLOOD_MAC};
+use thiserror::Error;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::watch::{debounced, DirWatcher};
+
+/// A full pass even without events.
+pub const RESYNC_INTERVAL: Duration = Duration::from_secs(30);
+
+/// The link a ConfigMap volume swaps to publish new contents.
+const CONFIG_MAP_DATA: &str = "..data";
+
+/// Quiet time after the last file or device event before a pass.
+const SETTLE: Duration = Duration::from_millis(20);
+
+#[derive(Debug, Error)]
+pub enum PeersError {
+    #[error("cannot read the peers file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the peers file {path} is not a node list: {reason}")]
+    Parse { path: PathBuf, reason: String },
+    #[error("cannot write the node list {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Kernel(#[from] krafty_cni::Error),
+}
+
+/// What one pass changed on one VXLAN port.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PortChange {
+    pub port: String,
+    pub added: Vec<IpAddr>,
+    pub removed: Vec<IpAddr>,
+}
+
+/// Keeps the node list and the tunnels' flood lists of one node.
+#[derive(Debug, Clone)]
+pub struct PeerKeeper {
+    pub peers_file: PathBuf,
+    /// The node's state root, where the node list goes.
+    pub state_root: PathBuf,
+}
+
+impl PeerKeeper {
+    /// The peers file as a node list; `None` when it does not exist (nothing is changed then:
+    /// a missing file is not an empty cluster).
+    pub fn read_peers(&self) -> Result<Option<NodeList>, PeersError> {
+        let text = match std::fs::read_to_string(&self.peers_file) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => {
+                return Err(PeersError::Read {
+                    path: self.peers_file.clone(),
+                    source,
+                })
+            }
+        };
+        NodeList::parse(&text)
+            .map(Some)
+            .map_err(|reason| PeersError::Parse {
+                path: self.peers_file.clone(),
+                reason,
+            })
+    }
+
+    /// One pass: the node list written (when it changed), then every tunnel port's flood
+    /// list brought to the listed nodes but this one. Returns the ports it changed.
+    pub async fn pass(&self, netlink: &Netlink) -> Result<Vec<PortChange>, PeersError> {
+        let Some(list) = self.read_peers()? else {
+            tracing::warn!(
+                "the peers file {} does not exist; the tunnels keep their peers",
+                self.peers_file.display()
+            );
+            return Ok(Vec::new());
+        };
+        write_node_list(&self.state_root, &list)?;
+        sync_flood_lists(netlink, &list).await
+    }
+}
+
+/// Writes `list` to the node list below `state_root`, atomically, unless it holds it already.
+fn write_node_list(state_root: &Path, list: &NodeList) -> Result<(), PeersError> {
+    let path = multinode::nodes_file(state_root);
+    let text = list.render();
+    if std::fs::read_to_string(&path).is_ok_and(|current| current == text) {
+        return Ok(());
+    }
+    let write = || -> std::io::Result<()> {
+        std::fs::create_dir_all(state_root)?;
+        let temporary = state_root.join(format!(".{}.tmp", multinode::NODES_FILE));
+        std::fs::write(&temporary, &text)?;
+        std::fs::rename(&temporary, &path)
+    };
+    write().map_err(|source| PeersError::Write { path, source })
+}
+
+/// Whether `link` is a multi-node network's VXLAN port, marked by the plugin that made it (an
+/// unmarked one is still being made under its network's lock; the next pass finds it).
+fn is_tunnel_port(link: &Link) -> bool {
+    link.alias
+        .as_deref()
+        .and_then(naming::network_of)
+        .is_some_and(|network| link.name == naming::shared_vxlan_name(network))
+}
+
+/// Brings every tunnel port's all-zero entries to the listed addresses of its family that
+/// are not this node's own. Keeps going past a failing port and reports the first error.
+pub async fn sync_flood_lists(
+    netlink: &Netlink,
+    list: &NodeList,
+) -> Result<Vec<PortChange>, PeersError> {
+    let own: HashSet<IpAddr> = netlink
+        .all_addresses()
+        .await?
+        .into_iter()
+        .map(|(_, net)| net.addr())
+        .collect();
+    let mut changes = Vec::new();
+    let mut first_error = None;
+    for port in netlink.links_of_kind(InfoKind::Vxlan).await? {
+        if !is_tunnel_port(&port) {
+            continue;
+        }
+        let family = match port.vxlan.as_ref().and_then(|v| v.local) {
+            Some(IpAddr::V6(_)) => UnderlayFamily::Ipv6,
+            _ => UnderlayFamily::Ipv4,
+        };
+        let wanted: BTreeSet<IpAddr> = list
+            .addresses(family)
+            .filter(|a| !own.contains(a))
+            .collect();
+        match sync_port(netlink, &port, &wanted).await {
+            Ok(change) if change.added.is_empty() && change.removed.is_empty() => {}
+            Ok(change) => {
+                tracing::info!(
+                    "{}: flooding to {} more and {} fewer nodes ({:?} added, {:?} removed)",
+                    change.port,
+                    change.added.len(),
+                    change.removed.len(),
+                    change.added,
+                    change.removed
+                );
+                changes.push(change);
+            }
+            Err(error) => {
+                tracing::warn!("{}: {error}", port.name);
+                first_error.get_or_insert(error);
+            }
+        }
+    }
+    match first_error {
+        Some(error) => Err(error.into()),
+        None => Ok(changes),
+    }
+}
+
+async fn sync_port(
+    netlink: &Netlink,
+    port: &Link,
+    wanted: &BTreeSet<IpAddr>,
+) -> Result<PortChange, krafty_cni::Error> {
+    let current: BTreeSet<IpAddr> = netlink
+        .fdb(port.index)
+        .await?
+        .into_iter()
+        .filter(|e| e.mac == FLOOD_MAC && e.table == FdbTable::Device)
+        .filter_map(|e| e.destination)
+        .collect();
+    let mut change = PortChange {
+        port: port.name.clone(),
+        ..PortChange::default()
+    };
+    for address in wanted.difference(&current) {
+        netlink.add_flood_destination(port.index, *address).await?;
+        change.added.push(*address);
+    }
+    for address in current.difference(wanted) {
+        netlink
+            .remove_flood_destination(port.index, *address)
+            .await?;
+        change.removed.push(*address);
+    }
+    Ok(change)
+}
+
+/// The agent's loop: a pass now, on every change of the peers file, on every VXLAN device
+/// event, and every [`RESYNC_INTERVAL`], until `shutdown`. Runs in the calling thread's
+/// network namespace.
+pub async fn run(keeper: PeerKeeper, shutdown: CancellationToken) {
+    let wake = Arc::new(Notify::new());
+    let directory = keeper
+        .peers_file
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    // A file from a ConfigMap volume is a link through `..data`, which the kubelet swaps
+    // with a rename: that rename is the change.
+    let names: HashSet<OsString> = keeper
+        .peers_file
+        .file_name()
+        .into_iter()
+        .map(OsString::from)
+        .chain([OsString::from(CONFIG_MAP_DATA)])
+        .collect();
+    let mut watcher = match DirWatcher::new(vec![directory], names, Arc::clone(&wake)) {
+        Ok(watcher) => Some(watcher),
+        Err(error) => {
+            tracing::warn!("{error}: re-reading the peers file every {RESYNC_INTERVAL:?} only");
+            None
+        }
+    };
+    let netlink = match Netlink::connect() {
+        Ok(netlink) => netlink,
+        Err(error) => {
+            tracing::error!("keeping no tunnel peers: {error}");
+            return;
+        }
+    };
+    let mut devices = match netlink::link_changes() {
+        Ok(stream) => Some(stream),
+        Err(error) => {
+            tracing::warn!("{error}: new tunnel ports get their peers within {RESYNC_INTERVAL:?}");
+            None
+        }
+    };
+    tracing::info!(
+        "keeping the tunnels' peers from {}",
+        keeper.peers_file.display()
+    );
+    loop {
+        if let Some(Err(error)) = watcher.as_mut().map(DirWatcher::ensure_watching) {
+            tracing::warn!("{error}; retrying with the next pass");
+        }
+        if let Err(error) = keeper.pass(&netlink).await {
+            tracing::warn!("{error}; retrying with the next event");
+        }
+        let device_event = async {
+            match devices.as_mut() {
+                Some(stream) => loop {
+                    match stream.next().await {
+                        Some(link) if link.is_kind(&InfoKind::Vxlan) => break,
+                        Some(_) => {}
+                        None => std::future::pending::<()>().await,
+                    }
+                },
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = debounced(&wake, SETTLE) => {},
+            () = device_event => tokio::time::sleep(SETTLE).await,
+            () = tokio::time::sleep(RESYNC_INTERVAL) => {},
+        }
+    }
+}

@@ -1,0 +1,217 @@
+//! The node agent's peer keeping for networks stretched across nodes: three node namespaces
+//! on an underlay bridge, the agent's peer loop running in each (peers from a file), pods
+//! attached through libcni. A node taken out of the peers file is unreachable within 2 s, and
+//! its return heals it as fast.
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use krafty_cni::multinode;
+use krafty_cni::naming;
+use krafty_installer::peers::{self, PeerKeeper};
+use krafty_tests::multinode::{flood_list, stretched_network, Lab};
+use krafty_tests::{address_of, Node, Pod};
+use nix::sched::{setns, CloneFlags};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+/// How fast the agent must follow the peers file (issue 14).
+const CONVERGENCE: Duration = Duration::from_secs(2);
+
+/// The agent's peer loop in a node's namespace, on a thread of its own, until dropped.
+struct Agent {
+    shutdown: CancellationToken,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Agent {
+    fn start(node: &Node, peers_file: PathBuf) -> Agent {
+        let _ = tracing_subscriber::fmt().with_test_writer().try_init();
+        let netns = File::open(node.netns_path()).expect("the node namespace");
+        let keeper = PeerKeeper {
+            peers_file,
+            state_root: node.state_dir(),
+        };
+        let shutdown = CancellationToken::new();
+        let stop = shutdown.clone();
+        let thread = std::thread::spawn(move || {
+            setns(&netns, CloneFlags::CLONE_NEWNET).expect("entering the node namespace");
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime")
+                .block_on(peers::run(keeper, stop));
+        });
+        Agent {
+            shutdown,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Polls `done` until it holds or `limit` has passed; how long it took, or `None`.
+fn within(limit: Duration, mut done: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() <= limit {
+        if done() {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+fn answers(pod: &Pod, address: &str) -> bool {
+    pod.exec(&["ping", "-c", "1", "-W", "1", address]).success
+}
+
+#[test]
+fn tunnels_follow_the_peers_file_within_two_seconds() {
+    let lab = Lab::new(3, 1500);
+    let network = "peers";
+    let port = naming::shared_vxlan_name(network);
+    // The agents write the node lists the plugins read, from their peers files.
+    let peers_files: Vec<PathBuf> = lab.nodes.iter().map(|n| n.dir.join("peers")).collect();
+    let write_peers = |listed: &[usize]| {
+        for file in &peers_files {
+            std::fs::write(file, lab.node_list(listed)).expect("peers file");
+        }
+    };
+    for node in &lab.nodes {
+        std::fs::remove_file(multinode::nodes_file(&node.state_dir())).expect("no node list");
+    }
+    write_peers(&[0, 1, 2]);
+    let _agents: Vec<Agent> = lab
+        .nodes
+        .iter()
+        .zip(&peers_files)
+        .map(|(node, file)| Agent::start(node, file.clone()))
+        .collect();
+    for node in &lab.nodes {
+        let list = multinode::nodes_file(&node.state_dir());
+        let written = within(CONVERGENCE, || {
+            std::fs::read_to_string(&list).is_ok_and(|text| text == lab.node_list(&[0, 1, 2]))
+        });
+        assert!(written.is_some(), "{} gets its node list", node.name);
+    }
+
+    let pods = lab.pod_on_every_node(network, &json!({}), false);
+    let peers_of = |i: usize, listed: &[usize]| -> Vec<String> {
+        listed
+            .iter()
+            .filter(|&&j| j != i)
+            .map(|&j| lab.v4(j))
+            .collect()
+    };
+    for (i, node) in lab.nodes.iter().enumerate() {
+        assert_eq!(flood_list(node, &port), peers_of(i, &[0, 1, 2]));
+    }
+    let far = address_of(&pods[2].1, false);
+    assert!(answers(&pods[0].0, &far), "node 2's pod answers before");
+
+    // Node 2 leaves the cluster.
+    write_peers(&[0, 1]);
+    for i in [0, 1] {
+        let took = within(CONVERGENCE, || {
+            flood_list(&lab.nodes[i], &port) == peers_of(i, &[0, 1])
+        });
+        assert!(
+            took.is_some(),
+            "node {i} drops node 2 within {CONVERGENCE:?}"
+        );
+        eprintln!("node {i} dropped node 2 in {took:?}");
+    }
+    assert!(!answers(&pods[0].0, &far), "node 2's pod is cut off");
+    assert!(!answers(&pods[1].0, &far));
+    assert!(
+        answers(&pods[0].0, &address_of(&pods[1].1, false)),
+        "the others still reach each other"
+    );
+
+    // And comes back.
+    write_peers(&[0, 1, 2]);
+    for i in [0, 1] {
+        let took = within(CONVERGENCE, || {
+            flood_list(&lab.nodes[i], &port) == peers_of(i, &[0, 1, 2])
+        });
+        assert!(
+            took.is_some(),
+            "node {i} takes node 2 back within {CONVERGENCE:?}"
+        );
+        eprintln!("node {i} took node 2 back in {took:?}");
+    }
+    assert!(answers(&pods[0].0, &far), "node 2's pod answers again");
+    assert!(answers(&pods[1].0, &far));
+}
+
+#[test]
+fn a_port_made_from_an_older_node_list_is_corrected() {
+    let lab = Lab::new(3, 1500);
+    let network = "stale";
+    let port = naming::shared_vxlan_name(network);
+    let node = &lab.nodes[0];
+    let nodes_file = multinode::nodes_file(&node.state_dir());
+    let peers_file = node.dir.join("peers");
+    std::fs::write(&peers_file, lab.node_list(&[0, 1])).unwrap();
+    let _agent = Agent::start(node, peers_file.clone());
+    within(CONVERGENCE, || {
+        std::fs::read_to_string(&nodes_file).is_ok_and(|text| text == lab.node_list(&[0, 1]))
+    })
+    .expect("the agent writes the node list");
+    // A plugin that read the list before the agent's last write: its new port floods to node
+    // 2. The agent sees the port appear and sets it right, with no change to the peers file.
+    std::fs::write(&nodes_file, lab.node_list(&[0, 2])).unwrap();
+    let pod = node.pod("a");
+    node.attach(
+        &node.conflist(stretched_network(network, json!({}), 0, false)),
+        &pod,
+    );
+    let took = within(CONVERGENCE, || flood_list(node, &port) == [lab.v4(1)]);
+    assert!(
+        took.is_some(),
+        "the port floods to the peers file's nodes: {:?}",
+        flood_list(node, &port)
+    );
+
+    // A missing peers file changes nothing: it is not an empty cluster.
+    std::fs::remove_file(&peers_file).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(flood_list(node, &port), [lab.v4(1)]);
+}
+
+#[test]
+fn a_peers_file_from_a_config_map_volume_is_followed_when_the_kubelet_swaps_it() {
+    let lab = Lab::new(3, 1500);
+    let node = &lab.nodes[0];
+    let port = naming::shared_vxlan_name("configmap");
+    // As the kubelet lays out a ConfigMap volume: peers -> ..data/peers, ..data -> ..<version>.
+    let volume = node.dir.join("volume");
+    let publish = |version: &str, listed: &[usize]| {
+        let dir = volume.join(format!("..{version}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("peers"), lab.node_list(listed)).unwrap();
+        let staged = volume.join("..data_tmp");
+        std::os::unix::fs::symlink(format!("..{version}"), &staged).unwrap();
+        std::fs::rename(&staged, volume.join("..data")).unwrap();
+    };
+    publish("v1", &[0, 1, 2]);
+    std::os::unix::fs::symlink("..data/peers", volume.join("peers")).unwrap();
+    let _agent = Agent::start(node, volume.join("peers"));
+    let _pods = lab.pod_on_every_node("configmap", &json!({}), false);
+    let everyone = [lab.v4(1), lab.v4(2)];
+    within(CONVERGENCE, || flood_list(node, &port) == everyone).expect("the first version");
+    publish("v2", &[0, 1]);
+    let took = within(CONVERGENCE, || flood_list(node, &port) == [lab.v4(1)]);
+    assert!(took.is_some(), "the swapped version within {CONVERGENCE:?}");
+}
