@@ -548,3 +548,51 @@ fn a_network_stretched_across_nodes_works_behind_its_vrf() {
         assert!(pods[1].0.ping(&address_of(&pods[0].1, v6)));
     }
 }
+
+/// A network of per-node address blocks behind its shared VRF (the chart's default for
+/// `addressing: blocks`): addresses only from the node's block, the pods reach each other and
+/// the gateway in the VRF's table, and DEL and GC leave nothing.
+#[test]
+fn address_blocks_behind_the_networks_vrf() {
+    let node = Node::new();
+    let network = "blocksvrf";
+    let mut conflist = krafty_tests::blocks_network(network, &[("172.16.72.0/24", "172.16.72.1")]);
+    conflist["plugins"]
+        .as_array_mut()
+        .unwrap()
+        .insert(0, json!({ "type": "krafty-vrf", "scope": "network" }));
+    node.write_blocks(
+        network,
+        &[("172.16.72.0/24", "172.16.72.1", &["172.16.72.64/28"])],
+    );
+    let list = node.conflist(conflist.clone());
+    let pods: Vec<_> = ["a", "b"]
+        .iter()
+        .map(|name| {
+            let pod = node.pod(name);
+            let id = container_id();
+            let result = node.cni("add", &list, &id, &pod.netns_path()).ok();
+            (pod, id, result)
+        })
+        .collect();
+    for (_, _, result) in &pods {
+        let address: std::net::Ipv4Addr = address_of(result, false).parse().unwrap();
+        assert!(
+            (64..80).contains(&address.octets()[3]),
+            "{address} is outside the node's block 172.16.72.64/28"
+        );
+    }
+    let vrf = naming::shared_vrf_name(network);
+    assert_eq!(
+        node.link(&naming::shared_bridge_name(network)).unwrap()["master"],
+        vrf.as_str()
+    );
+    assert!(!main_table_reaches(&node, "172.16.72.0/24"));
+    assert!(pods[0].0.ping("172.16.72.1"));
+    assert!(pods[0].0.ping(&address_of(&pods[1].2, false)));
+    for (pod, id, _) in &pods {
+        node.cni("del", &list, id, &pod.netns_path()).ok();
+    }
+    node.gc(&conflist, &[]).ok();
+    node.assert_clean();
+}
