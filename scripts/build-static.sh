@@ -5,8 +5,8 @@
 #
 #   scripts/build-static.sh ARCH OUT plugins|installer
 #
-# ARCH is amd64 or arm64 (Docker's TARGETARCH). plugins: krafty-vrf, krafty-bridge and
-# krafty-veth; installer: krafty-installer. Two separate cargo builds, because cargo unifies
+# ARCH is amd64 or arm64 (Docker's TARGETARCH). plugins: krafty-vrf, krafty-bridge,
+# krafty-veth and krafty; installer: krafty-installer. Two separate cargo builds, because cargo unifies
 # features across the packages of one invocation and the installer's (tokio's multi-thread
 # runtime, kube, ...) have no business in the plugins.
 # Every binary must be static (a binary that asks for a dynamic loader fails the build) and
@@ -29,7 +29,7 @@ case $arch in
     *) echo "build-static: krafty builds for amd64 and arm64, not $arch" >&2; exit 2 ;;
 esac
 case $3 in
-    plugins) binaries=(krafty-vrf krafty-bridge krafty-veth) ;;
+    plugins) binaries=(krafty-vrf krafty-bridge krafty-veth krafty) ;;
     installer) binaries=(krafty-installer) ;;
     *) usage ;;
 esac

@@ -84,12 +84,12 @@ tier host cargo nextest run --workspace --no-fail-fast -E 'not binary(vrf)'
 # benchmark build them) through the chain, scope and bad-input tests once more.
 shipped_dir="$target/x86_64-unknown-linux-musl/release"
 build_shipped() {
-    cargo build --release --quiet --target x86_64-unknown-linux-musl -p krafty-vrf -p krafty-bridge -p krafty-veth
+    cargo build --release --quiet --target x86_64-unknown-linux-musl -p krafty-vrf -p krafty-bridge -p krafty-veth -p krafty
 }
 shipped_tests() {
     build_shipped &&
         KRAFTY_BIN_DIR="$shipped_dir" KRAFTY_CNIDRIVER="$target/cnidriver" cargo nextest run -p krafty-tests --no-fail-fast \
-            -E 'binary(chain) | binary(scopes) | binary(bad_input) | binary(hostile)'
+            -E 'binary(chain) | binary(scopes) | binary(bad_input) | binary(hostile) | binary(original)'
 }
 tier shipped shipped_tests
 

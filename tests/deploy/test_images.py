@@ -176,8 +176,8 @@ def test_static_build_of_the_plugins(tmp_path, binaries):
     result, calls = static_build(tmp_path, binaries["answering"], "amd64", str(out), "plugins")
     assert result.returncode == 0, result.stderr
     assert calls == [["cargo", "build", "--release", "--locked", "--target", "x86_64-unknown-linux-musl",
-                      "-p", "krafty-vrf", "-p", "krafty-bridge", "-p", "krafty-veth"]]  # fmt: skip
-    assert sorted(p.name for p in out.iterdir()) == ["krafty-bridge", "krafty-veth", "krafty-vrf"]
+                      "-p", "krafty-vrf", "-p", "krafty-bridge", "-p", "krafty-veth", "-p", "krafty"]]  # fmt: skip
+    assert sorted(p.name for p in out.iterdir()) == ["krafty", "krafty-bridge", "krafty-veth", "krafty-vrf"]
 
 
 def test_static_build_of_the_installer_for_a_foreign_architecture_runs_it_under_qemu(tmp_path, binaries):

@@ -19,7 +19,7 @@ from test_readme import README, example_values
 
 TARGET = Path(os.environ.get("CARGO_TARGET_DIR", chartlib.REPO / "target"))
 CNIDRIVER = TARGET / "cnidriver"
-PLUGINS = ("krafty-vrf", "krafty-bridge", "krafty-veth")
+PLUGINS = ("krafty-vrf", "krafty-bridge", "krafty-veth", "krafty")
 VALUES_FILES = sorted(chartlib.VALUES_DIR.glob("*.yaml"))
 DEV_VALUES = chartlib.CHART / "values-dev.yaml"
 
@@ -56,9 +56,12 @@ def cnidriver(*argv: str, cni_path: str, env: dict[str, str] | None = None) -> s
 
 
 def validate(conflist_text: str, tmp_path: Path, cni_path: str) -> subprocess.CompletedProcess:
-    path = tmp_path / "network.conflist"
+    """ValidateNetworkList of a conflist, or ValidateNetwork of a single plugin's config (what
+    `plugin: krafty` renders), as a runtime loads a .conflist or a .conf."""
+    single = "plugins" not in json.loads(conflist_text)
+    path = tmp_path / ("network.conf" if single else "network.conflist")
     path.write_text(conflist_text)
-    return cnidriver("validate", "--conflist", str(path), cni_path=cni_path)
+    return cnidriver("validate", "--conf" if single else "--conflist", str(path), cni_path=cni_path)
 
 
 def assert_valid(result: subprocess.CompletedProcess) -> None:

@@ -430,6 +430,86 @@ impl VethConfig {
     }
 }
 
+/// The `krafty` plugin's fields: the original krafty's single-plugin config (`subnet`,
+/// `gateway`, `ipam` or `podIP`, `vrfTable`), and the chain's optional fields that mean one
+/// thing in one plugin (`mtu` is the bridge's and both veth ends', as the chart gives it).
+/// `krafty` does what krafty-vrf, krafty-bridge and krafty-veth do, so its config is theirs.
+#[derive(Debug, Default, Deserialize)]
+pub struct OriginalConfig {
+    #[serde(default)]
+    pub subnet: Option<OneOrMany>,
+    #[serde(default)]
+    pub gateway: Option<OneOrMany>,
+    #[serde(default)]
+    pub ipam: Option<Value>,
+    #[serde(rename = "podIP", default)]
+    pub pod_ip: Option<OneOrMany>,
+    #[serde(rename = "vrfTable", default)]
+    pub vrf_table: Option<i64>,
+    #[serde(default)]
+    pub scope: Option<String>,
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+    #[serde(rename = "routeMetric", default)]
+    pub route_metric: Option<i64>,
+    #[serde(default)]
+    pub mtu: Option<i64>,
+    #[serde(rename = "enableDad", default)]
+    pub enable_dad: bool,
+    #[serde(rename = "hairpinMode", default)]
+    pub hairpin_mode: bool,
+    #[serde(rename = "promiscMode", default)]
+    pub promisc_mode: bool,
+    #[serde(rename = "multicastSnooping", default)]
+    pub multicast_snooping: bool,
+}
+
+/// The `krafty` plugin's config, checked: the configs of the chain's three steps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidOriginalConfig {
+    pub vrf: ValidVrfConfig,
+    pub bridge: ValidBridgeConfig,
+    pub veth: ValidVethConfig,
+}
+
+impl OriginalConfig {
+    /// The three steps' configs, validated as the chain's plugins validate theirs. The scope is
+    /// `network` when the config names a `vrfTable` (the original's table is the network's: one
+    /// VRF, with that table, for every pod of the network on the node), else `pod`, unless
+    /// `scope` says otherwise.
+    pub fn validate(&self) -> Result<ValidOriginalConfig, Error> {
+        let scope = self
+            .scope
+            .clone()
+            .or_else(|| self.vrf_table.map(|_| Scope::Network.as_str().to_string()));
+        let bridge = BridgeConfig {
+            subnet: self.subnet.clone(),
+            gateway: self.gateway.clone(),
+            mtu: self.mtu,
+            hairpin_mode: self.hairpin_mode,
+            promisc_mode: self.promisc_mode,
+            multicast_snooping: self.multicast_snooping,
+            scope: scope.clone(),
+        }
+        .validate()?;
+        let vrf = VrfConfig {
+            vrf_table: self.vrf_table,
+            scope,
+        }
+        .validate()?;
+        let veth = VethConfig {
+            ipam: self.ipam.clone(),
+            pod_ip: self.pod_ip.clone(),
+            routes: self.routes.clone(),
+            route_metric: self.route_metric,
+            mtu: self.mtu,
+            enable_dad: self.enable_dad,
+        }
+        .validate()?;
+        Ok(ValidOriginalConfig { vrf, bridge, veth })
+    }
+}
+
 /// Host addresses in CIDR form, at most one per address family.
 pub fn host_addresses(field: &str, list: &[String]) -> Result<Vec<IpNet>, Error> {
     if list.is_empty() {
@@ -682,6 +762,103 @@ mod tests {
             veth(json!({"podIP": "10.0.0.5/24", "routeMetric": -5})),
             "routeMetric",
         );
+    }
+
+    fn original(value: Value) -> Result<ValidOriginalConfig, Error> {
+        serde_json::from_value::<OriginalConfig>(value)
+            .unwrap()
+            .validate()
+    }
+
+    #[test]
+    fn the_originals_config_is_the_chains() {
+        let seed = original(json!({
+            "subnet": "172.16.10.0/24", "gateway": "172.16.10.1",
+            "ipam": {"type": "host-local", "ranges": [[{"subnet": "172.16.10.0/24"}]],
+                     "routes": [{"dst": "0.0.0.0/0"}]}
+        }))
+        .unwrap();
+        assert_eq!(
+            seed.vrf,
+            ValidVrfConfig {
+                table: None,
+                scope: Scope::Pod
+            }
+        );
+        assert_eq!(seed.bridge.scope, Scope::Pod);
+        assert_eq!(
+            seed.bridge.networks[0].gateway_address().to_string(),
+            "172.16.10.1/24"
+        );
+        assert!(matches!(seed.veth.addresses, AddressSource::Ipam(_)));
+
+        let static_one = original(json!({
+            "subnet": "172.16.10.0/24", "gateway": "172.16.10.1", "podIP": "172.16.10.5/24",
+            "routes": [{"dst": "0.0.0.0/0"}], "mtu": 1400
+        }))
+        .unwrap();
+        assert_eq!(
+            static_one.veth.addresses,
+            AddressSource::Static(vec!["172.16.10.5/24".parse().unwrap()])
+        );
+        assert_eq!(
+            (static_one.bridge.mtu, static_one.veth.mtu),
+            (Some(1400), Some(1400))
+        );
+        assert_eq!(static_one.veth.routes.len(), 1);
+    }
+
+    #[test]
+    fn the_originals_vrf_table_is_the_networks() {
+        let tabled = json!({"subnet": "172.16.10.0/24", "gateway": "172.16.10.1",
+                            "podIP": "172.16.10.5/24", "vrfTable": 4242});
+        let valid = original(tabled.clone()).unwrap();
+        assert_eq!(
+            valid.vrf,
+            ValidVrfConfig {
+                table: Some(4242),
+                scope: Scope::Network
+            }
+        );
+        assert_eq!(valid.bridge.scope, Scope::Network);
+        let mut pod_scope = tabled.clone();
+        pod_scope["scope"] = json!("pod");
+        assert_invalid(original(pod_scope), "scope \"pod\"");
+        let mut shared = tabled;
+        shared.as_object_mut().unwrap().remove("vrfTable");
+        shared["scope"] = json!("network");
+        assert_eq!(original(shared).unwrap().vrf.scope, Scope::Network);
+    }
+
+    #[test]
+    fn the_originals_bad_inputs() {
+        let base = json!({"subnet": "172.16.10.0/24", "gateway": "172.16.10.1"});
+        let with = |field: &str, value: Value| {
+            let mut config = base.clone();
+            config[field] = value;
+            original(config)
+        };
+        assert_invalid(
+            original(json!({"gateway": "172.16.10.1"})),
+            "subnet is required",
+        );
+        assert_invalid(
+            original(json!({"subnet": "172.16.10.0/24"})),
+            "gateway is required",
+        );
+        assert_invalid(with("gateway", json!("172.16.11.1")), "outside subnet");
+        for reserved in [0, 253, 254, 255] {
+            assert_invalid(with("vrfTable", json!(reserved)), "reserved");
+        }
+        assert_invalid(with("vrfTable", json!(-1)), "vrfTable");
+        assert_invalid(with("scope", json!("cluster")), "scope");
+        assert_invalid(with("podIP", json!("172.16.10.5")), "CIDR");
+        let mut both = base.clone();
+        both["podIP"] = json!("172.16.10.5/24");
+        both["ipam"] = json!({"type": "host-local"});
+        assert_invalid(original(both), "not both");
+        assert_invalid(with("mtu", json!(10)), "mtu");
+        assert!(serde_json::from_value::<OriginalConfig>(json!({"vrfTable": "ten"})).is_err());
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //!
 //! - [`version`], [`result`], [`error`], [`env`], [`skel`]: the CNI protocol, written for krafty;
 //! - [`config`]: the plugins' network configuration and its validation;
+//! - [`vrf`], [`bridge`], [`veth`]: the chain's steps, each verb of each; the plugins of the
+//!   chain are one step each, the `krafty` plugin all three (with [`chain`], what they share);
 //! - [`attachment`]: an attachment's identity, names, mark, group, record and teardown;
 //! - [`naming`]: the rule behind device names, table ids and the ownership mark;
 //! - [`state`]: the attachment records plugins and node agent share;
@@ -11,6 +13,7 @@
 //! - [`stderr_log`]: the diagnostics on stderr.
 
 pub mod attachment;
+pub mod bridge;
 pub mod chain;
 pub mod config;
 pub mod env;
@@ -27,6 +30,8 @@ pub mod skel;
 pub mod state;
 pub mod stderr_log;
 pub mod version;
+pub mod veth;
+pub mod vrf;
 
 pub use attachment::Attachment;
 pub use error::Error;
