@@ -133,6 +133,8 @@ async fn create<C>(
             Error::TryAgainLater("every table of krafty's derived range is in use".into())
         })?,
     };
+    // A kernel without VRF refuses the ADD before its record is begun: nothing is left.
+    status(netlink).await?;
     request.begin()?;
     let created = match netlink
         .create_vrf(&place.name, table, &place.mark, place.group())

@@ -698,6 +698,19 @@ pub fn original_config(cni_version: &str) -> Value {
     })
 }
 
+/// [`original_config`] (1.0.0) with `fields` set (a null removes the field).
+pub fn original_with(fields: Value) -> Value {
+    let mut config = original_config("1.0.0");
+    for (key, value) in fields.as_object().expect("fields are an object") {
+        if value.is_null() {
+            config.as_object_mut().unwrap().remove(key);
+        } else {
+            config[key] = value.clone();
+        }
+    }
+    config
+}
+
 /// A conflist holding one plugin: the single config `config`.
 pub fn one_plugin_conflist(config: &Value) -> Value {
     let mut plugin = config.clone();

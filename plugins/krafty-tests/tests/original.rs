@@ -8,26 +8,13 @@ use std::process::Command;
 
 use krafty_cni::naming;
 use krafty_tests::{
-    container_id, driver_path, one_plugin_conflist, original_config, plugin_path, Node, Outcome,
-    NETWORK,
+    container_id, driver_path, one_plugin_conflist, original_config, original_with, plugin_path,
+    Node, Outcome, NETWORK,
 };
 use serde_json::{json, Value};
 
 /// What STATUS and ADD say on a kernel without VRF.
 const NO_VRF: &str = "this kernel cannot create VRF devices";
-
-/// `original_config` with `fields` set (a null removes the field).
-fn original_with(fields: Value) -> Value {
-    let mut config = original_config("1.0.0");
-    for (key, value) in fields.as_object().expect("fields are an object") {
-        if value.is_null() {
-            config.as_object_mut().unwrap().remove(key);
-        } else {
-            config[key] = value.clone();
-        }
-    }
-    config
-}
 
 /// ADD of `config` for a fresh pod, then what the kernel allows: the pod behind its devices
 /// (checked), or code 50 naming VRF with nothing made; then DEL and GC (which removes a
@@ -51,13 +38,8 @@ fn add_as_this_kernel_allows(node: &Node, config: &Value) -> Outcome {
         node.cni("check", &list, &id, &pod.netns_path()).ok();
     } else {
         added.error(50, NO_VRF);
-        for name in [
-            naming::vrf_name(&id, "net1"),
-            naming::bridge_name(&id, "net1"),
-            naming::host_veth_name(&id, "net1"),
-        ] {
-            assert!(node.link(&name).is_none(), "{name} was made");
-        }
+        // Refused before anything is made: no device, record, lease or lock, even before DEL.
+        node.assert_clean();
         assert!(!pod.exec(&["ip", "link", "show", "net1"]).success);
     }
     node.cni("del", &list, &id, &pod.netns_path()).ok();
@@ -83,8 +65,11 @@ fn a_static_pod_ip_and_a_vrf_table() {
     let static_ip = original_with(json!({
         "ipam": null, "podIP": "172.16.10.5/24", "routes": [{"dst": "0.0.0.0/0"}]
     }));
-    add_as_this_kernel_allows(&node, &static_ip);
-    add_as_this_kernel_allows(&node, &original_with(json!({"vrfTable": 4242})));
+    let tabled = original_with(json!({"vrfTable": 4242}));
+    for config in [static_ip, tabled] {
+        add_as_this_kernel_allows(&node, &config);
+        add_as_this_kernel_allows(&node, &one_plugin_conflist(&config));
+    }
 }
 
 #[test]

@@ -7,6 +7,9 @@ use krafty_tests::{
 };
 use serde_json::{json, Value};
 
+/// The `krafty` plugin (the original's config) with VRF.
+mod original;
+
 /// The interface group `ip -j link` shows for the devices of attachment `id` in pod scope.
 fn attachment_group(id: &str) -> String {
     naming::attachment_group(&naming::attachment_mark(NETWORK, id, "net1")).to_string()
