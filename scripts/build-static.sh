@@ -13,7 +13,8 @@
 # answer (plugins: VERSION; the installer: --version), under qemu-user (qemu-ARCH-static) when
 # ARCH is not this machine's: static binaries need neither binfmt nor a sysroot.
 # Toolchain: rustup's target ARCH-unknown-linux-musl, and a C compiler and linker for it named
-# by CC_<target> and CARGO_TARGET_<TARGET>_LINKER (installer/Dockerfile sets Debian's gcc).
+# by CC_<target> and CARGO_TARGET_<TARGET>_LINKER; by default Debian's gcc for the architecture
+# (gcc-x86-64-linux-gnu, gcc-aarch64-linux-gnu), as installer/Dockerfile sets them.
 set -euo pipefail
 
 usage() {
@@ -35,6 +36,11 @@ case $3 in
 esac
 
 target=$machine-unknown-linux-musl
+# Rust brings musl (crt objects and libc); the glibc cross toolchain compiles C and links.
+gcc=${machine//_/-}-linux-gnu-gcc
+target_var=${target//-/_}
+export "CC_$target_var=$(printenv "CC_$target_var" || echo "$gcc")"
+export "CARGO_TARGET_${target_var^^}_LINKER=$(printenv "CARGO_TARGET_${target_var^^}_LINKER" || echo "$gcc")"
 run=()
 [[ $(uname -m) == "$machine" ]] || run=("qemu-$machine-static")
 

@@ -2,7 +2,7 @@
 # The krafty test command: every tier, in order, ending with one summary line.
 #
 #   scripts/test.sh                 # everything
-#   KRAFTY_SKIP=vm scripts/test.sh  # explicitly leave out tiers (comma-separated: host, shipped, podman, vm, deploy, fuzz)
+#   KRAFTY_SKIP=vm scripts/test.sh  # explicitly leave out tiers (comma-separated: host, shipped, arm64, podman, vm, deploy, fuzz)
 #
 # A tier that cannot run (missing tool, no root, VM does not boot) fails; it is never skipped
 # unless named in KRAFTY_SKIP, and a skipped tier is reported in the summary.
@@ -92,6 +92,10 @@ shipped_tests() {
             -E 'binary(chain) | binary(scopes) | binary(bad_input) | binary(hostile) | binary(original)'
 }
 tier shipped shipped_tests
+
+# The plugins for arm64, cross-built (static aarch64 musl, as the linux/arm64 image has them) and
+# run under qemu-user: VERSION, and the chain and original tests through libcni.
+tier arm64 scripts/arm64.sh
 
 # A runtime nobody here wrote: podman 4 with its CNI backend (libcni), containers from a busybox
 # root file system, on a node namespace of its own. Chains without krafty-vrf here; the VM tier
