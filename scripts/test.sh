@@ -14,7 +14,8 @@ target="${CARGO_TARGET_DIR:-$repo/target}"
 log_dir="$target/test-logs"
 mkdir -p "$log_dir"
 # The kill-at-every-step tests report their kill points here (krafty_tests::kill::report).
-kill_points="$log_dir/kill-points"
+export KRAFTY_KILL_POINTS="$log_dir/kill-points"
+kill_points=$KRAFTY_KILL_POINTS
 rm -rf "$kill_points"
 
 passed=0
@@ -116,18 +117,23 @@ vrf_tests() {
         return 1
     fi
     local with_podman=yes
-    if skip_requested podman; then
-        with_podman=no
-    elif ! build_shipped; then
-        echo "cannot build the plugins as they ship, for the podman tests" >&2
+    skip_requested podman && with_podman=no
+    if ! build_shipped; then
+        echo "cannot build the plugins as they ship" >&2
         return 1
     fi
+    # The plugins as they ship and the driver, kept in the guest's page cache (--cached) rather
+    # than read again from the uncached 9p share at every exec; the nodes' files on the guest's
+    # tmpfs, where flock works.
+    local tools="$target/vm-tools"
+    rm -rf "$tools" && mkdir -p "$tools" && cp "$target/cnidriver" "$tools/" || return 1
     # shellcheck disable=SC2016 # expanded in the guest
-    scripts/vm-run.sh --rwdir "$target" -- bash -c '
-        KRAFTY_BIN_DIR="$3" "$1" --test-threads=2; vrf=$?
+    scripts/vm-run.sh --rwdir "$target" --cached "$shipped_dir" --cached "$tools" -- bash -c '
+        KRAFTY_BIN_DIR="$3" KRAFTY_CNIDRIVER="$4/cnidriver" KRAFTY_TEST_NODES=/run/krafty-tests \
+            "$1" --test-threads=2; vrf=$?
         podman=0
-        if [[ $2 == yes ]]; then KRAFTY_BIN_DIR="$4" KRAFTY_RUNTIME_VRF=1 tests/runtime/run.sh; podman=$?; fi
-        exit $((vrf || podman))' vm-tier "$binary" "$with_podman" "$target/debug" "$shipped_dir"
+        if [[ $2 == yes ]]; then KRAFTY_BIN_DIR="$3" KRAFTY_RUNTIME_VRF=1 tests/runtime/run.sh; podman=$?; fi
+        exit $((vrf || podman))' vm-tier "$binary" "$with_podman" "$shipped_dir" "$tools"
 }
 tier vm vrf_tests
 

@@ -1,6 +1,7 @@
 //! CNI results (`prevResult`, an IPAM plugin's answer): bytes -> JSON -> `CniResult`, printed
-//! in every version and read again. The invariant: printing and re-reading loses nothing,
-//! unknown fields included (the next plugin of the chain gets exactly what we parsed).
+//! in every version and read again. The invariants: at 1.1.0 printing and re-reading loses
+//! nothing, unknown fields included (the next plugin of the chain gets exactly what we parsed);
+//! in every version printing what was read back prints the same again.
 #![no_main]
 
 use krafty_cni::{CniResult, CniVersion};
@@ -40,10 +41,12 @@ fuzz_target!(|data: &[u8]| {
         let again = CniResult::from_value(reread, "prevResult").unwrap_or_else(|e| {
             panic!("the {version} print of an accepted result is refused: {e}\nprinted: {out}")
         });
-        assert_eq!(
-            again, first,
-            "the {version} print does not read back to the same result\nprinted: {out}"
-        );
+        if version == CniVersion::LATEST {
+            assert_eq!(
+                again, first,
+                "the {version} print does not read back to the same result\nprinted: {out}"
+            );
+        }
         assert_eq!(again.to_value(version), out, "printing is not stable for {version}");
     }
 });

@@ -23,6 +23,7 @@ use crate::cluster::events::{Notice, Notifier};
 use crate::cluster::{self, annotation, events, pods};
 use crate::endpoints::{self, Readiness};
 use crate::install::{Change, InstallError, InstalledPlugin, Installer, PassReport};
+use crate::invocations;
 use crate::metrics::{ErrorKind, Metrics};
 use crate::watch::{debounced, DirWatcher, WatchError};
 
@@ -146,6 +147,20 @@ async fn run_daemon(args: &Args) -> Result<(), AgentError> {
         Arc::clone(&metrics),
         shutdown.clone(),
     ));
+
+    let logs = args.invocation_logs();
+    if !logs.is_empty() {
+        let shown: Vec<String> = logs.iter().map(|p| p.display().to_string()).collect();
+        tracing::info!(
+            "exporting the plugins' invocations from {}",
+            shown.join(", ")
+        );
+        tokio::spawn(invocations::follow(
+            logs,
+            Arc::clone(&metrics),
+            shutdown.clone(),
+        ));
+    }
 
     let (installed_sender, installed) = watch::channel(Vec::new());
     let notifier = start_cluster(args, installed, &metrics, &shutdown).await;

@@ -82,6 +82,17 @@ pub struct Args {
     #[arg(long, env = "KRAFTY_IPAM_PATH", value_delimiter = ',')]
     pub ipam_path: Vec<PathBuf>,
 
+    /// The plugins' invocation logs to export as metrics (`krafty_plugin_*`), comma-separated:
+    /// the default file, and any `logFile` a network sets. Empty: none.
+    #[arg(
+        long,
+        env = "KRAFTY_INVOCATION_LOG",
+        value_delimiter = ',',
+        default_value = "/var/log/krafty/krafty.log",
+        value_parser = parse_optional_path
+    )]
+    pub invocation_log: Vec<PathBuf>,
+
     /// Quiet time after the last file event before installing, in milliseconds.
     #[arg(long, env = "KRAFTY_DEBOUNCE_MS", default_value_t = 50)]
     pub debounce_ms: u64,
@@ -162,6 +173,17 @@ impl Args {
     pub fn shared_device_sweep_interval(&self) -> Duration {
         (self.shared_device_grace() / 4).clamp(Duration::from_secs(1), Duration::from_secs(60))
     }
+
+    /// The invocation logs to follow (`--invocation-log=` follows none).
+    pub fn invocation_logs(&self) -> Vec<PathBuf> {
+        let mut logs: Vec<PathBuf> = Vec::new();
+        for path in &self.invocation_log {
+            if !path.as_os_str().is_empty() && !logs.contains(path) {
+                logs.push(path.clone());
+            }
+        }
+        logs
+    }
 }
 
 /// A plugin name becomes a file name in the target directory: it must not be able to reach
@@ -176,6 +198,11 @@ fn parse_plugin_name(name: &str) -> Result<String, String> {
         ));
     }
     Ok(name.to_string())
+}
+
+/// A path, or "" for none (clap's own path parser refuses an empty value).
+fn parse_optional_path(text: &str) -> Result<PathBuf, String> {
+    Ok(PathBuf::from(text))
 }
 
 #[cfg(test)]
@@ -196,6 +223,10 @@ mod tests {
         assert_eq!(args.run_dir, PathBuf::from("/run/krafty"));
         assert_eq!(args.orphan_cleanup, OrphanCleanup::Delete);
         assert!(args.ipam_path.is_empty());
+        assert_eq!(
+            args.invocation_logs(),
+            [PathBuf::from("/var/log/krafty/krafty.log")]
+        );
         assert!(!args.once);
         assert_eq!(args.node_name, None);
     }
@@ -217,6 +248,24 @@ mod tests {
             ]
         );
         assert!(Args::try_parse_from(["krafty-installer", "--orphan-cleanup=maybe"]).is_err());
+    }
+
+    #[test]
+    fn invocation_logs_are_a_list_and_empty_means_none() {
+        let args = Args::try_parse_from([
+            "krafty-installer",
+            "--invocation-log=/var/log/krafty/krafty.log,/var/log/krafty/lab.log,/var/log/krafty/krafty.log",
+        ])
+        .unwrap();
+        assert_eq!(
+            args.invocation_logs(),
+            [
+                PathBuf::from("/var/log/krafty/krafty.log"),
+                PathBuf::from("/var/log/krafty/lab.log")
+            ]
+        );
+        let none = Args::try_parse_from(["krafty-installer", "--invocation-log="]).unwrap();
+        assert!(none.invocation_logs().is_empty());
     }
 
     #[test]

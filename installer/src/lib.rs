@@ -6,6 +6,7 @@
 //! - [`watch`]: inotify-driven wake-ups with a debounce, so idle costs nothing.
 //! - [`agent`]: the process itself: one-shot or daemon, readiness, backoff, shutdown.
 //! - [`endpoints`] and [`metrics`]: `/healthz`, `/readyz`, `/metrics`.
+//! - [`invocations`]: the plugins' invocation log, followed into the metrics.
 //! - [`cluster`]: the node annotation, Events and the pod watch (only with `--node-name`).
 //! - [`attachments`]: attachment records and the orphan reconciler.
 //! - [`inspect`]: the node-side tools (`attachment`, `attachments`).
@@ -17,6 +18,7 @@ pub mod cluster;
 pub mod endpoints;
 pub mod inspect;
 pub mod install;
+pub mod invocations;
 pub mod metrics;
 pub mod probe;
 pub mod watch;

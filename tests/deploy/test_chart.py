@@ -124,6 +124,15 @@ def test_every_optional_field_renders_the_contract_example():
     assert conflists(values) == {"default/krafty": CONTRACT_EXAMPLE}
 
 
+def test_log_rotation_reaches_every_plugin_as_integers():
+    values = default_values()
+    values["networks"][0] |= {"logMaxBytes": 16777216, "logMaxFiles": 5}
+    conflist = conflists(values)["default/krafty"]
+    for entry in conflist["plugins"]:
+        assert (entry["logMaxBytes"], entry["logMaxFiles"]) == (16777216, 5), entry["type"]
+        assert isinstance(entry["logMaxBytes"], int)
+
+
 def test_two_networks():
     confs = conflists(chartlib.values_from_files([chartlib.VALUES_DIR / "two-networks.yaml"]))
     assert sorted(confs) == ["default/krafty", "lab/storage"]
@@ -399,10 +408,13 @@ def test_daemonset_mounts_the_node_directories(default_objects):
         "/run/krafty": "/run/krafty",
         "/run/netns": "/run/netns",
         "/var/lib/cni": "/var/lib/cni",
+        "/var/log/krafty": "/var/log/krafty",
     }
     netns = next(m for m in installer_container(daemonset)["volumeMounts"] if m["name"] == "netns")
     assert netns["readOnly"] is True
     assert netns["mountPropagation"] == "HostToContainer"
+    log = next(m for m in installer_container(daemonset)["volumeMounts"] if m["name"] == "log")
+    assert log["readOnly"] is True
     writable = [m["mountPath"] for m in installer_container(daemonset)["volumeMounts"] if not m.get("readOnly")]
     assert sorted(writable) == ["/host/opt/cni/bin", "/run/krafty", "/var/lib/cni", "/var/lib/krafty"]
 
@@ -430,6 +442,7 @@ def test_installer_arguments_environment_and_probes(default_objects):
         "--node-name=$(KRAFTY_NODE_NAME)",
         "--state-dir=/var/lib/krafty",
         "--run-dir=/run/krafty",
+        "--invocation-log=/var/log/krafty/krafty.log",
         "--orphan-cleanup=delete",
         "--ipam-path=/host/opt/cni/bin",
         "--shared-device-grace-secs=300",
@@ -483,6 +496,23 @@ def test_installer_values_are_wired_through():
         "name": "cni-bin",
         "hostPath": {"path": "/home/kubernetes/bin", "type": "DirectoryOrCreate"},
     } in pod["volumes"]
+
+
+def test_the_installer_follows_every_networks_invocation_log():
+    values = {
+        "hostPaths": {"log": "/data/krafty-log/"},
+        "networks": [
+            {"name": "a", "subnets": ["172.16.1.0/24"], "gateways": ["172.16.1.1"]},
+            {"name": "b", "subnets": ["172.16.2.0/24"], "gateways": ["172.16.2.1"], "logFile": "/data/krafty-log/b.log"},
+            {"name": "c", "subnets": ["172.16.3.0/24"], "gateways": ["172.16.3.1"], "logFile": ""},
+            {"name": "d", "subnets": ["172.16.4.0/24"], "gateways": ["172.16.4.1"], "logFile": "/data/krafty-log/b.log"},
+        ],
+    }
+    daemonset = only(chartlib.objects(values), "DaemonSet")
+    container = installer_container(daemonset)
+    assert "--invocation-log=/data/krafty-log/krafty.log,/data/krafty-log/b.log" in container["args"]
+    log = next(m for m in container["volumeMounts"] if m["name"] == "log")
+    assert log == {"name": "log", "mountPath": "/data/krafty-log/", "readOnly": True}
 
 
 def test_dev_values_use_the_local_image_and_a_writable_root():

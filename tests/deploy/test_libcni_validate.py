@@ -77,8 +77,10 @@ def rendered_conflists(values: dict | None) -> dict[str, str]:
 
 
 def readme_conflists() -> list[dict]:
-    """Every ```json block of the README that is a whole conflist (fragments have no plugins)."""
-    blocks = [json.loads(b) for b in re.findall(r"```json\n(.*?)```", README, re.DOTALL)]
+    """Every ```json block of the README and of docs/ that is a whole conflist (fragments have
+    no plugins)."""
+    texts = [README] + [doc.read_text() for doc in sorted((chartlib.REPO / "docs").glob("*.md"))]
+    blocks = [json.loads(b) for text in texts for b in re.findall(r"```json\n(.*?)```", text, re.DOTALL)]
     return [b for b in blocks if "plugins" in b]
 
 

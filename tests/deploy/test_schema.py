@@ -103,6 +103,10 @@ BAD_VALUES = {
     "negative-route-metric": (network(routeMetric=-1), "/networks/0/routeMetric"),
     "relative-log-file": (network(logFile="krafty.log"), "/networks/0/logFile"),
     "log-file-escaping-upwards": (network(logFile="/var/log/krafty/../../etc/passwd"), "/networks/0/logFile"),
+    "log-rotated-every-few-lines": (network(logMaxBytes=1024), "/networks/0/logMaxBytes"),
+    "log-filling-the-disk": (network(logMaxBytes=1 << 30), "/networks/0/logMaxBytes"),
+    "log-of-one-file": (network(logMaxFiles=1), "/networks/0/logMaxFiles"),
+    "log-of-many-files": (network(logMaxFiles=11), "/networks/0/logMaxFiles"),
     "misspelt-network-field": (network(subent=["x"]), "additional properties 'subent' not allowed"),
     "misspelt-top-level-key": ({"network": []}, "additional properties 'network' not allowed"),
     "unknown-pull-policy": ({"image": {"pullPolicy": "Sometimes"}}, "/image/pullPolicy"),
@@ -137,6 +141,7 @@ GOOD_VALUES = {
     "ipv6-only": network(subnets=["fd10:16:20::/64"], gateways=["fd10:16:20::1"]),
     "runtime": network(addressing="runtime", routes=[{"dst": "0.0.0.0/0"}]),
     "no-log": network(logFile=""),
+    "log-rotation-bounds": network(logMaxBytes=65536, logMaxFiles=10),
     "ipv6-listen": {"installer": {"listenAddress": "::"}},
 }
 

@@ -219,7 +219,7 @@ def installed_with(machine: Machine, installer: str) -> list[str]:
 TEST_APT = [
     "golang-go", "golang-github-appc-cni-dev", "containernetworking-plugins", "iproute2", "iputils-ping",
     "jq", "shellcheck", "qemu-system-x86", "linux-image-amd64", "busybox-static", "podman", "runc",
-    "uidmap", "strace", "qemu-user-static", "curl", "gcc", "g++", "libc6-dev", "python3", "python3-pip", "file",
+    "uidmap", "strace", "qemu-user-static", "npm", "curl", "gcc", "g++", "libc6-dev", "python3", "python3-pip", "file", "gcc-aarch64-linux-gnu",
 ]
 VM_APT = ["qemu-system-x86", "linux-image-amd64", "busybox-static", "file"]
 
@@ -403,3 +403,12 @@ def test_this_machine_has_everything_make_test_installs_and_the_check_is_fast():
     assert result.returncode == 0, result.stderr
     assert result.stdout == result.stderr == ""
     assert cpu < 1.5, f"the check took {cpu:.2f} s of CPU"
+
+
+def test_a_command_installed_another_way_stands_for_its_package(machine):
+    # This machine's Node.js and npm came with its image, not from Debian's npm package.
+    npm = machine.bin / "npm"
+    npm.write_text("#!/bin/sh\nexit 0\n")
+    npm.chmod(0o755)
+    assert machine.run("test").returncode == 0
+    assert "npm" not in installed_with(machine, "apt")

@@ -104,6 +104,9 @@ const usageText = `usage:
 `
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "convert" {
+		os.Exit(runConvert(os.Args[2:], os.Stdin, os.Stdout, os.Stderr))
+	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 

@@ -57,6 +57,18 @@ The installer's --listen value; an IPv6 address needs brackets before the port.
 {{- end }}
 
 {{/*
+The installer's --invocation-log value: the plugins' default log below hostPaths.log, and the
+logFile of every network that sets one, without repeats.
+*/}}
+{{- define "krafty.invocationLogs" -}}
+{{- $logs := list (printf "%s/krafty.log" (trimSuffix "/" .Values.hostPaths.log)) }}
+{{- range .Values.networks }}
+{{- if .logFile }}{{ $logs = append $logs .logFile }}{{ end }}
+{{- end }}
+{{- join "," (uniq $logs) }}
+{{- end }}
+
+{{/*
 krafty.conflist: the CNI conflist (JSON) of one entry of .Values.networks, the chain
 krafty-vrf -> krafty-bridge -> krafty-veth. Built as a dict and serialised with toPrettyJson so
 that quoting and escaping are JSON's, never string concatenation's. Optional fields appear only
@@ -73,17 +85,21 @@ checked the entry (list lengths, address families, addressing mode).
 {{- if or (not (hasKey $net "vrf")) $net.vrf }}
 {{- $vrf := dict "type" "krafty-vrf" "scope" $scope }}
 {{- if hasKey $net "vrfTable" }}{{ $_ := set $vrf "vrfTable" $net.vrfTable }}{{ end }}
-{{- if hasKey $net "logFile" }}{{ $_ := set $vrf "logFile" $net.logFile }}{{ end }}
+{{- range $field := list "logFile" "logMaxBytes" "logMaxFiles" }}
+{{- if hasKey $net $field }}{{ $_ := set $vrf $field (get $net $field) }}{{ end }}
+{{- end }}
 {{- $plugins = append $plugins $vrf }}
 {{- end }}
 
 {{- $bridge := dict "type" "krafty-bridge" "scope" $scope }}
 {{- $_ := include "krafty.bridgeFields" (dict "net" $net "into" $bridge) }}
-{{- if hasKey $net "logFile" }}{{ $_ := set $bridge "logFile" $net.logFile }}{{ end }}
+{{- range $field := list "logFile" "logMaxBytes" "logMaxFiles" }}
+{{- if hasKey $net $field }}{{ $_ := set $bridge $field (get $net $field) }}{{ end }}
+{{- end }}
 {{- $plugins = append $plugins $bridge }}
 
 {{- $veth := dict "type" "krafty-veth" }}
-{{- range $field := list "mtu" "routeMetric" "logFile" }}
+{{- range $field := list "mtu" "routeMetric" "logFile" "logMaxBytes" "logMaxFiles" }}
 {{- if hasKey $net $field }}{{ $_ := set $veth $field (get $net $field) }}{{ end }}
 {{- end }}
 {{- $_ := include "krafty.addressing" (dict "net" $net "into" $veth) }}
@@ -110,7 +126,7 @@ written only for a network in scope network without a vrfTable.
 {{- else if eq ($net.scope | default "pod") "network" }}
 {{- $_ := set $conf "scope" "network" }}
 {{- end }}
-{{- range $field := list "routeMetric" "logFile" }}
+{{- range $field := list "routeMetric" "logFile" "logMaxBytes" "logMaxFiles" }}
 {{- if hasKey $net $field }}{{ $_ := set $conf $field (get $net $field) }}{{ end }}
 {{- end }}
 {{- $_ := include "krafty.addressing" (dict "net" $net "into" $conf) }}

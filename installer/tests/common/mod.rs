@@ -69,12 +69,14 @@ pub fn sha256_of(path: &Path) -> Option<String> {
     fs::read(path).ok().map(|bytes| sha256_hex(&bytes))
 }
 
-/// A source and a target directory (and a state directory) under one temporary root.
+/// A source and a target directory (and a state and a log directory) under one temporary root.
 pub struct Dirs {
     pub root: tempfile::TempDir,
     pub source: PathBuf,
     pub target: PathBuf,
     pub state: PathBuf,
+    /// The plugins' log root; the daemon follows `krafty.log` in it.
+    pub log: PathBuf,
 }
 
 impl Dirs {
@@ -83,7 +85,8 @@ impl Dirs {
         let source = root.path().join("source");
         let target = root.path().join("target");
         let state = root.path().join("state");
-        for dir in [&source, &target, &state] {
+        let log = root.path().join("log");
+        for dir in [&source, &target, &state, &log] {
             fs::create_dir(dir).unwrap();
         }
         Dirs {
@@ -91,6 +94,7 @@ impl Dirs {
             source,
             target,
             state,
+            log,
         }
     }
 
@@ -194,6 +198,8 @@ impl Daemon {
             .arg(&dirs.target)
             .arg("--state-dir")
             .arg(&dirs.state)
+            .arg("--invocation-log")
+            .arg(dirs.log.join("krafty.log"))
             .args(["--listen", "127.0.0.1:0"])
             .args(extra)
             // No kubeconfig, no in-cluster variables: file-only, whatever the host has.

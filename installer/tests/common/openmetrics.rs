@@ -111,6 +111,10 @@ pub fn parse(text: &str) -> Result<Exposition, String> {
         let kind = &out.families[&family].kind;
         let allowed: Vec<String> = match kind.as_str() {
             "counter" => vec![format!("{family}_total"), format!("{family}_created")],
+            "histogram" => ["bucket", "sum", "count", "created"]
+                .iter()
+                .map(|suffix| format!("{family}_{suffix}"))
+                .collect(),
             "info" => vec![format!("{family}_info")],
             _ => vec![family.clone()],
         };

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::error::Error;
+use crate::invocation_log;
 use crate::naming::RESERVED_TABLES;
 
 /// Where plugin logs may be written, unless the node's environment says otherwise.
@@ -52,6 +53,11 @@ pub struct NetConf<T> {
     pub valid_attachments: Option<Vec<ValidAttachment>>,
     #[serde(flatten)]
     pub plugin: T,
+    /// The invocation log's rotation (see [`log_rotation`]).
+    #[serde(rename = "logMaxBytes", default)]
+    pub log_max_bytes: Option<i64>,
+    #[serde(rename = "logMaxFiles", default)]
+    pub log_max_files: Option<i64>,
 }
 
 /// An attachment the runtime still uses, as GC lists them.
@@ -93,6 +99,40 @@ pub fn log_file(
         Some("") => Ok(None),
         Some(path) => confined("logFile", path, root, false).map(Some),
     }
+}
+
+/// Bounds of `logMaxBytes` and `logMaxFiles`: whoever writes a network config can neither
+/// fill the node's disk with the log (256 MiB x 10 at most) nor rotate it away every few lines.
+pub const LOG_MAX_BYTES_RANGE: std::ops::RangeInclusive<i64> = (64 << 10)..=(256 << 20);
+pub const LOG_MAX_FILES_RANGE: std::ops::RangeInclusive<i64> = 2..=10;
+
+/// The invocation log's rotation: `logMaxBytes` per file, `logMaxFiles` files in all.
+pub fn log_rotation(
+    max_bytes: Option<i64>,
+    max_files: Option<i64>,
+) -> Result<invocation_log::Rotation, Error> {
+    let default = invocation_log::Rotation::default();
+    let within = |field: &str, value: i64, range: std::ops::RangeInclusive<i64>| {
+        if range.contains(&value) {
+            Ok(value)
+        } else {
+            Err(Error::invalid_config(format!(
+                "{field} {value} is outside {}..={}",
+                range.start(),
+                range.end()
+            )))
+        }
+    };
+    Ok(invocation_log::Rotation {
+        max_bytes: match max_bytes {
+            Some(bytes) => within("logMaxBytes", bytes, LOG_MAX_BYTES_RANGE)? as u64,
+            None => default.max_bytes,
+        },
+        max_files: match max_files {
+            Some(files) => within("logMaxFiles", files, LOG_MAX_FILES_RANGE)? as u32,
+            None => default.max_files,
+        },
+    })
 }
 
 /// The directory attachment records are kept in: `stateDir`, at or below the state root.
@@ -917,6 +957,25 @@ mod tests {
     fn wrong_json_types_do_not_decode() {
         assert!(serde_json::from_value::<BridgeConfig>(json!({"subnet": 5})).is_err());
         assert!(serde_json::from_value::<VrfConfig>(json!({"vrfTable": "ten"})).is_err());
+    }
+
+    #[test]
+    fn log_rotation_defaults_and_bounds() {
+        assert_eq!(
+            log_rotation(None, None).unwrap(),
+            invocation_log::Rotation::default()
+        );
+        let chosen = log_rotation(Some(65536), Some(10)).unwrap();
+        assert_eq!((chosen.max_bytes, chosen.max_files), (65536, 10));
+        for (bytes, files, field) in [
+            (Some(65535), None, "logMaxBytes"),
+            (Some((256 << 20) + 1), None, "logMaxBytes"),
+            (Some(-1), None, "logMaxBytes"),
+            (None, Some(1), "logMaxFiles"),
+            (None, Some(11), "logMaxFiles"),
+        ] {
+            assert_invalid(log_rotation(bytes, files), field);
+        }
     }
 
     #[test]

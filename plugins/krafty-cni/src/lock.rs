@@ -109,7 +109,8 @@ impl NodeLock {
     }
 }
 
-fn still_named_by(file: &File, path: &Path) -> bool {
+/// Whether `path` still names the file `file` (it was not renamed or unlinked meanwhile).
+pub(crate) fn still_named_by(file: &File, path: &Path) -> bool {
     match (file.metadata(), std::fs::symlink_metadata(path)) {
         (Ok(held), Ok(named)) => held.dev() == named.dev() && held.ino() == named.ino(),
         _ => false,

@@ -2,7 +2,9 @@
 //!
 //! One shape serves every version: results are held in the 1.x form and converted on the way
 //! out (0.3.x and 0.4.0 carry a `version` on each IP). Every field krafty does not know is kept
-//! in `extra` and printed again unchanged, so a chain can carry fields of newer plugins.
+//! in `extra`. Printed at 1.1.0 (the newest) it appears again unchanged, so a chain can carry
+//! fields of newer plugins; a result printed in an older version carries exactly the fields
+//! that version defines, the 1.1.0 ones and unknown ones dropped, as libcni's conversion does.
 
 use std::net::IpAddr;
 
@@ -88,6 +90,26 @@ impl Dns {
 const VERSION_KEY: &str = "version";
 const CNI_VERSION_KEY: &str = "cniVersion";
 
+/// The fields of each object of a result, as one specification version defines them.
+struct Fields {
+    result: &'static [&'static str],
+    interface: &'static [&'static str],
+    ip: &'static [&'static str],
+    route: &'static [&'static str],
+    dns: &'static [&'static str],
+}
+
+/// What 0.3.0 to 1.0.0 define (0.3.x and 0.4.0 add `ips[].version`, written on output). 1.1.0
+/// adds interface `mtu`, `socketPath`, `pciID` and route `mtu`, `advmss`, `priority`,
+/// `table`, `scope`.
+const FIELDS_BEFORE_1_1: Fields = Fields {
+    result: &[CNI_VERSION_KEY, "interfaces", "ips", "routes", "dns"],
+    interface: &["name", "mac", "sandbox"],
+    ip: &["address", "gateway", "interface"],
+    route: &["dst", "gw"],
+    dns: &["nameservers", "domain", "search", "options"],
+};
+
 impl CniResult {
     /// Reads a result of any supported version (a `prevResult` or an IPAM plugin's answer).
     pub fn from_value(value: Value, what: &str) -> Result<CniResult, Error> {
@@ -116,13 +138,17 @@ impl CniResult {
         Ok(result)
     }
 
-    /// The result as printed for a config of `version`.
+    /// The result as printed for a config of `version`: every field at 1.1.0, only the
+    /// version's own fields before.
     pub fn to_value(&self, version: CniVersion) -> Value {
         let mut value = match serde_json::to_value(self) {
             Ok(Value::Object(map)) => map,
             // A struct of strings, numbers and maps always serialises to an object.
             _ => Map::new(),
         };
+        if version < CniVersion::V1_1_0 {
+            keep_only(&mut value, &FIELDS_BEFORE_1_1);
+        }
         if version.ips_carry_family() {
             if let Some(Value::Array(ips)) = value.get_mut("ips") {
                 for (ip, config) in ips.iter_mut().zip(&self.ips) {
@@ -157,6 +183,28 @@ impl CniResult {
     }
 }
 
+/// Drops every field of `result` and of its objects that `fields` does not name.
+fn keep_only(result: &mut Map<String, Value>, fields: &Fields) {
+    result.retain(|key, _| fields.result.contains(&key.as_str()));
+    for (list, allowed) in [
+        ("interfaces", fields.interface),
+        ("ips", fields.ip),
+        ("routes", fields.route),
+    ] {
+        if let Some(Value::Array(objects)) = result.get_mut(list) {
+            for object in objects.iter_mut().filter_map(Value::as_object_mut) {
+                object.retain(|key, _| allowed.contains(&key.as_str()));
+            }
+        }
+    }
+    if let Some(Value::Object(dns)) = result.get_mut("dns") {
+        dns.retain(|key, _| fields.dns.contains(&key.as_str()));
+        if dns.is_empty() {
+            result.remove("dns");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,10 +225,55 @@ mod tests {
     }
 
     #[test]
-    fn unknown_fields_pass_through_unchanged() {
+    fn unknown_fields_pass_through_unchanged_at_the_newest_version() {
         let result = CniResult::from_value(sample_v1(), "prevResult").unwrap();
-        let out = result.to_value(CniVersion::V1_0_0);
-        assert_eq!(out, sample_v1());
+        let mut expected = sample_v1();
+        expected["cniVersion"] = json!("1.1.0");
+        assert_eq!(result.to_value(CniVersion::V1_1_0), expected);
+    }
+
+    #[test]
+    fn older_versions_keep_only_their_own_fields() {
+        let mut input = sample_v1();
+        input["interfaces"][1]["mtu"] = json!(1400);
+        input["interfaces"][1]["socketPath"] = json!("/run/vhost.sock");
+        input["routes"][0]["table"] = json!(100);
+        input["dns"] = json!({"domain": "lab", "futureDns": 1});
+        input["ips"][0]["futureIp"] = json!(true);
+        let result = CniResult::from_value(input, "prevResult").unwrap();
+        for version in [
+            CniVersion::V0_3_0,
+            CniVersion::V0_3_1,
+            CniVersion::V0_4_0,
+            CniVersion::V1_0_0,
+        ] {
+            let out = result.to_value(version);
+            let mut ip =
+                json!({"address": "172.16.10.10/24", "gateway": "172.16.10.1", "interface": 1});
+            if version.ips_carry_family() {
+                ip["version"] = json!("4");
+            }
+            assert_eq!(
+                out,
+                json!({
+                    "cniVersion": version.as_str(),
+                    "interfaces": [
+                        {"name": "krb0123456789a", "mac": "02:00:00:00:00:01"},
+                        {"name": "net1", "mac": "02:00:00:00:00:02", "sandbox": "/run/netns/p"}
+                    ],
+                    "ips": [ip],
+                    "routes": [{"dst": "0.0.0.0/0", "gw": "172.16.10.1"}],
+                    "dns": {"domain": "lab"}
+                }),
+                "{version}"
+            );
+        }
+        let dns_of_unknown_fields_only =
+            CniResult::from_value(json!({"dns": {"futureDns": 1}}), "prevResult").unwrap();
+        assert_eq!(
+            dns_of_unknown_fields_only.to_value(CniVersion::V1_0_0),
+            json!({"cniVersion": "1.0.0"})
+        );
     }
 
     #[test]

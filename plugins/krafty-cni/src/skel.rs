@@ -174,6 +174,7 @@ struct LogFacts {
     env: Option<Environment>,
     network: String,
     log_file: Option<Option<String>>,
+    log_rotation: invocation_log::Rotation,
 }
 
 impl LogFacts {
@@ -216,7 +217,7 @@ impl LogFacts {
                 msg: e.to_string(),
             }),
         };
-        if let Err(error) = invocation_log::append(&path, &entry) {
+        if let Err(error) = invocation_log::append(&path, &entry, self.log_rotation) {
             tracing::warn!(
                 "cannot append to the invocation log {}: {error}",
                 path.display()
@@ -273,6 +274,7 @@ fn invoke<P: Plugin>(
             conf.log_file.as_deref(),
             node_path(config::LOG_ROOT_ENV).as_deref(),
         )?;
+        facts.log_rotation = config::log_rotation(conf.log_max_bytes, conf.log_max_files)?;
         let state_dir = config::state_dir(
             conf.state_dir.as_deref(),
             node_path(config::STATE_ROOT_ENV).as_deref(),
@@ -454,7 +456,7 @@ mod tests {
         assert_eq!(out["cniVersion"], "0.4.0");
         assert_eq!(out["interfaces"][1]["name"], "probe0");
         assert_eq!(out["ips"][0]["version"], "4");
-        assert_eq!(out["custom"], 1, "unknown prevResult fields pass through");
+        assert_eq!(out.get("custom"), None, "0.4.0 defines no such field");
     }
 
     #[test]

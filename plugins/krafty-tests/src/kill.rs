@@ -221,9 +221,11 @@ pub fn at_every_step(
 }
 
 /// Records how many kill points a test went through, for the test command's summary:
-/// `<target>/test-logs/kill-points/<name>` holds `<verb> <count>` lines.
+/// `<KRAFTY_KILL_POINTS, or target/test-logs/kill-points>/<name>` holds `<verb> <count>` lines.
 pub fn report(name: &str, counts: &[(Verb, usize)]) {
-    let dir = crate::target_dir().join("test-logs").join("kill-points");
+    let dir = std::env::var_os("KRAFTY_KILL_POINTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::target_dir().join("test-logs").join("kill-points"));
     std::fs::create_dir_all(&dir).expect("the kill-point report's directory");
     let text: String = counts
         .iter()

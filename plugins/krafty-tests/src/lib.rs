@@ -62,6 +62,14 @@ pub fn target_dir() -> PathBuf {
         .to_path_buf()
 }
 
+/// Where nodes keep their files: `<target>/krafty-tests`, or KRAFTY_TEST_NODES (the VM puts
+/// them on its tmpfs: flock does not work across its 9p share of the target directory).
+pub fn nodes_root() -> PathBuf {
+    std::env::var_os("KRAFTY_TEST_NODES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_dir().join("krafty-tests"))
+}
+
 pub fn plugin_path(name: &str) -> PathBuf {
     let path = bin_dir().join(name);
     assert!(
@@ -253,7 +261,7 @@ impl Node {
             COUNTER.fetch_add(1, Ordering::SeqCst)
         );
         let name = format!("kt-node-{id}");
-        let dir = target_dir().join("krafty-tests").join(&name);
+        let dir = nodes_root().join(&name);
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("state dir");
         run_checked(Command::new("ip").args(["netns", "add", &name]));

@@ -305,8 +305,8 @@ fn a_shared_network_in_a_vrf_connects_its_pods_and_isolates_others() {
     for shared in [&vrf, &naming::shared_bridge_name("blue")] {
         assert_eq!(
             node.link(shared).unwrap()["group"],
-            "default",
-            "{shared} stays out of any attachment's group"
+            naming::network_group("blue").to_string(),
+            "{shared} is in its network's group, out of every attachment's"
         );
     }
     assert!(

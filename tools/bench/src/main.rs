@@ -447,6 +447,39 @@ fn compare(kernel: Kernel, scope: Scope, cycles: usize) -> Value {
     })
 }
 
+/// A pod's second attachment against its first, in `scope`: `cycles` rounds, each an ADD and
+/// DEL of net1 in an empty pod and of net2 in a pod that holds net1 on another network, the
+/// two taking turns (issue 13: the second costs what the first does).
+fn second_attachment(kernel: Kernel, scope: Scope, cycles: usize) -> Value {
+    let node = Node::new();
+    let (empty, holding) = (node.pod("e"), node.pod("h"));
+    let measured = node.conflist(krafty_conflist(kernel, scope, "krafty", SUBNET, GATEWAY));
+    let other = node.conflist(krafty_conflist(
+        kernel,
+        scope,
+        "held",
+        "172.16.11.0/24",
+        "172.16.11.1",
+    ));
+    let holder = container_id();
+    node.cni("add", &other, &holder, &holding.netns_path()).ok();
+    let mut series: [Series; 2] = Default::default();
+    for cycle in 0..cycles {
+        for turn in 0..2 {
+            let which = (cycle + turn) % 2;
+            let (id, pod, extra): (String, &Pod, &[&str]) = match which {
+                0 => (container_id(), &empty, &[]),
+                _ => (holder.clone(), &holding, &["--ifname", "net2"]),
+            };
+            for verb in ["add", "del"] {
+                series[which].record(verb, timed_cni(&node, verb, &measured, &id, pod, extra));
+            }
+        }
+    }
+    node.cni("del", &other, &holder, &holding.netns_path()).ok();
+    json!({ "first": series[0].to_json(), "second": series[1].to_json() })
+}
+
 /// What the kernel charges for deleting devices, each case timed around one `ip link del`
 /// (`ip`'s start-up included, as in the floor) right after the devices were made: the yardstick
 /// for "pod-scope DEL near the cost of one device". The cases take turns, round by round.
@@ -747,6 +780,11 @@ fn run(flags: &BTreeMap<String, String>) {
     for scope in [Scope::Pod, Scope::Network] {
         eprintln!("krafty-bench: {cycles} cycles in {} scope", scope.name());
         results["compare"][scope.name()] = compare(kernel, scope, cycles);
+        eprintln!(
+            "krafty-bench: a pod's second attachment, {} scope",
+            scope.name()
+        );
+        results["second_attachment"][scope.name()] = second_attachment(kernel, scope, cycles);
     }
     eprintln!("krafty-bench: the kernel's cost of deleting devices");
     results["deletion_us"] = deletion_costs(kernel);
@@ -932,6 +970,28 @@ fn targets(host: &Value) -> String {
             }
         }
     }
+    for scope in ["pod", "network"] {
+        let pair = &host["second_attachment"][scope];
+        for verb in ["add", "del"] {
+            let key = format!("{verb}_us");
+            let (second, first) = (
+                samples(&pair["second"][&key]),
+                samples(&pair["first"][&key]),
+            );
+            if second.is_empty() || first.is_empty() {
+                continue;
+            }
+            text += &within_row(
+                &format!(
+                    "a pod's second attachment: {} p50 within 10% of its first ({scope} scope)",
+                    verb.to_uppercase()
+                ),
+                &second,
+                &first,
+                0.1,
+            );
+        }
+    }
     if let Some((device, cost)) = dearest_single_deletion(host) {
         let krafty = p50(host, "pod", "krafty", "del");
         text += &format!(
@@ -996,6 +1056,20 @@ fn ratio_row(label: &str, krafty: &[f64], baseline: &[f64], bound: f64) -> Strin
         ms(krafty_p50),
         ms(baseline_p50),
         verdict(measured <= bound)
+    )
+}
+
+/// `| target | medians and their ratio [95% interval] | verdict |`, met when the ratio of the
+/// medians is within `tolerance` of 1 on either side.
+fn within_row(label: &str, measured: &[f64], baseline: &[f64], tolerance: f64) -> String {
+    let (measured_p50, baseline_p50) = (summary(measured)[0], summary(baseline)[0]);
+    let (low, high) = median_ratio_interval(measured, baseline);
+    let value = ratio(measured_p50, baseline_p50);
+    format!(
+        "| {label} | {} / {} ms = {value:.2} [{low:.2}, {high:.2}] | {} |\n",
+        ms(measured_p50),
+        ms(baseline_p50),
+        verdict((value - 1.0).abs() <= tolerance)
     )
 }
 
@@ -1326,6 +1400,15 @@ mod tests {
         assert!(!targets(&host_results(false)).contains("same work"));
         assert!(kernel_section(&host_results(true))
             .contains("| krafty / reference doing the same work | | 0.67 |"));
+    }
+
+    #[test]
+    fn within_rows_are_met_on_either_side_of_one() {
+        let base = [10_000.0; 5];
+        assert!(within_row("x", &[10_500.0; 5], &base, 0.1).contains("| **met** |"));
+        assert!(within_row("x", &[9_500.0; 5], &base, 0.1).contains("| **met** |"));
+        assert!(within_row("x", &[11_500.0; 5], &base, 0.1).contains("| **missed** |"));
+        assert!(within_row("x", &[8_500.0; 5], &base, 0.1).contains("| **missed** |"));
     }
 
     #[test]
