@@ -295,6 +295,8 @@ def test_plugin_krafty_writes_scope_network_only_without_a_vrf_table():
     assert "scope" not in original(scope="pod")
     assert original(scope="network")["scope"] == "network"
     assert "scope" not in original(scope="network", vrfTable=1234)
+    logged = original(logFile="/var/log/krafty/o.log", logMaxBytes=1048576, logMaxFiles=3)
+    assert (logged["logFile"], logged["logMaxBytes"], logged["logMaxFiles"]) == ("/var/log/krafty/o.log", 1048576, 3)
     dual = original(
         subnets=["10.1.0.0/24", "fd10:1::/64"], gateways=["10.1.0.1", "fd10:1::1"], addressing="runtime"
     )

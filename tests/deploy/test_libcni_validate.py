@@ -77,11 +77,11 @@ def rendered_conflists(values: dict | None) -> dict[str, str]:
 
 
 def readme_conflists() -> list[dict]:
-    """Every ```json block of the README and of docs/ that is a whole conflist (fragments have
-    no plugins)."""
+    """Every ```json block of the README and of docs/ that is a whole conflist, or a whole single
+    config (a `.conf`: cniVersion, name and type); fragments have neither."""
     texts = [README] + [doc.read_text() for doc in sorted((chartlib.REPO / "docs").glob("*.md"))]
     blocks = [json.loads(b) for text in texts for b in re.findall(r"```json\n(.*?)```", text, re.DOTALL)]
-    return [b for b in blocks if "plugins" in b]
+    return [b for b in blocks if "plugins" in b or {"cniVersion", "name", "type"} <= set(b)]
 
 
 @pytest.mark.parametrize(
@@ -104,8 +104,9 @@ def test_every_readme_nad_example_passes_libcni_validation(name, tmp_path, cni_p
 
 def test_every_readme_conflist_passes_libcni_validation(tmp_path, cni_path):
     conflists = readme_conflists()
-    # The chain at the top and the podman recipe, at least.
-    assert len(conflists) >= 2
+    # The chain at the top, the podman recipe and the original's config, at least.
+    assert len(conflists) >= 3
+    assert any(conflist.get("type") == "krafty" for conflist in conflists)
     for conflist in conflists:
         assert_valid(validate(json.dumps(conflist), tmp_path, cni_path))
 
