@@ -242,20 +242,8 @@ ORIGINAL_SEED = {
     "type": "krafty",
     "subnet": "172.16.10.0/24",
     "gateway": "172.16.10.1",
-    "ipam": {
-        "type": "host-local",
-        "ranges": [
-            [
-                {
-                    "subnet": "172.16.10.0/24",
-                    "rangeStart": "172.16.10.10",
-                    "rangeEnd": "172.16.10.250",
-                    "gateway": "172.16.10.1",
-                }
-            ]
-        ],
-        "routes": [{"dst": "0.0.0.0/0"}],
-    },
+    # The seed's IPAM block is the one the chain's krafty-veth has.
+    "ipam": CONTRACT_EXAMPLE["plugins"][2]["ipam"],
 }
 
 

@@ -216,7 +216,7 @@ fn validate_scope(scope: Option<&str>) -> Result<Scope, Error> {
 }
 
 /// `krafty-vrf`'s own fields.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize)]
 pub struct VrfConfig {
     #[serde(rename = "vrfTable", default)]
     pub vrf_table: Option<i64>,
@@ -261,7 +261,7 @@ impl VrfConfig {
 }
 
 /// `krafty-bridge`'s own fields.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize)]
 pub struct BridgeConfig {
     #[serde(default)]
     pub subnet: Option<OneOrMany>,
@@ -473,35 +473,25 @@ impl VethConfig {
 /// The `krafty` plugin's fields: the original krafty's single-plugin config (`subnet`,
 /// `gateway`, `ipam` or `podIP`, `vrfTable`), and the chain's optional fields that mean one
 /// thing in one plugin (`mtu` is the bridge's and both veth ends', as the chart gives it).
-/// `krafty` does what krafty-vrf, krafty-bridge and krafty-veth do, so its config is theirs.
-#[derive(Debug, Default, Deserialize)]
+/// `krafty` does what krafty-vrf, krafty-bridge and krafty-veth do, so each step reads its
+/// fields from the one config as the chain's plugin reads them from its own.
+#[derive(Debug, Default)]
 pub struct OriginalConfig {
-    #[serde(default)]
-    pub subnet: Option<OneOrMany>,
-    #[serde(default)]
-    pub gateway: Option<OneOrMany>,
-    #[serde(default)]
-    pub ipam: Option<Value>,
-    #[serde(rename = "podIP", default)]
-    pub pod_ip: Option<OneOrMany>,
-    #[serde(rename = "vrfTable", default)]
-    pub vrf_table: Option<i64>,
-    #[serde(default)]
-    pub scope: Option<String>,
-    #[serde(default)]
-    pub routes: Vec<RouteConfig>,
-    #[serde(rename = "routeMetric", default)]
-    pub route_metric: Option<i64>,
-    #[serde(default)]
-    pub mtu: Option<i64>,
-    #[serde(rename = "enableDad", default)]
-    pub enable_dad: bool,
-    #[serde(rename = "hairpinMode", default)]
-    pub hairpin_mode: bool,
-    #[serde(rename = "promiscMode", default)]
-    pub promisc_mode: bool,
-    #[serde(rename = "multicastSnooping", default)]
-    pub multicast_snooping: bool,
+    pub vrf: VrfConfig,
+    pub bridge: BridgeConfig,
+    pub veth: VethConfig,
+}
+
+impl<'de> Deserialize<'de> for OriginalConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let fields = Value::Object(Map::deserialize(deserializer)?);
+        let step = serde::de::Error::custom;
+        Ok(OriginalConfig {
+            vrf: VrfConfig::deserialize(&fields).map_err(step)?,
+            bridge: BridgeConfig::deserialize(&fields).map_err(step)?,
+            veth: VethConfig::deserialize(&fields).map_err(step)?,
+        })
+    }
 }
 
 /// The `krafty` plugin's config, checked: the configs of the chain's three steps.
@@ -518,34 +508,22 @@ impl OriginalConfig {
     /// VRF, with that table, for every pod of the network on the node), else `pod`, unless
     /// `scope` says otherwise.
     pub fn validate(&self) -> Result<ValidOriginalConfig, Error> {
-        let scope = self
-            .scope
-            .clone()
-            .or_else(|| self.vrf_table.map(|_| Scope::Network.as_str().to_string()));
+        let scope = self.bridge.scope.clone().or_else(|| {
+            self.vrf
+                .vrf_table
+                .map(|_| Scope::Network.as_str().to_string())
+        });
         let bridge = BridgeConfig {
-            subnet: self.subnet.clone(),
-            gateway: self.gateway.clone(),
-            mtu: self.mtu,
-            hairpin_mode: self.hairpin_mode,
-            promisc_mode: self.promisc_mode,
-            multicast_snooping: self.multicast_snooping,
             scope: scope.clone(),
+            ..self.bridge.clone()
         }
         .validate()?;
         let vrf = VrfConfig {
-            vrf_table: self.vrf_table,
             scope,
+            ..self.vrf.clone()
         }
         .validate()?;
-        let veth = VethConfig {
-            ipam: self.ipam.clone(),
-            pod_ip: self.pod_ip.clone(),
-            routes: self.routes.clone(),
-            route_metric: self.route_metric,
-            mtu: self.mtu,
-            enable_dad: self.enable_dad,
-        }
-        .validate()?;
+        let veth = self.veth.validate()?;
         Ok(ValidOriginalConfig { vrf, bridge, veth })
     }
 }

@@ -761,6 +761,16 @@ pub fn pod_network(name: &str, subnet: &str, gateway: &str, with_vrf: bool) -> V
     json!({ "cniVersion": "1.0.0", "name": name, "plugins": plugins })
 }
 
+/// The names of a result's `interfaces`, in order.
+pub fn interface_names(result: &Value) -> Vec<&str> {
+    result["interfaces"]
+        .as_array()
+        .unwrap_or_else(|| panic!("a result lists interfaces: {result}"))
+        .iter()
+        .map(|i| i["name"].as_str().expect("an interface has a name"))
+        .collect()
+}
+
 /// The pod's IPv4 (or, with `v6`, IPv6) address in a result, without its prefix length.
 pub fn address_of(result: &Value, v6: bool) -> String {
     result["ips"]

@@ -8,8 +8,8 @@ use std::process::Command;
 
 use krafty_cni::naming;
 use krafty_tests::{
-    container_id, driver_path, one_plugin_conflist, original_config, original_with, plugin_path,
-    Node, Outcome, NETWORK,
+    container_id, driver_path, interface_names, one_plugin_conflist, original_config,
+    original_with, plugin_path, Node, Outcome, NETWORK,
 };
 use serde_json::{json, Value};
 
@@ -26,12 +26,7 @@ fn add_as_this_kernel_allows(node: &Node, config: &Value) -> Outcome {
     let added = node.cni("add", &list, &id, &pod.netns_path());
     if node.can_make_vrfs() {
         let result = added.ok();
-        let names: Vec<&str> = result["interfaces"]
-            .as_array()
-            .expect("interfaces")
-            .iter()
-            .map(|i| i["name"].as_str().unwrap_or_default())
-            .collect();
+        let names = interface_names(&result);
         assert_eq!(names.len(), 4, "VRF, bridge, host veth, net1: {result}");
         assert_eq!(names[2], naming::host_veth_name(&id, "net1"));
         assert!(pod.ping("172.16.10.1"), "the pod reaches its gateway");

@@ -6,8 +6,8 @@
 
 use krafty_cni::naming;
 use krafty_tests::{
-    address_of, container_id, full_conflist, kill, one_plugin_conflist, original_config,
-    original_with, Node, NETWORK,
+    address_of, container_id, full_conflist, interface_names, kill, one_plugin_conflist,
+    original_config, original_with, Node, NETWORK,
 };
 use serde_json::{json, Value};
 
@@ -24,12 +24,7 @@ fn the_record(node: &Node) -> Value {
 /// The pod-scope attachment `id` as the chain makes it: names in the result, the VRF with its
 /// derived table, the bridge in it, every device marked and in the attachment's group.
 fn assert_the_chains_devices(node: &Node, id: &str, result: &Value) {
-    let names: Vec<&str> = result["interfaces"]
-        .as_array()
-        .expect("interfaces")
-        .iter()
-        .map(|i| i["name"].as_str().unwrap_or_default())
-        .collect();
+    let names = interface_names(result);
     let devices = pod_devices(id);
     let (veth, bridge, vrf) = (&devices[0], &devices[1], &devices[2]);
     assert_eq!(names, [vrf.as_str(), bridge, veth, "net1"], "{result}");
