@@ -8,7 +8,9 @@ use krafty_tests::{
 };
 use serde_json::{json, Value};
 
-/// The `krafty` plugin (the original's config) with VRF.
+/// The `krafty` plugin (the original's config) with VRF. (A crate root's `mod original;` would
+/// be tests/original.rs, the host tests.)
+#[path = "vrf/original.rs"]
 mod original;
 
 /// The interface group `ip -j link` shows for the devices of attachment `id` in pod scope.

@@ -6,8 +6,8 @@
 
 use krafty_cni::naming;
 use krafty_tests::{
-    address_of, container_id, full_conflist, interface_names, kill, one_plugin_conflist,
-    original_config, original_with, Node, NETWORK,
+    address_of, full_conflist, interface_names, kill, one_plugin_conflist, original_config,
+    original_with, Node, NETWORK,
 };
 use serde_json::{json, Value};
 
