@@ -1,12 +1,12 @@
 //! The `krafty` plugin (the original krafty's single-plugin config) on a kernel with VRF,
 //! through libcni as a `.conf` and as a one-plugin conflist: the chain's devices, names,
 //! marks, groups and records, so that either can CHECK and DEL what the other added; `podIP`;
-//! `vrfTable` as the network's table for every pod of the node; STATUS, GC, and the plugin
-//! killed at every step. Runs in the VM with the rest of `vrf.rs` (one binary, one boot).
+//! `vrfTable` as the network's table for every pod of the node; STATUS and GC. Runs in the VM
+//! with the rest of `vrf.rs` (one binary, one boot).
 
 use krafty_cni::naming;
 use krafty_tests::{
-    address_of, full_conflist, interface_names, kill, one_plugin_conflist, original_config,
+    address_of, full_conflist, interface_names, one_plugin_conflist, original_config,
     original_with, Node, NETWORK,
 };
 use serde_json::{json, Value};
@@ -101,7 +101,11 @@ fn a_static_pod_ip() {
         let list = node.conflist(config);
         let (id, result) = node.attach(&list, &pod);
         assert_the_chains_devices(&node, &id, &result);
-        assert_eq!(pod.addresses("net1"), ["172.16.10.5/24"]);
+        let addresses = pod.addresses("net1");
+        assert!(
+            addresses.contains(&"172.16.10.5/24".to_string()),
+            "{addresses:?}"
+        );
         assert!(pod.ping("172.16.10.1"));
         assert!(pod
             .exec(&["ip", "route", "show", "default"])
@@ -116,7 +120,8 @@ fn a_static_pod_ip() {
 #[test]
 fn a_vrf_table_is_the_networks_for_every_pod_of_the_node() {
     let node = Node::new();
-    let config = original_with(json!({"vrfTable": 4242, "cniVersion": "1.1.0"}));
+    // 1.0.0 for libcni 1.1's ADD; STATUS and GC are asked in 1.1.0 (Node::status, Node::gc).
+    let config = original_with(json!({"vrfTable": 4242}));
     let list = node.conflist(config.clone());
     let (a, b) = (node.pod("a"), node.pod("b"));
     let (id_a, result_a) = node.attach(&list, &a);
@@ -157,33 +162,4 @@ fn status_succeeds_where_vrf_exists() {
     node.status(&original_config("1.1.0")).ok();
     node.status(&one_plugin_conflist(&original_config("1.1.0")))
         .ok();
-}
-
-/// krafty killed at every step of `verb`, then DEL and GC (see krafty_tests::kill).
-fn killed_at_every_step(name: &str, config: &Value, verb: kill::Verb) {
-    let node = Node::new();
-    let case = kill::Case::new(&node, config);
-    let points = kill::at_every_step(&case, "krafty", verb, |case, id, pod| {
-        case.runtime_recovery(id, pod)
-    });
-    assert!(points > 0, "no kill point at all: is strace there?");
-    kill::report(name, &[(verb, points)]);
-}
-
-#[test]
-fn krafty_killed_at_every_step_of_add() {
-    let tabled = original_with(json!({"vrfTable": 4242}));
-    killed_at_every_step(
-        "vm-original-add-pod",
-        &original_config("1.0.0"),
-        kill::Verb::Add,
-    );
-    killed_at_every_step("vm-original-add-network", &tabled, kill::Verb::Add);
-}
-
-#[test]
-fn krafty_killed_at_every_step_of_del_and_gc() {
-    let config = original_config("1.0.0");
-    killed_at_every_step("vm-original-del-pod", &config, kill::Verb::Del);
-    killed_at_every_step("vm-original-gc-pod", &config, kill::Verb::Gc);
 }
