@@ -5,15 +5,16 @@
 #
 #   scripts/build-static.sh ARCH OUT plugins|installer
 #
-# ARCH is amd64 or arm64 (Docker's TARGETARCH). plugins: krafty-vrf, krafty-bridge and
-# krafty-veth; installer: krafty-installer. Two separate cargo builds, because cargo unifies
+# ARCH is amd64 or arm64 (Docker's TARGETARCH). plugins: krafty-vrf, krafty-bridge,
+# krafty-veth and krafty; installer: krafty-installer. Two separate cargo builds, because cargo unifies
 # features across the packages of one invocation and the installer's (tokio's multi-thread
 # runtime, kube, ...) have no business in the plugins.
 # Every binary must be static (a binary that asks for a dynamic loader fails the build) and
 # answer (plugins: VERSION; the installer: --version), under qemu-user (qemu-ARCH-static) when
 # ARCH is not this machine's: static binaries need neither binfmt nor a sysroot.
 # Toolchain: rustup's target ARCH-unknown-linux-musl, and a C compiler and linker for it named
-# by CC_<target> and CARGO_TARGET_<TARGET>_LINKER (installer/Dockerfile sets Debian's gcc).
+# by CC_<target> and CARGO_TARGET_<TARGET>_LINKER; by default Debian's gcc for the architecture
+# (gcc-x86-64-linux-gnu, gcc-aarch64-linux-gnu), as installer/Dockerfile sets them.
 set -euo pipefail
 
 usage() {
@@ -29,12 +30,17 @@ case $arch in
     *) echo "build-static: krafty builds for amd64 and arm64, not $arch" >&2; exit 2 ;;
 esac
 case $3 in
-    plugins) binaries=(krafty-vrf krafty-bridge krafty-veth) ;;
+    plugins) binaries=(krafty-vrf krafty-bridge krafty-veth krafty) ;;
     installer) binaries=(krafty-installer) ;;
     *) usage ;;
 esac
 
 target=$machine-unknown-linux-musl
+# Rust brings musl (crt objects and libc); the glibc cross toolchain compiles C and links.
+gcc=${machine//_/-}-linux-gnu-gcc
+target_var=${target//-/_}
+export "CC_$target_var=$(printenv "CC_$target_var" || echo "$gcc")"
+export "CARGO_TARGET_${target_var^^}_LINKER=$(printenv "CARGO_TARGET_${target_var^^}_LINKER" || echo "$gcc")"
 run=()
 [[ $(uname -m) == "$machine" ]] || run=("qemu-$machine-static")
 

@@ -64,6 +64,7 @@ test       cargo      cargo-fuzz                   cargo-fuzz     the fuzz tier
 test       toolchain  nightly                      -              cargo-fuzz needs nightly
 test,bench target     x86_64-unknown-linux-musl    -              the plugins as they ship: static musl
 test       target     aarch64-unknown-linux-musl   -              the arm64 plugins
+test       apt        gcc-aarch64-linux-gnu        -              links the arm64 plugins (the arm64 tier)
 bench      pip        matplotlib                   -              draws the benchmark plot
 '
 

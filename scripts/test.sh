@@ -2,7 +2,7 @@
 # The krafty test command: every tier, in order, ending with one summary line.
 #
 #   scripts/test.sh                 # everything
-#   KRAFTY_SKIP=vm scripts/test.sh  # explicitly leave out tiers (comma-separated: host, shipped, podman, vm, deploy, fuzz)
+#   KRAFTY_SKIP=vm scripts/test.sh  # explicitly leave out tiers (comma-separated: host, shipped, arm64, podman, vm, deploy, fuzz)
 #
 # A tier that cannot run (missing tool, no root, VM does not boot) fails; it is never skipped
 # unless named in KRAFTY_SKIP, and a skipped tier is reported in the summary.
@@ -85,14 +85,18 @@ tier host cargo nextest run --workspace --no-fail-fast -E 'not binary(vrf)'
 # benchmark build them) through the chain, scope and bad-input tests once more.
 shipped_dir="$target/x86_64-unknown-linux-musl/release"
 build_shipped() {
-    cargo build --release --quiet --target x86_64-unknown-linux-musl -p krafty-vrf -p krafty-bridge -p krafty-veth
+    cargo build --release --quiet --target x86_64-unknown-linux-musl -p krafty-vrf -p krafty-bridge -p krafty-veth -p krafty
 }
 shipped_tests() {
     build_shipped &&
         KRAFTY_BIN_DIR="$shipped_dir" KRAFTY_CNIDRIVER="$target/cnidriver" cargo nextest run -p krafty-tests --no-fail-fast \
-            -E 'binary(chain) | binary(scopes) | binary(bad_input) | binary(hostile)'
+            -E 'binary(chain) | binary(scopes) | binary(bad_input) | binary(hostile) | binary(original)'
 }
 tier shipped shipped_tests
+
+# The plugins for arm64, cross-built (static aarch64 musl, as the linux/arm64 image has them) and
+# run under qemu-user: VERSION, and the chain and original tests through libcni.
+tier arm64 scripts/arm64.sh
 
 # A runtime nobody here wrote: podman 4 with its CNI backend (libcni), containers from a busybox
 # root file system, on a node namespace of its own. Chains without krafty-vrf here; the VM tier

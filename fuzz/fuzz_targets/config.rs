@@ -6,7 +6,7 @@
 use std::path::{Component, Path};
 
 use krafty_cni::config::{
-    self, BridgeConfig, NetConf, RuntimeRequest, Scope, VethConfig, VrfConfig,
+    self, BridgeConfig, NetConf, OriginalConfig, RuntimeRequest, Scope, VethConfig, VrfConfig,
 };
 use krafty_cni::naming::RESERVED_TABLES;
 use krafty_cni::CniResult;
@@ -34,6 +34,10 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(conf) = serde_json::from_value::<NetConf<VethConfig>>(value.clone()) {
         common(&conf);
         check_veth(&conf.plugin);
+    }
+    if let Ok(conf) = serde_json::from_value::<NetConf<OriginalConfig>>(value.clone()) {
+        common(&conf);
+        check_original(&conf.plugin);
     }
     if let Ok(plugin) = serde_json::from_value::<VrfConfig>(value.clone()) {
         check_vrf(&plugin);
@@ -68,6 +72,23 @@ fn common<T>(conf: &NetConf<T>) {
             }
             if let Some(mac) = request.mac {
                 assert!(mac[0] & 1 == 0 && mac != [0; 6], "{mac:?}");
+            }
+        }
+        Err(e) => assert_eq!(e.code(), 7, "{e}"),
+    }
+}
+
+/// The `krafty` plugin's config is the three steps' at once, in one scope: the network's when a
+/// `vrfTable` names its table and no `scope` says otherwise.
+fn check_original(plugin: &OriginalConfig) {
+    check_vrf(&plugin.vrf);
+    check_bridge(&plugin.bridge);
+    check_veth(&plugin.veth);
+    match plugin.validate() {
+        Ok(valid) => {
+            assert_eq!(valid.vrf.scope, valid.bridge.scope, "{valid:?}");
+            if valid.vrf.table.is_some() {
+                assert_eq!(valid.vrf.scope, Scope::Network, "{valid:?}");
             }
         }
         Err(e) => assert_eq!(e.code(), 7, "{e}"),

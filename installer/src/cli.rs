@@ -8,8 +8,9 @@ use std::time::Duration;
 use clap::Parser;
 use tracing::level_filters::LevelFilter;
 
-/// The plugins krafty ships, in chain order, as `--plugins` takes them.
-pub const DEFAULT_PLUGINS: &str = "krafty-vrf,krafty-bridge,krafty-veth";
+/// The plugins krafty ships, as `--plugins` takes them: the chain, in order, and the original
+/// krafty's single plugin, which does the chain's work in one process.
+pub const DEFAULT_PLUGINS: &str = "krafty-vrf,krafty-bridge,krafty-veth,krafty";
 
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -239,7 +240,10 @@ mod tests {
         assert_eq!(args.source, PathBuf::from("/opt/krafty/bin"));
         assert_eq!(args.target, PathBuf::from("/host/opt/cni/bin"));
         assert_eq!(args.listen, "0.0.0.0:9650".parse().unwrap());
-        assert_eq!(args.plugins, ["krafty-vrf", "krafty-bridge", "krafty-veth"]);
+        assert_eq!(
+            args.plugins,
+            ["krafty-vrf", "krafty-bridge", "krafty-veth", "krafty"]
+        );
         assert_eq!(args.state_dir, PathBuf::from("/var/lib/krafty"));
         assert_eq!(args.run_dir, PathBuf::from("/run/krafty"));
         assert_eq!(args.orphan_cleanup, OrphanCleanup::Delete);

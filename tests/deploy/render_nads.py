@@ -5,8 +5,9 @@ that tests can run exactly the configuration the chart ships through libcni.
     python3 tests/deploy/render_nads.py OUTDIR [--values FILE]...
 
 Values files combine as with `helm install -f`; without any, the chart's defaults. Each NAD
-becomes OUTDIR/<namespace>_<name>.conflist holding its spec.config verbatim; the paths are
-printed one per line. Exits 1 if the chart does not render (schema or template error, message
+becomes OUTDIR/<namespace>_<name>.conflist holding its spec.config verbatim (.conf for a single
+plugin's config, `plugin: krafty`, as runtimes tell them apart); the paths are printed one per
+line. Exits 1 if the chart does not render (schema or template error, message
 on stderr) or renders no NetworkAttachmentDefinition.
 """
 
@@ -37,7 +38,8 @@ def main() -> int:
     args.outdir.mkdir(parents=True, exist_ok=True)
     for nad in nads:
         meta = nad["metadata"]
-        path = args.outdir / f"{meta['namespace']}_{meta['name']}.conflist"
+        extension = "conflist" if "plugins" in chartlib.conflist(nad) else "conf"
+        path = args.outdir / f"{meta['namespace']}_{meta['name']}.{extension}"
         path.write_text(nad["spec"]["config"])
         print(path)
     return 0

@@ -255,6 +255,71 @@ def test_runtime_addressing_declares_the_ips_and_mac_capabilities():
     assert plugin(conf, "krafty-veth") == {"type": "krafty-veth", "capabilities": {"ips": True, "mac": True}}
 
 
+# The original krafty's single plugin and config (`plugin: krafty`): the seed's network as the
+# original's NetworkAttachmentDefinition had it.
+ORIGINAL_SEED = {
+    "cniVersion": "1.0.0",
+    "name": "original",
+    "type": "krafty",
+    "subnet": "172.16.10.0/24",
+    "gateway": "172.16.10.1",
+    # The seed's IPAM block is the one the chain's krafty-veth has.
+    "ipam": CONTRACT_EXAMPLE["plugins"][2]["ipam"],
+}
+
+
+def test_plugin_krafty_renders_the_originals_single_config():
+    confs = conflists(chartlib.values_from_files([chartlib.VALUES_DIR / "original.yaml"]))
+    assert confs["default/original"] == ORIGINAL_SEED
+    assert confs["default/original-static"] == {
+        "cniVersion": "1.0.0",
+        "name": "original-static",
+        "type": "krafty",
+        "subnet": "172.16.11.0/24",
+        "gateway": "172.16.11.1",
+        "podIP": "172.16.11.5/24",
+        "routes": [{"dst": "0.0.0.0/0"}],
+    }
+    # vrfTable implies the network's scope, as in the original: no "scope" written.
+    tabled = confs["default/original-tabled"]
+    assert tabled == {
+        "cniVersion": "1.1.0",
+        "name": "original-tabled",
+        "type": "krafty",
+        "subnet": "172.16.12.0/24",
+        "gateway": "172.16.12.1",
+        "vrfTable": 4242,
+        "mtu": 1400,
+        "ipam": {"type": "host-local", "ranges": [[{"subnet": "172.16.12.0/24", "gateway": "172.16.12.1"}]]},
+    }
+    assert isinstance(tabled["vrfTable"], int)
+
+
+def test_plugin_krafty_writes_scope_network_only_without_a_vrf_table():
+    def original(**fields: Any) -> dict[str, Any]:
+        network = {"name": "o", "plugin": "krafty", "subnets": ["10.1.0.0/24"], "gateways": ["10.1.0.1"]}
+        return conflists({"networks": [network | fields]})[f"{chartlib.NAMESPACE}/o"]
+
+    assert "scope" not in original()
+    assert "scope" not in original(scope="pod")
+    assert original(scope="network")["scope"] == "network"
+    assert "scope" not in original(scope="network", vrfTable=1234)
+    logged = original(logFile="/var/log/krafty/o.log", logMaxBytes=1048576, logMaxFiles=3)
+    assert (logged["logFile"], logged["logMaxBytes"], logged["logMaxFiles"]) == ("/var/log/krafty/o.log", 1048576, 3)
+    dual = original(
+        subnets=["10.1.0.0/24", "fd10:1::/64"], gateways=["10.1.0.1", "fd10:1::1"], addressing="runtime"
+    )
+    assert (dual["subnet"], dual["gateway"]) == (["10.1.0.0/24", "fd10:1::/64"], ["10.1.0.1", "fd10:1::1"])
+    assert dual["capabilities"] == {"ips": True, "mac": True}
+    assert "ipam" not in dual
+
+
+def test_plugin_chain_is_the_default():
+    values = default_values()
+    values["networks"][0]["plugin"] = "chain"
+    assert conflists(values) == conflists(None)
+
+
 def test_vrf_false_leaves_krafty_vrf_out_of_the_chain():
     conf = conflists(chartlib.values_from_files([chartlib.VALUES_DIR / "no-vrf.yaml"]))["default/flat"]
     assert [p["type"] for p in conf["plugins"]] == ["krafty-bridge", "krafty-veth"]
@@ -279,19 +344,24 @@ def test_a_network_listed_twice_is_refused():
 
 
 def test_every_conflist_is_a_well_formed_chain():
+    """Every config is a chain, or the original's single plugin (`plugin: krafty`)."""
     for values_file in [None, DEV_VALUES, *VALUES_FILES]:
         values = chartlib.values_from_files([values_file]) if values_file else None
         for key, conf in conflists(values).items():
             assert conf["cniVersion"] in {"0.3.1", "0.4.0", "1.0.0", "1.1.0"}, key
             assert conf["name"] == key.split("/")[1]
-            types = [p["type"] for p in conf["plugins"]]
-            assert types in (
-                ["krafty-vrf", "krafty-bridge", "krafty-veth"],
-                ["krafty-bridge", "krafty-veth"],
-            ), key
-            veth = plugin(conf, "krafty-veth")
-            modes = [m for m in ("ipam", "podIP", "capabilities") if m in veth]
-            assert len(modes) == 1, f"{key}: krafty-veth has {modes}"
+            if "plugins" in conf:
+                types = [p["type"] for p in conf["plugins"]]
+                assert types in (
+                    ["krafty-vrf", "krafty-bridge", "krafty-veth"],
+                    ["krafty-bridge", "krafty-veth"],
+                ), key
+                addressed = plugin(conf, "krafty-veth")
+            else:
+                assert conf["type"] == "krafty", key
+                addressed = conf
+            modes = [m for m in ("ipam", "podIP", "capabilities") if m in addressed]
+            assert len(modes) == 1, f"{key}: {modes}"
 
 
 # --- the commented example in values.yaml -----------------------------------------------------
@@ -587,7 +657,9 @@ def test_every_object_decodes_into_its_kubernetes_type(values_file):
             assert set(obj) == {"apiVersion", "kind", "metadata", "spec"}
             assert set(obj["spec"]) == {"config"}
             assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", obj["metadata"]["name"])
-            assert isinstance(chartlib.conflist(obj)["plugins"], list)
+            config = chartlib.conflist(obj)
+            # A conflist, or the original krafty's single plugin config (`plugin: krafty`).
+            assert isinstance(config["plugins"], list) if "plugins" in config else config["type"] == "krafty"
         else:
             decode(obj)
 

@@ -154,6 +154,7 @@ def static_build(tmp_path: Path, binary: Path, *args: str) -> tuple[subprocess.C
     log = tmp_path / "calls"
     cargo = f"""#!/bin/bash
 echo "cargo $*" >> {log}
+env | grep -E '^(CC_|CARGO_TARGET_)' | sort > {tmp_path / "cargo-env"}
 target=$(sed -n 's/.*--target \\([^ ]*\\).*/\\1/p' <<<"$*")
 for package in $(grep -o -- '-p [^ ]*' <<<"$*" | cut -d' ' -f2); do
     mkdir -p "$CARGO_TARGET_DIR/$target/release"
@@ -176,8 +177,8 @@ def test_static_build_of_the_plugins(tmp_path, binaries):
     result, calls = static_build(tmp_path, binaries["answering"], "amd64", str(out), "plugins")
     assert result.returncode == 0, result.stderr
     assert calls == [["cargo", "build", "--release", "--locked", "--target", "x86_64-unknown-linux-musl",
-                      "-p", "krafty-vrf", "-p", "krafty-bridge", "-p", "krafty-veth"]]  # fmt: skip
-    assert sorted(p.name for p in out.iterdir()) == ["krafty-bridge", "krafty-veth", "krafty-vrf"]
+                      "-p", "krafty-vrf", "-p", "krafty-bridge", "-p", "krafty-veth", "-p", "krafty"]]  # fmt: skip
+    assert sorted(p.name for p in out.iterdir()) == ["krafty", "krafty-bridge", "krafty-veth", "krafty-vrf"]
 
 
 def test_static_build_of_the_installer_for_a_foreign_architecture_runs_it_under_qemu(tmp_path, binaries):
@@ -189,6 +190,18 @@ def test_static_build_of_the_installer_for_a_foreign_architecture_runs_it_under_
         ["qemu-aarch64-static", str(out / "krafty-installer"), "--version"],
     ]
     assert "krafty-installer 0.0.0" in result.stdout
+
+
+def test_static_build_links_with_debians_gcc_for_the_target_unless_told_otherwise(tmp_path, binaries, monkeypatch):
+    result, _ = static_build(tmp_path, binaries["answering"], "arm64", str(tmp_path / "out"), "plugins")
+    assert result.returncode == 0, result.stderr
+    cargo_env = (tmp_path / "cargo-env").read_text().split()
+    assert "CC_aarch64_unknown_linux_musl=aarch64-linux-gnu-gcc" in cargo_env
+    assert "CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER=aarch64-linux-gnu-gcc" in cargo_env
+    monkeypatch.setenv("CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER", "clang")
+    (tmp_path / "stubs").rename(tmp_path / "old-stubs")
+    static_build(tmp_path, binaries["answering"], "arm64", str(tmp_path / "out"), "plugins")
+    assert "CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER=clang" in (tmp_path / "cargo-env").read_text().split()
 
 
 def test_static_build_refuses_a_dynamic_binary(tmp_path, binaries):

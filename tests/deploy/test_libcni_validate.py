@@ -19,7 +19,7 @@ from test_readme import README, example_values
 
 TARGET = Path(os.environ.get("CARGO_TARGET_DIR", chartlib.REPO / "target"))
 CNIDRIVER = TARGET / "cnidriver"
-PLUGINS = ("krafty-vrf", "krafty-bridge", "krafty-veth")
+PLUGINS = ("krafty-vrf", "krafty-bridge", "krafty-veth", "krafty")
 VALUES_FILES = sorted(chartlib.VALUES_DIR.glob("*.yaml"))
 DEV_VALUES = chartlib.CHART / "values-dev.yaml"
 
@@ -56,9 +56,12 @@ def cnidriver(*argv: str, cni_path: str, env: dict[str, str] | None = None) -> s
 
 
 def validate(conflist_text: str, tmp_path: Path, cni_path: str) -> subprocess.CompletedProcess:
-    path = tmp_path / "network.conflist"
+    """ValidateNetworkList of a conflist, or ValidateNetwork of a single plugin's config (what
+    `plugin: krafty` renders), as a runtime loads a .conflist or a .conf."""
+    single = "plugins" not in json.loads(conflist_text)
+    path = tmp_path / ("network.conf" if single else "network.conflist")
     path.write_text(conflist_text)
-    return cnidriver("validate", "--conflist", str(path), cni_path=cni_path)
+    return cnidriver("validate", "--conf" if single else "--conflist", str(path), cni_path=cni_path)
 
 
 def assert_valid(result: subprocess.CompletedProcess) -> None:
@@ -74,11 +77,11 @@ def rendered_conflists(values: dict | None) -> dict[str, str]:
 
 
 def readme_conflists() -> list[dict]:
-    """Every ```json block of the README and of docs/ that is a whole conflist (fragments have
-    no plugins)."""
+    """Every ```json block of the README and of docs/ that is a whole conflist, or a whole single
+    config (a `.conf`: cniVersion, name and type); fragments have neither."""
     texts = [README] + [doc.read_text() for doc in sorted((chartlib.REPO / "docs").glob("*.md"))]
     blocks = [json.loads(b) for text in texts for b in re.findall(r"```json\n(.*?)```", text, re.DOTALL)]
-    return [b for b in blocks if "plugins" in b]
+    return [b for b in blocks if "plugins" in b or {"cniVersion", "name", "type"} <= set(b)]
 
 
 @pytest.mark.parametrize(
@@ -101,8 +104,9 @@ def test_every_readme_nad_example_passes_libcni_validation(name, tmp_path, cni_p
 
 def test_every_readme_conflist_passes_libcni_validation(tmp_path, cni_path):
     conflists = readme_conflists()
-    # The chain at the top and the podman recipe, at least.
-    assert len(conflists) >= 2
+    # The chain at the top, the podman recipe and the original's config, at least.
+    assert len(conflists) >= 3
+    assert any(conflist.get("type") == "krafty" for conflist in conflists)
     for conflist in conflists:
         assert_valid(validate(json.dumps(conflist), tmp_path, cni_path))
 

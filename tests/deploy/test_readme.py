@@ -35,7 +35,7 @@ def plugin(conflist: dict, plugin_type: str) -> dict:
 
 
 def test_every_kind_of_example_is_there():
-    assert set(example_values()) == {"krafty", "lab", "lab6", "handpicked"}
+    assert set(example_values()) == {"krafty", "lab", "lab6", "handpicked", "original"}
 
 
 def test_the_per_pod_example_is_the_charts_default():
@@ -62,3 +62,10 @@ def test_the_annotation_example_addresses_the_runtime_network():
     assert selection["name"] == "handpicked"
     subnet = ipaddress.ip_network(plugin(rendered("handpicked"), "krafty-bridge")["subnet"])
     assert all(ipaddress.ip_interface(ip).ip in subnet for ip in selection["ips"])
+
+
+def test_the_original_example_is_the_originals_single_config():
+    """`plugin: krafty` renders the config the README's section on the original shows."""
+    section = README.split("### From the original krafty", 1)[1].split("\n## ", 1)[0]
+    (shown,) = [json.loads(block) for block in re.findall(r"```json\n(.*?)```", section, re.DOTALL)]
+    assert rendered("original") == shown | {"name": "original"}

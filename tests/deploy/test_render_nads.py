@@ -36,6 +36,14 @@ def test_every_network_of_the_values_files_is_written(tmp_path):
     assert json.loads((tmp_path / "lab_storage.conflist").read_text())["cniVersion"] == "0.4.0"
 
 
+def test_a_single_plugins_config_is_written_as_a_conf(tmp_path):
+    result = render_nads(tmp_path, chartlib.VALUES_DIR / "original.yaml")
+    assert result.returncode == 0, result.stderr
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["default_original-static.conf", "default_original-tabled.conf", "default_original.conf"]
+    assert json.loads((tmp_path / "default_original.conf").read_text())["type"] == "krafty"
+
+
 def test_values_files_combine_like_helm(tmp_path):
     """A later file overrides an earlier one; networks, a list, is replaced whole."""
     override = tmp_path / "override.yaml"

@@ -58,6 +58,10 @@ BAD_VALUES = {
         "/networks/0/multiNode/underlay",
     ),
     "multi-node-unknown-field": (network(scope="network", multiNode={"vnid": 5}), "/networks/0/multiNode"),
+    "unknown-plugin": (network(plugin="krafty-vrf"), "/networks/0/plugin': value must be one of 'chain', 'krafty'"),
+    # The original's plugin always makes a VRF, whose table is the network's.
+    "original-without-vrf": (network(plugin="krafty", vrf=False), "/networks/0/vrf"),
+    "original-vrf-table-in-pod-scope": (network(plugin="krafty", scope="pod", vrfTable=1234), "/networks/0/scope"),
     "two-subnets-one-gateway": (
         network(subnets=DUAL["subnets"]),
         "/networks/0/gateways': minItems: got 1, want 2",
@@ -176,6 +180,9 @@ GOOD_VALUES = {
     "vrf-table-252": network(scope="network", vrfTable=252),
     "vrf-table-256": network(scope="network", vrfTable=256),
     "vrf-table-max": network(scope="network", vrfTable=4294967295),
+    "original-vrf-table-implies-network-scope": network(plugin="krafty", vrfTable=1234),
+    "original-shared-without-vrf-table": network(plugin="krafty", scope="network"),
+    "original-static": network(plugin="krafty", addressing="static", podIPs=["172.16.10.5/24"]),
     "dual-stack": network(**DUAL),
     "ipv6-first-dual-stack": network(
         subnets=list(reversed(DUAL["subnets"])), gateways=list(reversed(DUAL["gateways"]))

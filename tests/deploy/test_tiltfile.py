@@ -24,7 +24,7 @@ import chartlib
 
 REPO = chartlib.REPO
 TILTFILE = REPO / "Tiltfile"
-PLUGINS = ["krafty-vrf", "krafty-bridge", "krafty-veth"]
+PLUGINS = ["krafty-vrf", "krafty-bridge", "krafty-veth", "krafty"]
 MODULE_FUNCTIONS = {"os.getenv": "os_getenv"}
 TILT_MODULES = ("os", "config", "sys", "shlex", "v1alpha1")
 

@@ -8,9 +8,14 @@
 //
 // Usage:
 //
-//	cnidriver add|check|del|status|gc --conflist FILE [flags]
+//	cnidriver add|check|del|status|gc --conflist FILE | --conf FILE [flags]
 //	cnidriver validate --conflist FILE | --conf FILE [--cni-path DIRS]
 //	cnidriver version --plugin NAME [--cni-path DIRS]
+//
+// --conf takes a single network configuration (a `.conf`, one plugin, no
+// "plugins" list) and runs it as runtimes and Multus run one: add, check and
+// del through libcni's AddNetwork, CheckNetwork and DelNetwork; status and gc
+// on the list libcni's ConfListFromConf makes of it (as libcni 1.2 does).
 //
 // validate is what podman and CRI-O do with every config they load:
 // libcni's ValidateNetworkList (a conflist) or ValidateNetwork (a single
@@ -88,12 +93,12 @@ type options struct {
 }
 
 const usageText = `usage:
-  cnidriver add|check|del --conflist FILE --id ID [--netns PATH] [--ifname IF]
+  cnidriver add|check|del --conflist FILE | --conf FILE --id ID [--netns PATH] [--ifname IF]
             [--pod-namespace NS] [--pod-name NAME] [--pod-uid UID]
             [--runtime-config JSON] [--cni-path DIRS] [--cache-dir DIR]
             [--timing FILE]
-  cnidriver status --conflist FILE [--cni-path DIRS]
-  cnidriver gc --conflist FILE [--valid-attachments JSON] [--cni-path DIRS]
+  cnidriver status --conflist FILE | --conf FILE [--cni-path DIRS]
+  cnidriver gc --conflist FILE | --conf FILE [--valid-attachments JSON] [--cni-path DIRS]
   cnidriver validate --conflist FILE | --conf FILE [--cni-path DIRS]
   cnidriver version --plugin NAME [--cni-path DIRS]
 `
@@ -178,7 +183,7 @@ func parseArgs(args []string, stderr io.Writer) (*options, error) {
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, usageText); fs.PrintDefaults() }
 	fs.StringVar(&o.conflist, "conflist", "", "network configuration list file (required except for version)")
-	fs.StringVar(&o.conf, "conf", "", "validate: a single network configuration file, instead of --conflist")
+	fs.StringVar(&o.conf, "conf", "", "a single network configuration file, instead of --conflist")
 	fs.StringVar(&o.containerID, "id", "", "container ID (CNI_CONTAINERID)")
 	fs.StringVar(&o.netns, "netns", "", "network namespace path (CNI_NETNS)")
 	fs.StringVar(&o.ifname, "ifname", "net1", "interface name inside the container (CNI_IFNAME)")
@@ -217,17 +222,14 @@ func parseArgs(args []string, stderr io.Writer) (*options, error) {
 		}
 		return o, nil
 	}
-	if o.verb == "validate" && o.conf != "" {
-		if o.conflist != "" {
-			return nil, driverError("validate takes --conflist or --conf, not both")
-		}
+	if o.conflist != "" && o.conf != "" {
+		return nil, driverError("%s takes --conflist or --conf, not both", o.verb)
+	}
+	if o.conflist == "" && o.conf == "" {
+		return nil, driverError("%s requires --conflist FILE or --conf FILE", o.verb)
+	}
+	if o.verb == "validate" {
 		return o, nil
-	}
-	if o.conf != "" {
-		return nil, driverError("--conf applies to validate only")
-	}
-	if o.conflist == "" {
-		return nil, driverError("%s requires --conflist FILE", o.verb)
 	}
 	if *runtimeConfig != "" {
 		// A JSON object is required: libcni looks capabilities up by key.
@@ -304,11 +306,10 @@ func dispatch(ctx context.Context, o *options) ([]byte, error) {
 		return bytes.TrimSpace(buf.Bytes()), nil
 	}
 
-	list, err := libcni.ConfListFromFile(o.conflist)
+	run, err := verbRunner(ctx, cni, o)
 	if err != nil {
-		return nil, driverError("loading conflist %s: %v", o.conflist, err)
+		return nil, err
 	}
-
 	if timed != nil {
 		switch o.verb {
 		case "add", "check", "del":
@@ -316,13 +317,58 @@ func dispatch(ctx context.Context, o *options) ([]byte, error) {
 			return nil, driverError("--timing applies to add, check and del only")
 		}
 		start := time.Now()
-		out, err := runListVerb(ctx, cni, o, list)
+		out, err := run()
 		if wErr := timed.write(o.timingFile, o.verb, time.Since(start)); wErr != nil && err == nil {
 			err = wErr
 		}
 		return out, err
 	}
-	return runListVerb(ctx, cni, o, list)
+	return run()
+}
+
+// verbRunner loads the conflist (or the single config) and returns what runs the verb on it.
+func verbRunner(ctx context.Context, cni *libcni.CNIConfig, o *options) (func() ([]byte, error), error) {
+	if o.conf == "" {
+		list, err := libcni.ConfListFromFile(o.conflist)
+		if err != nil {
+			return nil, driverError("loading conflist %s: %v", o.conflist, err)
+		}
+		return func() ([]byte, error) { return runListVerb(ctx, cni, o, list) }, nil
+	}
+	conf, err := libcni.ConfFromFile(o.conf)
+	if err != nil {
+		return nil, driverError("loading config %s: %v", o.conf, err)
+	}
+	switch o.verb {
+	case "add", "check", "del":
+		return func() ([]byte, error) { return runConfVerb(ctx, cni, o, conf) }, nil
+	}
+	list, err := libcni.ConfListFromConf(conf)
+	if err != nil {
+		return nil, driverError("making a list of config %s: %v", o.conf, err)
+	}
+	return func() ([]byte, error) { return runListVerb(ctx, cni, o, list) }, nil
+}
+
+// runConfVerb runs add, check or del on a single config, as runtimes and Multus do.
+func runConfVerb(ctx context.Context, cni *libcni.CNIConfig, o *options, conf *libcni.NetworkConfig) ([]byte, error) {
+	switch o.verb {
+	case "add":
+		result, err := cni.AddNetwork(ctx, conf, o.runtimeConf())
+		if err != nil {
+			return nil, err
+		}
+		if result.Version() != conf.Network.CNIVersion {
+			fmt.Fprintf(os.Stderr, "cnidriver: warning: result cniVersion %q != config cniVersion %q\n",
+				result.Version(), conf.Network.CNIVersion)
+		}
+		return json.Marshal(result)
+	case "check":
+		return nil, cni.CheckNetwork(ctx, conf, o.runtimeConf())
+	case "del":
+		return nil, cni.DelNetwork(ctx, conf, o.runtimeConf())
+	}
+	return nil, driverError("unreachable verb %q", o.verb)
 }
 
 // runListVerb runs one verb on the conflist; the returned bytes (if any) go to stdout.

@@ -80,13 +80,6 @@ checked the entry (list lengths, address families, addressing mode).
 {{- define "krafty.conflist" -}}
 {{- $net := . }}
 {{- $scope := $net.scope | default "pod" }}
-{{- /* One subnet is written as a string, two (dual-stack) as a list, as the plugins take them. */}}
-{{- $subnet := $net.subnets }}
-{{- $gateway := $net.gateways }}
-{{- if eq (len $net.subnets) 1 }}
-{{- $subnet = first $net.subnets }}
-{{- $gateway = first $net.gateways }}
-{{- end }}
 {{- $plugins := list }}
 
 {{- if or (not (hasKey $net "vrf")) $net.vrf }}
@@ -98,8 +91,9 @@ checked the entry (list lengths, address families, addressing mode).
 {{- $plugins = append $plugins $vrf }}
 {{- end }}
 
-{{- $bridge := dict "type" "krafty-bridge" "scope" $scope "subnet" $subnet "gateway" $gateway }}
-{{- range $field := list "mtu" "hairpinMode" "promiscMode" "multicastSnooping" "multiNode" "logFile" "logMaxBytes" "logMaxFiles" }}
+{{- $bridge := dict "type" "krafty-bridge" "scope" $scope }}
+{{- $_ := include "krafty.bridgeFields" (dict "net" $net "into" $bridge) }}
+{{- range $field := list "logFile" "logMaxBytes" "logMaxFiles" }}
 {{- if hasKey $net $field }}{{ $_ := set $bridge $field (get $net $field) }}{{ end }}
 {{- end }}
 {{- $plugins = append $plugins $bridge }}
@@ -108,11 +102,70 @@ checked the entry (list lengths, address families, addressing mode).
 {{- range $field := list "mtu" "routeMetric" "logFile" "logMaxBytes" "logMaxFiles" }}
 {{- if hasKey $net $field }}{{ $_ := set $veth $field (get $net $field) }}{{ end }}
 {{- end }}
+{{- $_ := include "krafty.addressing" (dict "net" $net "into" $veth) }}
+{{- $plugins = append $plugins $veth }}
+
+{{- dict "cniVersion" ($net.cniVersion | default "1.0.0") "name" $net.name "plugins" $plugins | toPrettyJson }}
+{{- end }}
+
+{{/*
+krafty.original: the single-plugin config (JSON) of one entry of .Values.networks with
+`plugin: krafty`, as the original krafty's NetworkAttachmentDefinitions have it: "type": "krafty"
+with subnet, gateway, ipam or podIP, vrfTable, and the optional fields the entry sets. The
+plugin takes the scope from vrfTable (the network's with one, the pod's without), so "scope" is
+written only for a network in scope network without a vrfTable.
+
+  {{ include "krafty.original" $network }}
+*/}}
+{{- define "krafty.original" -}}
+{{- $net := . }}
+{{- $conf := dict "cniVersion" ($net.cniVersion | default "1.0.0") "name" $net.name "type" "krafty" }}
+{{- $_ := include "krafty.bridgeFields" (dict "net" $net "into" $conf) }}
+{{- if hasKey $net "vrfTable" }}
+{{- $_ := set $conf "vrfTable" $net.vrfTable }}
+{{- else if eq ($net.scope | default "pod") "network" }}
+{{- $_ := set $conf "scope" "network" }}
+{{- end }}
+{{- range $field := list "routeMetric" "logFile" "logMaxBytes" "logMaxFiles" }}
+{{- if hasKey $net $field }}{{ $_ := set $conf $field (get $net $field) }}{{ end }}
+{{- end }}
+{{- $_ := include "krafty.addressing" (dict "net" $net "into" $conf) }}
+{{- $conf | toPrettyJson }}
+{{- end }}
+
+{{/*
+krafty.bridgeFields: sets the bridge's fields of a network entry (.net) into the dict .into:
+subnet and gateway (one subnet as a string, two, dual-stack, as a list, as the plugins take
+them) and the optional ones the entry sets.
+*/}}
+{{- define "krafty.bridgeFields" -}}
+{{- $net := .net }}
+{{- $subnet := $net.subnets }}
+{{- $gateway := $net.gateways }}
+{{- if eq (len $net.subnets) 1 }}
+{{- $subnet = first $net.subnets }}
+{{- $gateway = first $net.gateways }}
+{{- end }}
+{{- $_ := set .into "subnet" $subnet }}
+{{- $_ := set .into "gateway" $gateway }}
+{{- range $field := list "mtu" "hairpinMode" "promiscMode" "multicastSnooping" "multiNode" }}
+{{- if hasKey $net $field }}{{ $_ := set $.into $field (get $net $field) }}{{ end }}
+{{- end }}
+{{- end }}
+
+{{/*
+krafty.addressing: sets how a network entry (.net) addresses its pods into the dict .into (the
+krafty-veth plugin, or krafty's config): an ipam block (host-local, one range set per subnet,
+the routes in it), krafty-blocks and routes, podIP and routes, or the ips and mac capabilities
+and routes.
+*/}}
+{{- define "krafty.addressing" -}}
+{{- $net := .net }}
 {{- $addressing := $net.addressing | default "ipam" }}
 {{- if eq $addressing "blocks" }}
 {{- /* The node agent's blocks (krafty.addressPools); the ipam block takes nothing but its type. */}}
-{{- $_ := set $veth "ipam" (dict "type" "krafty-blocks") }}
-{{- with $net.routes }}{{ $_ := set $veth "routes" . }}{{ end }}
+{{- $_ := set .into "ipam" (dict "type" "krafty-blocks") }}
+{{- with $net.routes }}{{ $_ := set $.into "routes" . }}{{ end }}
 {{- else if eq $addressing "ipam" }}
 {{- $ipamValues := $net.ipam | default dict }}
 {{- $configuredRanges := $ipamValues.ranges | default list }}
@@ -128,19 +181,16 @@ checked the entry (list lengths, address families, addressing mode).
 {{- $ipam := dict "type" ($ipamValues.type | default "host-local") "ranges" $ranges }}
 {{- with $ipamValues.dataDir }}{{ $_ := set $ipam "dataDir" . }}{{ end }}
 {{- with $net.routes }}{{ $_ := set $ipam "routes" . }}{{ end }}
-{{- $_ := set $veth "ipam" $ipam }}
+{{- $_ := set .into "ipam" $ipam }}
 {{- else }}
 {{- if eq $addressing "static" }}
-{{- $_ := set $veth "podIP" (ternary (first $net.podIPs) $net.podIPs (eq (len $net.podIPs) 1)) }}
+{{- $_ := set .into "podIP" (ternary (first $net.podIPs) $net.podIPs (eq (len $net.podIPs) 1)) }}
 {{- else }}
 {{- /* runtime: Multus passes the pod annotation's "ips" and "mac" as runtimeConfig. */}}
-{{- $_ := set $veth "capabilities" (dict "ips" true "mac" true) }}
+{{- $_ := set .into "capabilities" (dict "ips" true "mac" true) }}
 {{- end }}
-{{- with $net.routes }}{{ $_ := set $veth "routes" . }}{{ end }}
+{{- with $net.routes }}{{ $_ := set $.into "routes" . }}{{ end }}
 {{- end }}
-{{- $plugins = append $plugins $veth }}
-
-{{- dict "cniVersion" ($net.cniVersion | default "1.0.0") "name" $net.name "plugins" $plugins | toPrettyJson }}
 {{- end }}
 
 {{/*

@@ -3,8 +3,9 @@
 //!
 //! Plugin binaries come from [`plugin_bytes`]: a small `/bin/sh` fake by default. To run the
 //! same tests against the real plugins, set `KRAFTY_TEST_PLUGIN_DIR` to a directory holding
-//! `krafty-vrf`, `krafty-bridge` and `krafty-veth` (e.g. `target/debug`); each generation is
-//! then the real binary with a trailer appended, which changes its sha256 but not how it runs.
+//! `krafty-vrf`, `krafty-bridge`, `krafty-veth` and `krafty` (e.g. `target/debug`); each
+//! generation is then the real binary with a trailer appended, which changes its sha256 but not
+//! how it runs.
 
 #![allow(dead_code)] // each test binary uses a different part of this module
 
@@ -24,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-pub const PLUGINS: [&str; 3] = ["krafty-vrf", "krafty-bridge", "krafty-veth"];
+pub const PLUGINS: [&str; 4] = ["krafty-vrf", "krafty-bridge", "krafty-veth", "krafty"];
 
 pub const INSTALLER: &str = env!("CARGO_BIN_EXE_krafty-installer");
 

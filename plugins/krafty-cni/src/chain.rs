@@ -7,7 +7,7 @@ use crate::error::Error;
 use crate::lock::NodeLock;
 use crate::naming;
 use crate::netlink::{InfoKind, Link, Netlink};
-use crate::result::CniResult;
+use crate::result::{CniResult, Interface};
 use crate::skel::Request;
 
 /// The node device (no `sandbox`) an earlier krafty plugin reported under a name starting with
@@ -41,6 +41,23 @@ pub async fn find_node_device(
         });
     }
     Ok(Some(link))
+}
+
+/// CHECK's `prevResult`, which it checks the devices against.
+pub fn prev_result_to_check<C>(request: &Request<C>) -> Result<&CniResult, Error> {
+    request
+        .prev_result
+        .as_ref()
+        .ok_or_else(|| Error::CheckFailed("CHECK needs a prevResult".into()))
+}
+
+/// How a result reports a node device (a VRF or bridge): its name and MAC, no `sandbox`.
+pub fn node_interface(link: &Link) -> Interface {
+    Interface {
+        name: link.name.clone(),
+        mac: link.mac.clone(),
+        ..Interface::default()
+    }
 }
 
 /// Refuses an ADD onto an interface the container already has on another network (or, by a

@@ -216,7 +216,7 @@ fn validate_scope(scope: Option<&str>) -> Result<Scope, Error> {
 }
 
 /// `krafty-vrf`'s own fields.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize)]
 pub struct VrfConfig {
     #[serde(rename = "vrfTable", default)]
     pub vrf_table: Option<i64>,
@@ -261,7 +261,7 @@ impl VrfConfig {
 }
 
 /// `krafty-bridge`'s own fields.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize)]
 pub struct BridgeConfig {
     #[serde(default)]
     pub subnet: Option<OneOrMany>,
@@ -587,6 +587,64 @@ impl VethConfig {
     }
 }
 
+/// The `krafty` plugin's fields: the original krafty's single-plugin config (`subnet`,
+/// `gateway`, `ipam` or `podIP`, `vrfTable`), and the chain's optional fields that mean one
+/// thing in one plugin (`mtu` is the bridge's and both veth ends', as the chart gives it).
+/// `krafty` does what krafty-vrf, krafty-bridge and krafty-veth do, so each step reads its
+/// fields from the one config as the chain's plugin reads them from its own.
+#[derive(Debug, Default)]
+pub struct OriginalConfig {
+    pub vrf: VrfConfig,
+    pub bridge: BridgeConfig,
+    pub veth: VethConfig,
+}
+
+impl<'de> Deserialize<'de> for OriginalConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let fields = Value::Object(Map::deserialize(deserializer)?);
+        let step = serde::de::Error::custom;
+        Ok(OriginalConfig {
+            vrf: VrfConfig::deserialize(&fields).map_err(step)?,
+            bridge: BridgeConfig::deserialize(&fields).map_err(step)?,
+            veth: VethConfig::deserialize(&fields).map_err(step)?,
+        })
+    }
+}
+
+/// The `krafty` plugin's config, checked: the configs of the chain's three steps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidOriginalConfig {
+    pub vrf: ValidVrfConfig,
+    pub bridge: ValidBridgeConfig,
+    pub veth: ValidVethConfig,
+}
+
+impl OriginalConfig {
+    /// The three steps' configs, validated as the chain's plugins validate theirs. The scope is
+    /// `network` when the config names a `vrfTable` (the original's table is the network's: one
+    /// VRF, with that table, for every pod of the network on the node), else `pod`, unless
+    /// `scope` says otherwise.
+    pub fn validate(&self) -> Result<ValidOriginalConfig, Error> {
+        let scope = self.bridge.scope.clone().or_else(|| {
+            self.vrf
+                .vrf_table
+                .map(|_| Scope::Network.as_str().to_string())
+        });
+        let bridge = BridgeConfig {
+            scope: scope.clone(),
+            ..self.bridge.clone()
+        }
+        .validate()?;
+        let vrf = VrfConfig {
+            scope,
+            ..self.vrf.clone()
+        }
+        .validate()?;
+        let veth = self.veth.validate()?;
+        Ok(ValidOriginalConfig { vrf, bridge, veth })
+    }
+}
+
 /// Host addresses in CIDR form, at most one per address family.
 pub fn host_addresses(field: &str, list: &[String]) -> Result<Vec<IpNet>, Error> {
     if list.is_empty() {
@@ -884,6 +942,103 @@ mod tests {
             veth(json!({"podIP": "10.0.0.5/24", "routeMetric": -5})),
             "routeMetric",
         );
+    }
+
+    fn original(value: Value) -> Result<ValidOriginalConfig, Error> {
+        serde_json::from_value::<OriginalConfig>(value)
+            .unwrap()
+            .validate()
+    }
+
+    #[test]
+    fn the_originals_config_is_the_chains() {
+        let seed = original(json!({
+            "subnet": "172.16.10.0/24", "gateway": "172.16.10.1",
+            "ipam": {"type": "host-local", "ranges": [[{"subnet": "172.16.10.0/24"}]],
+                     "routes": [{"dst": "0.0.0.0/0"}]}
+        }))
+        .unwrap();
+        assert_eq!(
+            seed.vrf,
+            ValidVrfConfig {
+                table: None,
+                scope: Scope::Pod
+            }
+        );
+        assert_eq!(seed.bridge.scope, Scope::Pod);
+        assert_eq!(
+            seed.bridge.networks[0].gateway_address().to_string(),
+            "172.16.10.1/24"
+        );
+        assert!(matches!(seed.veth.addresses, AddressSource::Ipam(_)));
+
+        let static_one = original(json!({
+            "subnet": "172.16.10.0/24", "gateway": "172.16.10.1", "podIP": "172.16.10.5/24",
+            "routes": [{"dst": "0.0.0.0/0"}], "mtu": 1400
+        }))
+        .unwrap();
+        assert_eq!(
+            static_one.veth.addresses,
+            AddressSource::Static(vec!["172.16.10.5/24".parse().unwrap()])
+        );
+        assert_eq!(
+            (static_one.bridge.mtu, static_one.veth.mtu),
+            (Some(1400), Some(1400))
+        );
+        assert_eq!(static_one.veth.routes.len(), 1);
+    }
+
+    #[test]
+    fn the_originals_vrf_table_is_the_networks() {
+        let tabled = json!({"subnet": "172.16.10.0/24", "gateway": "172.16.10.1",
+                            "podIP": "172.16.10.5/24", "vrfTable": 4242});
+        let valid = original(tabled.clone()).unwrap();
+        assert_eq!(
+            valid.vrf,
+            ValidVrfConfig {
+                table: Some(4242),
+                scope: Scope::Network
+            }
+        );
+        assert_eq!(valid.bridge.scope, Scope::Network);
+        let mut pod_scope = tabled.clone();
+        pod_scope["scope"] = json!("pod");
+        assert_invalid(original(pod_scope), "scope \"pod\"");
+        let mut shared = tabled;
+        shared.as_object_mut().unwrap().remove("vrfTable");
+        shared["scope"] = json!("network");
+        assert_eq!(original(shared).unwrap().vrf.scope, Scope::Network);
+    }
+
+    #[test]
+    fn the_originals_bad_inputs() {
+        let base = json!({"subnet": "172.16.10.0/24", "gateway": "172.16.10.1"});
+        let with = |field: &str, value: Value| {
+            let mut config = base.clone();
+            config[field] = value;
+            original(config)
+        };
+        assert_invalid(
+            original(json!({"gateway": "172.16.10.1"})),
+            "subnet is required",
+        );
+        assert_invalid(
+            original(json!({"subnet": "172.16.10.0/24"})),
+            "gateway is required",
+        );
+        assert_invalid(with("gateway", json!("172.16.11.1")), "outside subnet");
+        for reserved in [0, 253, 254, 255] {
+            assert_invalid(with("vrfTable", json!(reserved)), "reserved");
+        }
+        assert_invalid(with("vrfTable", json!(-1)), "vrfTable");
+        assert_invalid(with("scope", json!("cluster")), "scope");
+        assert_invalid(with("podIP", json!("172.16.10.5")), "CIDR");
+        let mut both = base.clone();
+        both["podIP"] = json!("172.16.10.5/24");
+        both["ipam"] = json!({"type": "host-local"});
+        assert_invalid(original(both), "not both");
+        assert_invalid(with("mtu", json!(10)), "mtu");
+        assert!(serde_json::from_value::<OriginalConfig>(json!({"vrfTable": "ten"})).is_err());
     }
 
     #[test]

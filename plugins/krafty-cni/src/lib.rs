@@ -2,6 +2,8 @@
 //!
 //! - [`version`], [`result`], [`error`], [`env`], [`skel`]: the CNI protocol, written for krafty;
 //! - [`config`]: the plugins' network configuration and its validation;
+//! - [`vrf`], [`bridge`], [`veth`]: the chain's steps, each verb of each; the plugins of the
+//!   chain are one step each, the `krafty` plugin all three (with [`chain`], what they share);
 //! - [`attachment`]: an attachment's identity, names, mark, group, record and teardown;
 //! - [`multinode`], [`tunnel`]: networks stretched across nodes (the node list, the underlay,
 //!   the VXLAN port on each node's bridge);
@@ -15,6 +17,7 @@
 
 pub mod attachment;
 pub mod blocks;
+pub mod bridge;
 pub mod chain;
 pub mod config;
 pub mod env;
@@ -33,6 +36,8 @@ pub mod state;
 pub mod stderr_log;
 pub mod tunnel;
 pub mod version;
+pub mod veth;
+pub mod vrf;
 
 pub use attachment::Attachment;
 pub use error::Error;

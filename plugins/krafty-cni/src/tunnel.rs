@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use crate::chain::{self, NodeDeviceKind, Placement};
-use crate::config::{BridgeConfig, ValidBridgeConfig, ValidMultiNode};
+use crate::config::{ValidBridgeConfig, ValidMultiNode};
 use crate::error::{code, Error};
 use crate::multinode::{self, NodeList, Underlay};
 use crate::naming;
@@ -64,9 +64,9 @@ pub struct Tunnel {
 
 impl Tunnel {
     /// krafty-bridge's ADD: the tunnel of `config`'s network, if it is stretched across nodes.
-    pub async fn plan_for(
+    pub async fn plan_for<C>(
         netlink: &Netlink,
-        request: &Request<BridgeConfig>,
+        request: &Request<C>,
         config: &ValidBridgeConfig,
     ) -> Result<Option<Tunnel>, Error> {
         let Some(multi_node) = &config.multi_node else {

@@ -53,7 +53,7 @@ impl Wrapped {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("the wrapper's directory");
         let status = dir.join("status");
-        for other in ["krafty-vrf", "krafty-bridge", "krafty-veth"] {
+        for other in ["krafty-vrf", "krafty-bridge", "krafty-veth", "krafty"] {
             if other != plugin {
                 std::os::unix::fs::symlink(plugin_path(other), dir.join(other))
                     .expect("a link to the plugin");

@@ -26,6 +26,9 @@ pub const REFERENCE_PLUGIN_DIR: &str = "/usr/lib/cni";
 /// The network name of the default conflist, as in the chart's default NAD.
 pub const NETWORK: &str = "krafty";
 
+/// The extension of a single plugin's config, as runtimes tell it from a conflist.
+const SINGLE_CONFIG_EXTENSION: &str = "conf";
+
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 /// Names this test process's nodes: the PID alone repeats across VMs booted side by side,
@@ -339,27 +342,53 @@ impl Node {
         ]
     }
 
+    /// Whether this kernel can make VRF devices: one made (and removed again) in the node.
+    pub fn can_make_vrfs(&self) -> bool {
+        let probe = "kt-vrf-probe";
+        let made = Command::new("ip")
+            .args([
+                "-n", &self.name, "link", "add", probe, "type", "vrf", "table", "1",
+            ])
+            .output()
+            .expect("ip runs")
+            .status
+            .success();
+        if made {
+            self.ip(&["link", "del", probe]);
+        }
+        made
+    }
+
     /// The attachment records krafty keeps on this node (file names, every network).
     pub fn records(&self) -> Vec<String> {
         files_below(&self.state_dir().join("attachments"))
     }
 
-    /// Writes a conflist and returns its path. Every `ipam` block but `krafty-blocks` (whose
-    /// leases live in the node's state directory) gets this node's `dataDir`, so leases stay
-    /// inside the test.
+    /// Writes a network config and returns its path: a conflist, or a single plugin's config
+    /// (no `plugins` list), written as a `.conf`, which the driver runs as runtimes and Multus
+    /// run one. Every `ipam` block but `krafty-blocks` (whose leases live in the node's state
+    /// directory) gets this node's `dataDir`, so leases stay inside the test.
     pub fn conflist(&self, mut conflist: Value) -> PathBuf {
-        if let Some(plugins) = conflist["plugins"].as_array_mut() {
-            for plugin in plugins {
-                if let Some(ipam) = plugin.get_mut("ipam").and_then(Value::as_object_mut) {
-                    if ipam.get("type").and_then(Value::as_str) != Some(blocks::PLUGIN) {
-                        ipam.insert("dataDir".into(), json!(self.ipam_dir()));
-                    }
+        let single = conflist.get("plugins").is_none();
+        let plugins = match conflist.get_mut("plugins").and_then(Value::as_array_mut) {
+            Some(plugins) => plugins.iter_mut().collect(),
+            None => vec![&mut conflist],
+        };
+        for plugin in plugins {
+            if let Some(ipam) = plugin.get_mut("ipam").and_then(Value::as_object_mut) {
+                if ipam.get("type").and_then(Value::as_str) != Some(blocks::PLUGIN) {
+                    ipam.insert("dataDir".into(), json!(self.ipam_dir()));
                 }
             }
         }
         let path = self.dir.join(format!(
-            "conflist-{}.json",
-            COUNTER.fetch_add(1, Ordering::SeqCst)
+            "conflist-{}.{}",
+            COUNTER.fetch_add(1, Ordering::SeqCst),
+            if single {
+                SINGLE_CONFIG_EXTENSION
+            } else {
+                "json"
+            }
         ));
         std::fs::write(&path, serde_json::to_vec_pretty(&conflist).unwrap()).unwrap();
         path
@@ -418,7 +447,16 @@ impl Node {
             .args(["netns", "exec", &self.name])
             .arg(driver_path())
             .arg(verb)
-            .arg("--conflist")
+            .arg(
+                if conflist
+                    .extension()
+                    .is_some_and(|e| e == SINGLE_CONFIG_EXTENSION)
+                {
+                    "--conf"
+                } else {
+                    "--conflist"
+                },
+            )
             .arg(conflist)
             .args(["--id", container_id, "--netns", netns, "--ifname", ifname])
             .args([
@@ -698,6 +736,37 @@ pub fn full_conflist(cni_version: &str) -> Value {
     conflist
 }
 
+/// The original krafty's network as its single plugin takes it, a single config (`.conf`):
+/// `"type": "krafty"` with the seed's example (subnet, gateway, host-local over .10-.250 with
+/// the default route).
+pub fn original_config(cni_version: &str) -> Value {
+    json!({
+        "cniVersion": cni_version, "name": NETWORK, "type": "krafty",
+        "subnet": "172.16.10.0/24", "gateway": "172.16.10.1", "ipam": host_local_ipam()
+    })
+}
+
+/// [`original_config`] (1.0.0) with `fields` set (a null removes the field).
+pub fn original_with(fields: Value) -> Value {
+    let mut config = original_config("1.0.0");
+    for (key, value) in fields.as_object().expect("fields are an object") {
+        if value.is_null() {
+            config.as_object_mut().unwrap().remove(key);
+        } else {
+            config[key] = value.clone();
+        }
+    }
+    config
+}
+
+/// A conflist holding one plugin: the single config `config`.
+pub fn one_plugin_conflist(config: &Value) -> Value {
+    let mut plugin = config.clone();
+    let fields = plugin.as_object_mut().expect("a config is an object");
+    let (version, name) = (fields.remove("cniVersion"), fields.remove("name"));
+    json!({ "cniVersion": version, "name": name, "plugins": [plugin] })
+}
+
 /// A shared (`scope: network`) network with host-local IPAM and a default route: one
 /// `(subnet, gateway)` per address family, behind a shared VRF when `with_vrf`.
 pub fn shared_network(name: &str, subnets: &[(&str, &str)], with_vrf: bool) -> Value {
@@ -742,6 +811,16 @@ pub fn pod_network(name: &str, subnet: &str, gateway: &str, with_vrf: bool) -> V
         plugins.insert(0, json!({ "type": "krafty-vrf" }));
     }
     json!({ "cniVersion": "1.0.0", "name": name, "plugins": plugins })
+}
+
+/// The names of a result's `interfaces`, in order.
+pub fn interface_names(result: &Value) -> Vec<&str> {
+    result["interfaces"]
+        .as_array()
+        .unwrap_or_else(|| panic!("a result lists interfaces: {result}"))
+        .iter()
+        .map(|i| i["name"].as_str().expect("an interface has a name"))
+        .collect()
 }
 
 /// The pod's IPv4 (or, with `v6`, IPv6) address in a result, without its prefix length.

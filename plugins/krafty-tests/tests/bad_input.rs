@@ -59,7 +59,7 @@ fn bridge_with(fields: Value) -> String {
 #[test]
 fn malformed_json_is_code_6_for_every_plugin() {
     let (node, _pod, at) = setup();
-    for plugin in ["krafty-vrf", "krafty-bridge", "krafty-veth"] {
+    for plugin in ["krafty-vrf", "krafty-bridge", "krafty-veth", "krafty"] {
         for garbage in [
             "{",
             "not json",
@@ -131,7 +131,7 @@ fn missing_or_bad_environment_is_code_4() {
             .into_iter()
             .filter(|(k, _)| *k != missing)
             .collect();
-        for plugin in ["krafty-vrf", "krafty-bridge", "krafty-veth"] {
+        for plugin in ["krafty-vrf", "krafty-bridge", "krafty-veth", "krafty"] {
             refused(&node, node.plugin(plugin, &env, BRIDGE), 4, missing);
         }
     }
@@ -389,7 +389,7 @@ fn a_hostile_log_file_is_refused() {
 #[test]
 fn version_needs_no_attachment_and_answers_in_the_asked_version() {
     let node = Node::new();
-    for plugin in ["krafty-vrf", "krafty-bridge", "krafty-veth"] {
+    for plugin in ["krafty-vrf", "krafty-bridge", "krafty-veth", "krafty"] {
         let answer = node
             .plugin(
                 plugin,

@@ -2,7 +2,7 @@
 //! kernel (no VRF needed). Each test has its own node namespace.
 
 use krafty_cni::naming;
-use krafty_tests::{bridge_veth_conflist, container_id, Node, NETWORK};
+use krafty_tests::{bridge_veth_conflist, container_id, interface_names, Node, NETWORK};
 use serde_json::{json, Value};
 
 fn pod_interface(result: &Value) -> &Value {
@@ -23,12 +23,7 @@ fn add_gives_the_pod_an_address_and_del_removes_everything() {
 
     let result = node.cni("add", &conflist, &id, &pod.netns_path()).ok();
     assert_eq!(result["cniVersion"], "1.0.0");
-    let names: Vec<&str> = result["interfaces"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["name"].as_str().unwrap())
-        .collect();
+    let names = interface_names(&result);
     assert_eq!(
         names,
         vec![

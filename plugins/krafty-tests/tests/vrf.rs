@@ -3,9 +3,15 @@
 
 use krafty_cni::{naming, Attachment};
 use krafty_tests::{
-    address_of, container_id, full_conflist, kill, several, shared_network, Node, NETWORK,
+    address_of, container_id, full_conflist, interface_names, kill, several, shared_network, Node,
+    NETWORK,
 };
 use serde_json::{json, Value};
+
+/// The `krafty` plugin (the original's config) with VRF. (A crate root's `mod original;` would
+/// be tests/original.rs, the host tests.)
+#[path = "vrf/original.rs"]
+mod original;
 
 /// The interface group `ip -j link` shows for the devices of attachment `id` in pod scope.
 fn attachment_group(id: &str) -> String {
@@ -44,12 +50,7 @@ fn the_full_chain_puts_the_pod_behind_a_bridge_in_its_own_vrf() {
 
     let vrf = naming::vrf_name(&id, "net1");
     let bridge = naming::bridge_name(&id, "net1");
-    let names: Vec<&str> = result["interfaces"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["name"].as_str().unwrap())
-        .collect();
+    let names = interface_names(&result);
     assert_eq!(
         names,
         vec![
