@@ -103,6 +103,28 @@ fn answers(pod: &Pod, address: &str) -> bool {
     pod.exec(&["ping", "-c", "1", "-W", "1", address]).success
 }
 
+/// The IPv4 underlay addresses of the nodes `listed` but node `i`: its port's flood list.
+fn peers_of(lab: &Lab, i: usize, listed: &[usize]) -> Vec<String> {
+    listed
+        .iter()
+        .filter(|&&j| j != i)
+        .map(|&j| lab.v4(j))
+        .collect()
+}
+
+/// A pod on every node on `network`, each node's port flooding to the two others, and node 0's
+/// pod reaching node 2's.
+fn pods_flooding_to_everyone(lab: &Lab, network: &str) -> Vec<(Pod, serde_json::Value)> {
+    let port = naming::shared_vxlan_name(network);
+    let pods = lab.pod_on_every_node(network, &json!({}), false);
+    for (i, node) in lab.nodes.iter().enumerate() {
+        assert_eq!(flood_list(node, &port), peers_of(lab, i, &[0, 1, 2]));
+    }
+    let far = address_of(&pods[2].1, false);
+    assert!(answers(&pods[0].0, &far), "node 2's pod answers before");
+    pods
+}
+
 #[test]
 fn tunnels_follow_the_peers_file_within_two_seconds() {
     let lab = Lab::new(3, 1500);
@@ -133,19 +155,9 @@ fn tunnels_follow_the_peers_file_within_two_seconds() {
         assert!(written.is_some(), "{} gets its node list", node.name);
     }
 
-    let pods = lab.pod_on_every_node(network, &json!({}), false);
-    let peers_of = |i: usize, listed: &[usize]| -> Vec<String> {
-        listed
-            .iter()
-            .filter(|&&j| j != i)
-            .map(|&j| lab.v4(j))
-            .collect()
-    };
-    for (i, node) in lab.nodes.iter().enumerate() {
-        assert_eq!(flood_list(node, &port), peers_of(i, &[0, 1, 2]));
-    }
+    let pods = pods_flooding_to_everyone(&lab, network);
+    let peers_of = |i: usize, listed: &[usize]| peers_of(&lab, i, listed);
     let far = address_of(&pods[2].1, false);
-    assert!(answers(&pods[0].0, &far), "node 2's pod answers before");
 
     // Node 2 leaves the cluster.
     write_peers(&[0, 1]);
@@ -276,19 +288,9 @@ fn tunnels_follow_the_nodes_of_the_api_within_two_seconds() {
         );
     }
 
-    let pods = lab.pod_on_every_node(network, &json!({}), false);
-    let peers_of = |i: usize, listed: &[usize]| -> Vec<String> {
-        listed
-            .iter()
-            .filter(|&&j| j != i)
-            .map(|&j| lab.v4(j))
-            .collect()
-    };
-    for (i, node) in lab.nodes.iter().enumerate() {
-        assert_eq!(flood_list(node, &port), peers_of(i, &[0, 1, 2]));
-    }
+    let pods = pods_flooding_to_everyone(&lab, network);
+    let peers_of = |i: usize, listed: &[usize]| peers_of(&lab, i, listed);
     let far = address_of(&pods[2].1, false);
-    assert!(answers(&pods[0].0, &far), "node 2's pod answers before");
 
     // Node 2's Node is deleted.
     api.delete_node("lab-2", false);
