@@ -19,9 +19,9 @@ use tokio_util::sync::CancellationToken;
 use crate::attachments::shared::{self, SharedDeviceSweeper};
 use crate::attachments::{AttachmentCleaner, NodeCleaner, Reconciler, ReportOnlyCleaner};
 use crate::blocks::{self, AddressPool, BlockAgent, PoolError};
-use crate::cli::{Args, OrphanCleanup};
+use crate::cli::{Args, OrphanCleanup, Peers, PeersSource};
 use crate::cluster::events::{Notice, Notifier};
-use crate::cluster::{self, annotation, events, pods};
+use crate::cluster::{self, annotation, events, nodes, pods};
 use crate::endpoints::{self, Readiness};
 use crate::install::{Change, InstallError, InstalledPlugin, Installer, PassReport};
 use crate::invocations;
@@ -54,6 +54,8 @@ pub enum AgentError {
     Serve(std::io::Error),
     #[error(transparent)]
     Pools(#[from] PoolError),
+    #[error("{0}")]
+    Peers(String),
 }
 
 /// The plugins a `--once` run could not install, one line each.
@@ -126,6 +128,7 @@ async fn run_daemon(args: &Args) -> Result<(), AgentError> {
         Some(path) => blocks::read_pools(path)?,
         None => Vec::new(),
     };
+    let peers = args.peers().map_err(AgentError::Peers)?;
     let metrics = Arc::new(Metrics::new(&args.plugins));
     let readiness = Arc::new(Readiness::default());
     let shutdown = CancellationToken::new();
@@ -172,7 +175,7 @@ async fn run_daemon(args: &Args) -> Result<(), AgentError> {
     }
 
     let (installed_sender, installed) = watch::channel(Vec::new());
-    let notifier = start_cluster(args, pools, installed, &metrics, &shutdown).await;
+    let notifier = start_cluster(args, pools, &peers, installed, &metrics, &shutdown).await;
     if args.orphan_cleanup == OrphanCleanup::Delete {
         let sweeper = SharedDeviceSweeper::new(
             args.state_dir.clone(),
@@ -186,9 +189,9 @@ async fn run_daemon(args: &Args) -> Result<(), AgentError> {
         ));
     }
 
-    if let Some(peers_file) = &args.peers_file {
+    if let Peers::File(peers_file) = peers {
         let keeper = PeerKeeper {
-            peers_file: peers_file.clone(),
+            peers_file,
             state_root: args.state_dir.clone(),
         };
         tokio::spawn(peers::run(keeper, shutdown.clone()));
@@ -341,6 +344,7 @@ impl LoopState<'_> {
 async fn start_cluster(
     args: &Args,
     pools: Vec<AddressPool>,
+    peers: &Peers,
     installed: watch::Receiver<Vec<InstalledPlugin>>,
     metrics: &Arc<Metrics>,
     shutdown: &CancellationToken,
@@ -352,8 +356,14 @@ async fn start_cluster(
             );
         }
     };
+    let no_peers = |why: &str| {
+        if args.peers_source == PeersSource::Cluster {
+            tracing::warn!("{why}: the tunnels of multi-node networks keep no peers");
+        }
+    };
     let Some(node) = args.node_name.clone() else {
         no_blocks("no --node-name");
+        no_peers("no --node-name");
         tracing::info!(
             "no --node-name: running file-only (no node annotation, Events or orphan cleanup)"
         );
@@ -363,6 +373,7 @@ async fn start_cluster(
         Ok(client) => client,
         Err(error) => {
             no_blocks("no Kubernetes client");
+            no_peers("no Kubernetes client");
             tracing::warn!(
                 "{error}: running file-only (no node annotation, Events or orphan cleanup)"
             );
@@ -404,6 +415,13 @@ async fn start_cluster(
             Arc::clone(metrics),
         );
         tokio::spawn(blocks::run(agent, shutdown.clone()));
+    }
+    if *peers == Peers::Cluster {
+        tokio::spawn(nodes::run_node_watch(
+            Api::<Node>::all(client.clone()),
+            args.state_dir.clone(),
+            shutdown.clone(),
+        ));
     }
     let pods = Api::<Pod>::all(client);
     match args.orphan_cleanup {

@@ -109,6 +109,12 @@ pub struct Args {
     #[arg(long, env = "KRAFTY_PEERS_FILE")]
     pub peers_file: Option<PathBuf>,
 
+    /// Where the nodes of the cluster (the tunnels' peers) come from: `auto` takes the
+    /// --peers-file when one is given, else the Nodes of the Kubernetes API (with --node-name
+    /// and credentials); `file` and `cluster` insist on one; `none` keeps no peers.
+    #[arg(long, env = "KRAFTY_PEERS_SOURCE", value_enum, default_value_t = PeersSource::Auto)]
+    pub peers_source: PeersSource,
+
     /// Seconds between full orphan scans, on top of the scans that pod deletions trigger.
     #[arg(long, env = "KRAFTY_RECONCILE_INTERVAL_SECS", default_value_t = 300)]
     pub reconcile_interval_secs: u64,
@@ -176,7 +182,45 @@ pub enum OrphanCleanup {
     Report,
 }
 
+/// `--peers-source`: see [`Args::peers_source`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PeersSource {
+    Auto,
+    File,
+    Cluster,
+    None,
+}
+
+/// Where the agent takes the tunnels' peers from, once the flags are resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Peers {
+    None,
+    File(PathBuf),
+    /// The Nodes of the API, when the agent has --node-name and credentials.
+    Cluster,
+}
+
 impl Args {
+    /// The peers source: `--peers-source`, with `auto` resolved by whether a --peers-file
+    /// is given. A flag that the chosen source would ignore is an error.
+    pub fn peers(&self) -> Result<Peers, String> {
+        match (self.peers_source, &self.peers_file) {
+            (PeersSource::Auto | PeersSource::File, Some(file)) => Ok(Peers::File(file.clone())),
+            (PeersSource::Auto | PeersSource::Cluster, None) => Ok(Peers::Cluster),
+            (PeersSource::None, None) => Ok(Peers::None),
+            (PeersSource::File, None) => Err("--peers-source=file needs a --peers-file".into()),
+            (PeersSource::Cluster | PeersSource::None, Some(file)) => Err(format!(
+                "--peers-file {} is not read with --peers-source={}",
+                file.display(),
+                if self.peers_source == PeersSource::None {
+                    "none"
+                } else {
+                    "cluster"
+                }
+            )),
+        }
+    }
+
     pub fn debounce(&self) -> Duration {
         Duration::from_millis(self.debounce_ms)
     }
@@ -257,6 +301,27 @@ mod tests {
         assert_eq!(args.address_pools, None);
         assert_eq!(args.address_block_reclaim_grace(), Duration::from_secs(600));
         assert_eq!(args.peers_file, None);
+        assert_eq!(args.peers(), Ok(Peers::Cluster));
+    }
+
+    #[test]
+    fn the_peers_source_takes_the_file_when_one_is_given_and_refuses_contradictions() {
+        let peers = |extra: &[&str]| {
+            let args = ["krafty-installer"].iter().chain(extra);
+            Args::try_parse_from(args).unwrap().peers()
+        };
+        let file = Ok(Peers::File(PathBuf::from("/p")));
+        assert_eq!(peers(&["--peers-file=/p"]), file);
+        assert_eq!(peers(&["--peers-file=/p", "--peers-source=file"]), file);
+        assert_eq!(peers(&["--peers-source=cluster"]), Ok(Peers::Cluster));
+        assert_eq!(peers(&["--peers-source=none"]), Ok(Peers::None));
+        for contradiction in [
+            &["--peers-source=file"][..],
+            &["--peers-source=cluster", "--peers-file=/p"],
+            &["--peers-source=none", "--peers-file=/p"],
+        ] {
+            assert!(peers(contradiction).is_err(), "{contradiction:?}");
+        }
     }
 
     #[test]

@@ -1,12 +1,13 @@
 //! The peers of networks stretched across nodes (`multiNode`), kept by the node agent.
 //!
-//! The agent takes the nodes of the cluster from a peers file (`NAME ADDRESS` lines, re-read
-//! on every change), writes them to the node list the plugins read (`<state root>/nodes`), and
-//! keeps every multi-node network's VXLAN port on this node flooding to exactly the other
-//! listed nodes: one all-zero forwarding entry per peer of the port's underlay family. A pass
-//! runs on every change of the peers file, on every new or changed VXLAN device (a port a
-//! plugin created from an older node list), and every [`RESYNC_INTERVAL`] in case an event was
-//! missed.
+//! The agent takes the nodes of the cluster from one source: a peers file (`NAME ADDRESS`
+//! lines, re-read on every change; [`run`]) or the Kubernetes API (a watch of the Nodes,
+//! `cluster::nodes`). Either feeds [`keep`], which writes the nodes to the node list the
+//! plugins read (`<state root>/nodes`) and keeps every multi-node network's VXLAN port on this
+//! node flooding to exactly the other listed nodes: one all-zero forwarding entry per peer of
+//! the port's underlay family. A pass runs on every change of the source, on every new or
+//! changed VXLAN device (a port a plugin created from an older node list), and every
+//! [`RESYNC_INTERVAL`] in case an event was missed.
 
 use std::collections::{BTreeSet, HashSet};
 use std::ffi::OsString;
@@ -90,20 +91,17 @@ impl PeerKeeper {
                 reason,
             })
     }
+}
 
-    /// One pass: the node list written (when it changed), then every tunnel port's flood
-    /// list brought to the listed nodes but this one. Returns the ports it changed.
-    pub async fn pass(&self, netlink: &Netlink) -> Result<Vec<PortChange>, PeersError> {
-        let Some(list) = self.read_peers()? else {
-            tracing::warn!(
-                "the peers file {} does not exist; the tunnels keep their peers",
-                self.peers_file.display()
-            );
-            return Ok(Vec::new());
-        };
-        write_node_list(&self.state_root, &list)?;
-        sync_flood_lists(netlink, &list).await
-    }
+/// One pass: the node list written (when it changed), then every tunnel port's flood list
+/// brought to the listed nodes but this one. Returns the ports it changed.
+pub async fn pass(
+    state_root: &Path,
+    list: &NodeList,
+    netlink: &Netlink,
+) -> Result<Vec<PortChange>, PeersError> {
+    write_node_list(state_root, list)?;
+    sync_flood_lists(netlink, list).await
 }
 
 /// Writes `list` to the node list below `state_root`, atomically, unless it holds it already.
@@ -211,9 +209,8 @@ async fn sync_port(
     Ok(change)
 }
 
-/// The agent's loop: a pass now, on every change of the peers file, on every VXLAN device
-/// event, and every [`RESYNC_INTERVAL`], until `shutdown`. Runs in the calling thread's
-/// network namespace.
+/// The agent's loop on a peers file: [`keep`] fed by the file, woken by its changes. Runs in
+/// the calling thread's network namespace.
 pub async fn run(keeper: PeerKeeper, shutdown: CancellationToken) {
     let wake = Arc::new(Notify::new());
     let directory = keeper
@@ -236,6 +233,34 @@ pub async fn run(keeper: PeerKeeper, shutdown: CancellationToken) {
             None
         }
     };
+    let source = format!("the peers file {}", keeper.peers_file.display());
+    let nodes = || {
+        if let Some(Err(error)) = watcher.as_mut().map(DirWatcher::ensure_watching) {
+            tracing::warn!("{error}; retrying with the next pass");
+        }
+        let list = keeper.read_peers()?;
+        if list.is_none() {
+            tracing::warn!(
+                "the peers file {} does not exist; the tunnels keep their peers",
+                keeper.peers_file.display()
+            );
+        }
+        Ok(list)
+    };
+    keep(&keeper.state_root, &source, nodes, &wake, shutdown).await;
+}
+
+/// The loop both sources share: a pass over `nodes()` now, whenever `wake` is notified, on
+/// every VXLAN device event and every [`RESYNC_INTERVAL`], until `shutdown`. `nodes()`
+/// answers `None` while the nodes are unknown: nothing is changed then. Runs in the calling
+/// thread's network namespace.
+pub async fn keep(
+    state_root: &Path,
+    source: &str,
+    mut nodes: impl FnMut() -> Result<Option<NodeList>, PeersError>,
+    wake: &Notify,
+    shutdown: CancellationToken,
+) {
     let netlink = match Netlink::connect() {
         Ok(netlink) => netlink,
         Err(error) => {
@@ -250,15 +275,14 @@ pub async fn run(keeper: PeerKeeper, shutdown: CancellationToken) {
             None
         }
     };
-    tracing::info!(
-        "keeping the tunnels' peers from {}",
-        keeper.peers_file.display()
-    );
+    tracing::info!("keeping the tunnels' peers from {source}");
     loop {
-        if let Some(Err(error)) = watcher.as_mut().map(DirWatcher::ensure_watching) {
-            tracing::warn!("{error}; retrying with the next pass");
-        }
-        if let Err(error) = keeper.pass(&netlink).await {
+        let passed = match nodes() {
+            Ok(Some(list)) => pass(state_root, &list, &netlink).await.map(drop),
+            Ok(None) => Ok(()),
+            Err(error) => Err(error),
+        };
+        if let Err(error) = passed {
             tracing::warn!("{error}; retrying with the next event");
         }
         let device_event = async {
@@ -275,7 +299,7 @@ pub async fn run(keeper: PeerKeeper, shutdown: CancellationToken) {
         };
         tokio::select! {
             () = shutdown.cancelled() => return,
-            () = debounced(&wake, SETTLE) => {},
+            () = debounced(wake, SETTLE) => {},
             () = device_event => tokio::time::sleep(SETTLE).await,
             () = tokio::time::sleep(RESYNC_INTERVAL) => {},
         }

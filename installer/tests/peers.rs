@@ -1,15 +1,23 @@
 //! The node agent's peer keeping for networks stretched across nodes: three node namespaces
-//! on an underlay bridge, the agent's peer loop running in each (peers from a file), pods
-//! attached through libcni. A node taken out of the peers file is unreachable within 2 s, and
+//! on an underlay bridge, the agent's peer loop running in each (peers from a file, or from
+//! the Nodes of a fake API server: no API server runs here), pods attached through libcni. A
+//! node taken out of the peers file or deleted from the API is unreachable within 2 s, and
 //! its return heals it as fast.
 
+mod common;
+
 use std::fs::File;
+use std::future::Future;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use common::fake_api::FakeApi;
+use k8s_openapi::api::core::v1::Node as KubeNode;
 use krafty_cni::multinode;
 use krafty_cni::naming;
+use krafty_installer::cluster::nodes;
 use krafty_installer::peers::{self, PeerKeeper};
 use krafty_tests::multinode::{flood_list, stretched_network, Lab};
 use krafty_tests::{address_of, Node, Pod};
@@ -27,13 +35,32 @@ struct Agent {
 }
 
 impl Agent {
+    /// The peer loop on `peers_file`.
     fn start(node: &Node, peers_file: PathBuf) -> Agent {
-        let _ = tracing_subscriber::fmt().with_test_writer().try_init();
-        let netns = File::open(node.netns_path()).expect("the node namespace");
         let keeper = PeerKeeper {
             peers_file,
             state_root: node.state_dir(),
         };
+        Agent::spawn(node, move |stop| peers::run(keeper, stop))
+    }
+
+    /// The Node watch on `api`.
+    fn watching(node: &Node, api: &FakeApi) -> Agent {
+        let api = api.clone();
+        let state_root = node.state_dir();
+        // The client needs the agent's runtime (its buffer spawns a task there).
+        Agent::spawn(node, move |stop| async move {
+            let nodes_api = kube::Api::<KubeNode>::all(api.client());
+            nodes::run_node_watch(nodes_api, state_root, stop).await;
+        })
+    }
+
+    fn spawn<F: Future<Output = ()>>(
+        node: &Node,
+        agent: impl FnOnce(CancellationToken) -> F + Send + 'static,
+    ) -> Agent {
+        let _ = tracing_subscriber::fmt().with_test_writer().try_init();
+        let netns = File::open(node.netns_path()).expect("the node namespace");
         let shutdown = CancellationToken::new();
         let stop = shutdown.clone();
         let thread = std::thread::spawn(move || {
@@ -42,7 +69,7 @@ impl Agent {
                 .enable_all()
                 .build()
                 .expect("a runtime")
-                .block_on(peers::run(keeper, stop));
+                .block_on(agent(stop));
         });
         Agent {
             shutdown,
@@ -76,6 +103,28 @@ fn answers(pod: &Pod, address: &str) -> bool {
     pod.exec(&["ping", "-c", "1", "-W", "1", address]).success
 }
 
+/// The IPv4 underlay addresses of the nodes `listed` but node `i`: its port's flood list.
+fn peers_of(lab: &Lab, i: usize, listed: &[usize]) -> Vec<String> {
+    listed
+        .iter()
+        .filter(|&&j| j != i)
+        .map(|&j| lab.v4(j))
+        .collect()
+}
+
+/// A pod on every node on `network`, each node's port flooding to the two others, and node 0's
+/// pod reaching node 2's.
+fn pods_flooding_to_everyone(lab: &Lab, network: &str) -> Vec<(Pod, serde_json::Value)> {
+    let port = naming::shared_vxlan_name(network);
+    let pods = lab.pod_on_every_node(network, &json!({}), false);
+    for (i, node) in lab.nodes.iter().enumerate() {
+        assert_eq!(flood_list(node, &port), peers_of(lab, i, &[0, 1, 2]));
+    }
+    let far = address_of(&pods[2].1, false);
+    assert!(answers(&pods[0].0, &far), "node 2's pod answers before");
+    pods
+}
+
 #[test]
 fn tunnels_follow_the_peers_file_within_two_seconds() {
     let lab = Lab::new(3, 1500);
@@ -106,19 +155,9 @@ fn tunnels_follow_the_peers_file_within_two_seconds() {
         assert!(written.is_some(), "{} gets its node list", node.name);
     }
 
-    let pods = lab.pod_on_every_node(network, &json!({}), false);
-    let peers_of = |i: usize, listed: &[usize]| -> Vec<String> {
-        listed
-            .iter()
-            .filter(|&&j| j != i)
-            .map(|&j| lab.v4(j))
-            .collect()
-    };
-    for (i, node) in lab.nodes.iter().enumerate() {
-        assert_eq!(flood_list(node, &port), peers_of(i, &[0, 1, 2]));
-    }
+    let pods = pods_flooding_to_everyone(&lab, network);
+    let peers_of = |i: usize, listed: &[usize]| peers_of(&lab, i, listed);
     let far = address_of(&pods[2].1, false);
-    assert!(answers(&pods[0].0, &far), "node 2's pod answers before");
 
     // Node 2 leaves the cluster.
     write_peers(&[0, 1]);
@@ -214,4 +253,94 @@ fn a_peers_file_from_a_config_map_volume_is_followed_when_the_kubelet_swaps_it()
     publish("v2", &[0, 1]);
     let took = within(CONVERGENCE, || flood_list(node, &port) == [lab.v4(1)]);
     assert!(took.is_some(), "the swapped version within {CONVERGENCE:?}");
+}
+
+#[test]
+fn tunnels_follow_the_nodes_of_the_api_within_two_seconds() {
+    let lab = Lab::new(3, 1500);
+    let network = "nodes";
+    let port = naming::shared_vxlan_name(network);
+    let api = FakeApi::new();
+    let internal_ips =
+        |i: usize| -> Vec<IpAddr> { vec![lab.v4(i).parse().unwrap(), lab.v6(i).parse().unwrap()] };
+    for i in 0..3 {
+        api.set_node(&format!("lab-{i}"), &internal_ips(i));
+    }
+    // A Node without an InternalIP (not yet reported by its kubelet) is no peer yet.
+    api.add_node("no-address");
+    for node in &lab.nodes {
+        std::fs::remove_file(multinode::nodes_file(&node.state_dir())).expect("no node list");
+    }
+    let _agents: Vec<Agent> = lab
+        .nodes
+        .iter()
+        .map(|node| Agent::watching(node, &api))
+        .collect();
+    let has_node_list = |i: usize, text: &str| {
+        std::fs::read_to_string(multinode::nodes_file(&lab.nodes[i].state_dir()))
+            .is_ok_and(|written| written == text)
+    };
+    for i in 0..3 {
+        let written = within(CONVERGENCE, || has_node_list(i, &lab.node_list(&[0, 1, 2])));
+        assert!(
+            written.is_some(),
+            "node {i} gets its node list from the API"
+        );
+    }
+
+    let pods = pods_flooding_to_everyone(&lab, network);
+    let peers_of = |i: usize, listed: &[usize]| peers_of(&lab, i, listed);
+    let far = address_of(&pods[2].1, false);
+
+    // Node 2's Node is deleted.
+    api.delete_node("lab-2", false);
+    for i in [0, 1] {
+        let took = within(CONVERGENCE, || {
+            flood_list(&lab.nodes[i], &port) == peers_of(i, &[0, 1])
+                && has_node_list(i, &lab.node_list(&[0, 1]))
+        });
+        assert!(
+            took.is_some(),
+            "node {i} drops node 2 within {CONVERGENCE:?}"
+        );
+        eprintln!("node {i} dropped node 2 in {took:?}");
+    }
+    assert!(!answers(&pods[0].0, &far), "node 2's pod is cut off");
+    assert!(
+        answers(&pods[0].0, &address_of(&pods[1].1, false)),
+        "the others still reach each other"
+    );
+
+    // It registers again.
+    api.set_node("lab-2", &internal_ips(2));
+    for i in [0, 1] {
+        let took = within(CONVERGENCE, || {
+            flood_list(&lab.nodes[i], &port) == peers_of(i, &[0, 1, 2])
+        });
+        assert!(
+            took.is_some(),
+            "node {i} takes node 2 back within {CONVERGENCE:?}"
+        );
+        eprintln!("node {i} took node 2 back in {took:?}");
+    }
+    assert!(answers(&pods[0].0, &far), "node 2's pod answers again");
+
+    // Node 1's Node changes: its IPv6 address goes (an IPv4-only port keeps flooding to it).
+    api.set_node("lab-1", &internal_ips(1)[..1]);
+    let expected = format!(
+        "lab-0 {}\nlab-0 {}\nlab-1 {}\nlab-2 {}\nlab-2 {}\n",
+        lab.v4(0),
+        lab.v6(0),
+        lab.v4(1),
+        lab.v4(2),
+        lab.v6(2)
+    );
+    for i in [0, 2] {
+        let took = within(CONVERGENCE, || has_node_list(i, &expected));
+        assert!(
+            took.is_some(),
+            "node {i} follows node 1's change within {CONVERGENCE:?}"
+        );
+    }
+    assert_eq!(flood_list(&lab.nodes[0], &port), peers_of(0, &[0, 1, 2]));
 }

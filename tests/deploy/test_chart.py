@@ -469,6 +469,7 @@ def test_installer_arguments_environment_and_probes(default_objects):
         "--orphan-cleanup=delete",
         "--ipam-path=/host/opt/cni/bin",
         "--shared-device-grace-secs=300",
+        "--peers-source=none",
         "--log-level=info",
     ]
     assert container["env"] == [
@@ -744,6 +745,37 @@ def test_rbac_grows_by_what_block_claims_need(multi_node_objects):
     for group, resources in needed.items():
         for resource, verbs in resources.items():
             assert set(verbs) <= set(rules[(group, resource)]), (group, resource)
+
+
+# --- multi-node networks: the tunnels' peers from the cluster's Nodes -----------------------
+
+
+@pytest.mark.parametrize("multi_node", [{}, {"vni": 4242, "underlay": "ipv6"}])
+def test_a_multi_node_network_has_the_installer_watch_the_nodes(multi_node):
+    values = default_values()
+    values["networks"][0] |= {"scope": "network", "multiNode": multi_node}
+    objects = chartlib.objects(values)
+    rules = rbac_rules(only(objects, "ClusterRole"))
+    assert rules[("", "nodes")] == ["get", "list", "patch", "watch"]
+    # The installer's Node watch test runs against a fake API server that refuses whatever
+    # this file does not grant: the chart must grant all of it.
+    needed = json.loads((FIXTURES / "rbac-node-peers.json").read_text())
+    for group, resources in needed.items():
+        for resource, verbs in resources.items():
+            assert set(verbs) <= set(rules[(group, resource)]), (group, resource)
+    # --peers-source stays auto: the Nodes, as the installer has --node-name and credentials;
+    # no peers file, no volume for one.
+    daemonset = only(objects, "DaemonSet")
+    args = installer_container(daemonset)["args"]
+    assert not [a for a in args if a.startswith("--peers-")]
+    assert "--node-name=$(KRAFTY_NODE_NAME)" in args
+    assert not [v for v in daemonset["spec"]["template"]["spec"]["volumes"] if "configMap" in v]
+
+
+def test_without_a_multi_node_network_the_installer_keeps_no_peers(default_objects):
+    args = installer_container(only(default_objects, "DaemonSet"))["args"]
+    assert "--peers-source=none" in args
+    assert "watch" not in rbac_rules(only(default_objects, "ClusterRole"))[("", "nodes")]
 
 
 def test_without_a_blocks_network_there_is_no_crd_pool_or_extra_flag(default_objects):

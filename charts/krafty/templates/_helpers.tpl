@@ -221,3 +221,11 @@ cannot: a block lies between the subnet's prefix and 4 addresses, and a subnet h
 {{- end }}
 {{- if $pools }}{{ $pools | toPrettyJson }}{{ end }}
 {{- end }}
+
+{{/*
+Non-empty when a network is stretched across nodes (multiNode): the installer then takes the
+tunnels' peers from the cluster's Nodes (a watch; RBAC nodes list/watch).
+*/}}
+{{- define "krafty.multiNode" -}}
+{{- range $net := .Values.networks }}{{ if hasKey $net "multiNode" }}true{{ end }}{{ end }}
+{{- end }}

@@ -3,14 +3,17 @@
 //! - [`annotation`]: the `krafty.dev/plugins` annotation on this node (server-side apply).
 //! - [`events`]: Events about installs, restores, failures and cleanups.
 //! - [`pods`]: the watch of this node's pods that drives the orphan reconciler.
+//! - [`nodes`]: the watch of the Nodes that keeps multi-node networks' tunnel peers
+//!   (`--peers-source`, see `crate::peers`).
 //!
 //! RBAC needed: nodes get/patch (own node), pods list/watch, events.k8s.io events
 //! create/patch (patch: repeated Events are counted as a series on the first one); with
 //! `--address-pools` (see `crate::blocks`) also nodes get/list and krafty.io kraftyblocks
-//! get/list/create/delete.
+//! get/list/create/delete; with the Nodes as peers source, nodes list/watch.
 
 pub mod annotation;
 pub mod events;
+pub mod nodes;
 pub mod pods;
 
 use std::time::Duration;

@@ -1,14 +1,20 @@
-//! A small in-process Kubernetes API server for the block claims: no API server can run on
-//! this machine, so this fake implements the few endpoints the agent uses, with the one
-//! property the claims rely on: an object name is created once (a second create is 409
-//! AlreadyExists), under one lock, as etcd does. Nodes, the KraftyBlock objects (list, get,
-//! create) and deletes with a uid precondition; no garbage collector unless a test asks for it.
-//! It answers 403 to any request the chart's RBAC for address blocks would refuse
-//! (`tests/fixtures/rbac-address-blocks.json`, which tests/deploy checks the chart grants).
+//! A small in-process Kubernetes API server for the block claims and the Node watch: no API
+//! server can run on this machine, so this fake implements the few endpoints the agent uses,
+//! with the one property the claims rely on: an object name is created once (a second create
+//! is 409 AlreadyExists), under one lock, as etcd does. Nodes (get, list, full or as metadata,
+//! and watch), the KraftyBlock objects (list, get, create) and deletes with a uid
+//! precondition; no garbage collector unless a test asks for it. A Node watch is a long poll:
+//! it answers with the events newer than its resourceVersion once there are any (or nothing
+//! after a few seconds), and the client watches again from the last one, as after an API
+//! server's watch timeout. It answers 403 to any request the chart's RBAC would refuse
+//! (`tests/fixtures/rbac-address-blocks.json` and `rbac-node-peers.json`, which tests/deploy
+//! checks the chart grants).
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use http::{Method, Request, Response, StatusCode};
 use kube::client::Body;
@@ -18,10 +24,37 @@ use serde_json::{json, Value};
 const BLOCKS_PATH: &str = "/apis/krafty.io/v1alpha1/kraftyblocks";
 const NODES_PATH: &str = "/api/v1/nodes";
 
+/// How long a watch with nothing new waits before it answers (empty).
+const WATCH_POLL: Duration = Duration::from_secs(5);
+
+struct FakeNode {
+    uid: String,
+    addresses: Vec<IpAddr>,
+    resource_version: u64,
+}
+
+impl FakeNode {
+    fn object(&self, name: &str) -> Value {
+        let addresses: Vec<Value> = self
+            .addresses
+            .iter()
+            .map(|a| json!({"type": "InternalIP", "address": a.to_string()}))
+            .chain([json!({"type": "Hostname", "address": name})])
+            .collect();
+        json!({"apiVersion": "v1", "kind": "Node",
+               "metadata": {"name": name, "uid": self.uid,
+                            "resourceVersion": self.resource_version.to_string()},
+               "status": {"addresses": addresses}})
+    }
+}
+
 #[derive(Default)]
 struct State {
-    /// Node name -> uid.
-    nodes: BTreeMap<String, String>,
+    nodes: BTreeMap<String, FakeNode>,
+    /// The resourceVersion of the last change to a Node.
+    resource_version: u64,
+    /// Every change to a Node: (resourceVersion, watch event type, object).
+    node_events: Vec<(u64, &'static str, Value)>,
     /// Block object name -> object.
     blocks: BTreeMap<String, Value>,
     next_uid: u64,
@@ -36,11 +69,28 @@ impl State {
         self.next_uid += 1;
         format!("{what}-uid-{}", self.next_uid)
     }
+
+    /// Records a change to Node `name` (its object as it is now, or as it was when deleted).
+    fn node_event(&mut self, kind: &'static str, name: &str, node: &FakeNode) {
+        self.node_events
+            .push((node.resource_version, kind, node.object(name)));
+    }
 }
 
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct FakeApi {
     state: Arc<Mutex<State>>,
+    /// The last Node change's resourceVersion, for the watches waiting on it.
+    node_changes: Arc<tokio::sync::watch::Sender<u64>>,
+}
+
+impl Default for FakeApi {
+    fn default() -> FakeApi {
+        FakeApi {
+            state: Arc::default(),
+            node_changes: Arc::new(tokio::sync::watch::Sender::new(0)),
+        }
+    }
 }
 
 impl FakeApi {
@@ -58,22 +108,54 @@ impl FakeApi {
         Client::new(service, "default")
     }
 
-    /// Registers (or re-registers, with a new uid) a Node.
+    /// Registers (or re-registers, with a new uid) a Node without addresses.
     pub fn add_node(&self, name: &str) {
         let mut state = self.state.lock().unwrap();
         let uid = state.uid("node");
-        state.nodes.insert(name.into(), uid);
+        self.put_node(&mut state, name, uid, Vec::new());
+    }
+
+    /// Registers a Node with these InternalIP addresses, or changes an existing Node's.
+    pub fn set_node(&self, name: &str, addresses: &[IpAddr]) {
+        let mut state = self.state.lock().unwrap();
+        let uid = match state.nodes.get(name) {
+            Some(node) => node.uid.clone(),
+            None => state.uid("node"),
+        };
+        self.put_node(&mut state, name, uid, addresses.to_vec());
+    }
+
+    fn put_node(&self, state: &mut State, name: &str, uid: String, addresses: Vec<IpAddr>) {
+        state.resource_version += 1;
+        let node = FakeNode {
+            uid,
+            addresses,
+            resource_version: state.resource_version,
+        };
+        let kind = if state.nodes.contains_key(name) {
+            "MODIFIED"
+        } else {
+            "ADDED"
+        };
+        state.node_event(kind, name, &node);
+        state.nodes.insert(name.into(), node);
+        self.node_changes.send_replace(state.resource_version);
     }
 
     pub fn node_uid(&self, name: &str) -> String {
-        self.state.lock().unwrap().nodes[name].clone()
+        self.state.lock().unwrap().nodes[name].uid.clone()
     }
 
     /// Deletes a Node; with `collect_garbage`, also the objects it owns, as Kubernetes'
     /// garbage collector would.
     pub fn delete_node(&self, name: &str, collect_garbage: bool) {
         let mut state = self.state.lock().unwrap();
-        let uid = state.nodes.remove(name).expect("a registered node");
+        let mut node = state.nodes.remove(name).expect("a registered node");
+        state.resource_version += 1;
+        node.resource_version = state.resource_version;
+        state.node_event("DELETED", name, &node);
+        self.node_changes.send_replace(state.resource_version);
+        let uid = node.uid;
         if collect_garbage {
             state.blocks.retain(|_, block| {
                 block["metadata"]["ownerReferences"][0]["uid"].as_str() != Some(uid.as_str())
@@ -112,26 +194,30 @@ impl FakeApi {
     async fn handle(&self, request: Request<Body>) -> Response<Body> {
         let method = request.method().clone();
         let path = request.uri().path().to_string();
-        if let Err(refusal) = authorize(&method, &path) {
+        let query = request.uri().query().unwrap_or("").to_string();
+        if let Err(refusal) = authorize(&method, &path, &query) {
             return Response::builder()
                 .status(StatusCode::FORBIDDEN)
                 .body(Body::from(serde_json::to_vec(&refusal).unwrap()))
                 .unwrap();
         }
-        let query = request.uri().query().unwrap_or("").to_string();
+        if method == Method::GET && path == NODES_PATH && is_watch(&query) {
+            return self.watch_nodes(&query).await;
+        }
+        let metadata_only = request
+            .headers()
+            .get(http::header::ACCEPT)
+            .and_then(|accept| accept.to_str().ok())
+            .is_some_and(|accept| accept.contains("PartialObjectMetadata"));
         let bytes = request.into_body().collect_bytes().await.unwrap();
         let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         let mut state = self.state.lock().unwrap();
         let (status, answer) = match (&method, path.as_str()) {
-            (&Method::GET, NODES_PATH) => (StatusCode::OK, node_list(&state)),
+            (&Method::GET, NODES_PATH) => (StatusCode::OK, node_list(&state, metadata_only)),
             (&Method::GET, node) if node.starts_with(&format!("{NODES_PATH}/")) => {
                 let name = &node[NODES_PATH.len() + 1..];
                 match state.nodes.get(name) {
-                    Some(uid) => (
-                        StatusCode::OK,
-                        json!({"apiVersion": "v1", "kind": "Node",
-                               "metadata": {"name": name, "uid": uid}}),
-                    ),
+                    Some(node) => (StatusCode::OK, node.object(name)),
                     None => not_found("nodes", name),
                 }
             }
@@ -197,15 +283,66 @@ impl FakeApi {
             .body(Body::from(serde_json::to_vec(&answer).unwrap()))
             .unwrap()
     }
+
+    /// The Node events newer than the watch's resourceVersion, as a watch body (one JSON
+    /// event a line), once there are any or after [`WATCH_POLL`].
+    async fn watch_nodes(&self, query: &str) -> Response<Body> {
+        let since: u64 = query_value(query, "resourceVersion")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let mut changes = self.node_changes.subscribe();
+        let _ = tokio::time::timeout(WATCH_POLL, changes.wait_for(|&last| last > since)).await;
+        let state = self.state.lock().unwrap();
+        let body: String = state
+            .node_events
+            .iter()
+            .filter(|(version, _, _)| *version > since)
+            .map(|(_, kind, object)| format!("{}\n", json!({"type": kind, "object": object})))
+            .collect();
+        Response::builder()
+            .status(StatusCode::OK)
+            .body(Body::from(body.into_bytes()))
+            .unwrap()
+    }
 }
 
-/// What the chart's RBAC grants the agent for address blocks: API group -> resource -> verbs.
+/// What the chart's RBAC grants the agent for address blocks and for the Node watch (the
+/// union of both fixtures): API group -> resource -> verbs.
 fn granted() -> Value {
-    serde_json::from_str(include_str!("../fixtures/rbac-address-blocks.json")).unwrap()
+    let mut granted: Value =
+        serde_json::from_str(include_str!("../fixtures/rbac-address-blocks.json")).unwrap();
+    let peers: Value =
+        serde_json::from_str(include_str!("../fixtures/rbac-node-peers.json")).unwrap();
+    for (group, resources) in peers.as_object().unwrap() {
+        for (resource, verbs) in resources.as_object().unwrap() {
+            let merged = granted[group][resource]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let mut merged: Vec<Value> = merged
+                .into_iter()
+                .chain(verbs.as_array().unwrap().iter().cloned())
+                .collect();
+            merged.sort_by_key(|v| v.to_string());
+            merged.dedup();
+            granted[group][resource] = Value::Array(merged);
+        }
+    }
+    granted
+}
+
+fn is_watch(query: &str) -> bool {
+    matches!(query_value(query, "watch"), Some("true" | "1"))
+}
+
+fn query_value<'a>(query: &'a str, key: &str) -> Option<&'a str> {
+    query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix(key)?.strip_prefix('='))
 }
 
 /// The RBAC check of one request (the paths the fake serves; others are left to 404).
-fn authorize(method: &Method, path: &str) -> Result<(), Value> {
+fn authorize(method: &Method, path: &str, query: &str) -> Result<(), Value> {
     let (group, rest) = if let Some(rest) = path.strip_prefix("/api/v1/") {
         ("", rest)
     } else if let Some(rest) = path.strip_prefix("/apis/krafty.io/v1alpha1/") {
@@ -219,6 +356,7 @@ fn authorize(method: &Method, path: &str) -> Result<(), Value> {
     };
     let verb = match (method, named) {
         (&Method::GET, true) => "get",
+        (&Method::GET, false) if is_watch(query) => "watch",
         (&Method::GET, false) => "list",
         (&Method::POST, _) => "create",
         (&Method::DELETE, _) => "delete",
@@ -256,17 +394,24 @@ fn create_block(state: &mut State, mut block: Value) -> (StatusCode, Value) {
     (StatusCode::CREATED, block)
 }
 
-fn node_list(state: &State) -> Value {
+/// The Nodes, as full objects or (for a metadata list) as their metadata.
+fn node_list(state: &State, metadata_only: bool) -> Value {
+    let version = state.resource_version.to_string();
     let items: Vec<Value> = state
         .nodes
         .iter()
-        .map(|(name, uid)| {
-            json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
-                   "metadata": {"name": name, "uid": uid}})
+        .map(|(name, node)| match metadata_only {
+            true => json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+                           "metadata": {"name": name, "uid": node.uid}}),
+            false => node.object(name),
         })
         .collect();
-    json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList",
-           "metadata": {"resourceVersion": "1"}, "items": items})
+    match metadata_only {
+        true => json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList",
+                       "metadata": {"resourceVersion": version}, "items": items}),
+        false => json!({"apiVersion": "v1", "kind": "NodeList",
+                        "metadata": {"resourceVersion": version}, "items": items}),
+    }
 }
 
 /// The network of a `labelSelector=krafty.io/network=NAME` query.
