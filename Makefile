@@ -24,12 +24,12 @@ up: ## kind cluster with Cilium and Multus, images built (tagged by content) and
 cluster: ## kind + Cilium + Multus only: `tilt up` builds and deploys the rest
 	scripts/cluster-up.sh --without-chart
 
-deployment: ## the nettools pod on the krafty network (deploy/nettools.yaml), at the image `make up` built
+deployment: ## the nettools pods, one per node, on the krafty and stretched networks (deploy/nettools.yaml), at the image `make up` built
 	@test -n "$(NETTOOLS_IMAGE)" || { echo "make deployment: no nettools image recorded for cluster $(CLUSTER_NAME) ($(CLUSTER_IMAGES)): run make up first, or set NETTOOLS_IMAGE" >&2; exit 2; }
 	sed 's|$${NETTOOLS_IMAGE}|$(NETTOOLS_IMAGE)|' deploy/nettools.yaml | kubectl --context $(KUBE_CONTEXT) apply -f -
 	kubectl --context $(KUBE_CONTEXT) -n default rollout status deployment/nettools --timeout=180s
 
-validate: ## check the nettools pod's attachment, pod side and node side
+validate: ## check the nettools pods: attachment pod side and node side, across nodes, every node's tunnel peers
 	scripts/validate.sh --context $(KUBE_CONTEXT)
 
 down: ## delete the kind cluster

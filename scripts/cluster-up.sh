@@ -24,7 +24,7 @@
 # from. An unchanged source rebuilds from cache to the same ID: nothing rolls.
 #
 # Environment: CLUSTER_NAME (krafty); KRAFTY_VRF=no for a Docker host without VRF (the chart
-# then gets charts/krafty/values-novrf.yaml: its network without krafty-vrf). Versions:
+# then gets charts/krafty/values-dev-novrf.yaml: its networks without krafty-vrf). Versions:
 # kind/versions.env. Needs the network: the node image, Cilium's chart, and the images Cilium
 # and Multus name are downloaded.
 set -euo pipefail
@@ -147,7 +147,7 @@ if [[ $vrf == yes ]]; then
         *)
             refuse "the Docker host's kernel cannot create VRF devices ($(error_line "$probe_output")); krafty's default network puts each pod in a VRF" \
                 "Linux: sudo modprobe vrf (Ubuntu ships it in linux-modules-extra-\$(uname -r))" \
-                "or run without VRF (Docker Desktop, WSL2): KRAFTY_VRF=no make up, KRAFTY_VRF=no make cluster && KRAFTY_VRF=no tilt up; the chart then gets charts/krafty/values-novrf.yaml" ;;
+                "or run without VRF (Docker Desktop, WSL2): KRAFTY_VRF=no make up, KRAFTY_VRF=no make cluster && KRAFTY_VRF=no tilt up; the chart then gets charts/krafty/values-dev-novrf.yaml" ;;
     esac
 fi
 
@@ -235,7 +235,7 @@ printf 'INSTALLER_IMAGE=%s\nNETTOOLS_IMAGE=%s\n' "$installer_image" "$nettools_i
 
 step "krafty chart (release krafty in $release_namespace, image $installer_image)"
 values=(--values "$repo/charts/krafty/values-dev.yaml")
-[[ $vrf == yes ]] || values+=(--values "$repo/charts/krafty/values-novrf.yaml")
+[[ $vrf == yes ]] || values+=(--values "$repo/charts/krafty/values-dev-novrf.yaml")
 # values-dev.yaml names the repository; the tag is the build's.
 helm upgrade --install krafty "$repo/charts/krafty" \
     --kube-context "$context" --namespace "$release_namespace" \

@@ -12,6 +12,13 @@
 #   to each gateway; the installer pod on that node, its node annotation krafty.dev/plugins, and
 #   the plugins' log entries for this attachment.
 #
+#   Across nodes, for every network stretched over the nodes (multiNode) that the Deployment's
+#   pods are attached to: a ping from each pod to the addresses of every pod on another node,
+#   over that network (at least two nodes must hold its pods); and on every node with an
+#   installer, krafty's own account of the tunnels (`krafty-installer peers`): its node list
+#   equals the cluster's Nodes and their InternalIPs, every multi-node VXLAN port floods to
+#   exactly the other listed nodes, and each node holding such a pod has its network's port.
+#
 #   Node-side checks need the node's network namespace. They run in a short-lived probe pod
 #   pinned to the pod's node (hostNetwork, the nettools image, deleted on exit): that works on
 #   any cluster whose nodes can run the nettools image, whereas `docker exec` into a node works
@@ -410,8 +417,10 @@ check deployment-ready "$([[ ${ready%/*} -ge 1 && ${ready%/*} == "${ready#*/}" ]
     "$namespace/$deployment: $ready ready"
 
 selector=$(jq -r '.spec.selector.matchLabels | to_entries | map("\(.key)=\(.value)") | join(",")' <<<"$deploy_json")
-pod_json=$(kube -n "$namespace" get pods -l "$selector" -o json 2>/dev/null |
-    jq -c '[.items[] | select(.metadata.deletionTimestamp == null)] | (map(select(.status.phase == "Running")) + .) | .[0] // empty')
+# Every pod of the Deployment, running ones first; the first is the one checked in depth.
+pods_json=$(kube -n "$namespace" get pods -l "$selector" -o json 2>/dev/null |
+    jq -c '[.items[] | select(.metadata.deletionTimestamp == null)] | map(select(.status.phase == "Running")) + map(select(.status.phase != "Running"))')
+pod_json=$(jq -c '.[0] // empty' <<<"${pods_json:-[]}")
 if [[ -z $pod_json ]]; then
     fail pod-running "no pod of $namespace/$deployment"
     finish
@@ -541,5 +550,86 @@ check node-annotation "$([[ -n $annotation && ${#absent[@]} -eq 0 ]]; echo $?)" 
 if [[ -n $container_id ]]; then
     # shellcheck disable=SC2046 # one word per plugin
     log_checks "$(kube -n "$namespace" exec "$probe_pod" -- tail -n 5000 /var/log/krafty/krafty.log 2>/dev/null)" $(chain_plugins)
+fi
+
+# --- across nodes: networks stretched over the nodes (multiNode) ------------------------------
+
+# One line per attachment of a running pod to a multi-node network: POD NODE IFNAME NAD IPS,
+# IPS comma-separated. A NAD counts as multi-node when its krafty-bridge has multiNode.
+declare -A multi_node_nads=()
+stretched=()
+while IFS=$'\t' read -r a_pod a_node a_ifname a_nad a_ips; do
+    [[ -n $a_nad ]] || continue
+    if [[ -z ${multi_node_nads[$a_nad]:-} ]]; then
+        multi_node_nads[$a_nad]=$(kube -n "${a_nad%%/*}" get network-attachment-definitions "${a_nad#*/}" -o json 2>/dev/null |
+            jq -r '.spec.config // "{}" | fromjson | any(.plugins[]?; .type == "krafty-bridge" and .multiNode != null)' 2>/dev/null)
+    fi
+    [[ ${multi_node_nads[$a_nad]} == true ]] && stretched+=("$a_pod $a_node $a_ifname $a_nad $a_ips")
+done < <(jq -r '.[] | select(.status.phase == "Running") | . as $p
+    | (.metadata.annotations["k8s.v1.cni.cncf.io/network-status"] // "[]" | fromjson)[]
+    | select(.default != true and .name != null and (.name | contains("/")))
+    | [$p.metadata.name, $p.spec.nodeName, .interface, .name, ((.ips // []) | join(","))] | @tsv' <<<"$pods_json" 2>/dev/null)
+
+# exec_in POD COMMAND...: a command in another pod of the Deployment (same container name).
+exec_in() { local target=$1; shift; kube -n "$namespace" exec "$target" -c "$container" -- "$@"; }
+
+if [[ ${#stretched[@]} -gt 0 ]]; then
+    for nad in $(printf '%s\n' "${stretched[@]}" | awk '{print $4}' | sort -u); do
+        nodes_of_nad=$(printf '%s\n' "${stretched[@]}" | awk -v nad="$nad" '$4 == nad {print $2}' | sort -u)
+        if [[ $(wc -l <<<"$nodes_of_nad") -lt 2 ]]; then
+            fail cross-node "$nad: every pod of $namespace/$deployment is on node ${nodes_of_nad:-?}; nothing to reach across nodes (make deployment spreads them)"
+            continue
+        fi
+        for from in "${stretched[@]}"; do
+            read -r f_pod f_node f_ifname f_nad _ <<<"$from"
+            [[ $f_nad == "$nad" ]] || continue
+            for to in "${stretched[@]}"; do
+                read -r t_pod t_node t_ifname t_nad t_ips <<<"$to"
+                [[ $t_nad == "$nad" && $t_node != "$f_node" ]] || continue
+                if [[ -z $t_ips ]]; then
+                    fail cross-node-ping "$t_pod on $t_node has no address on $nad ($t_ifname)"
+                    continue
+                fi
+                for address in ${t_ips//,/ }; do
+                    exec_in "$f_pod" ping -c 1 -W 2 "$address" >/dev/null 2>&1
+                    check cross-node-ping "$?" "$f_pod ($f_node, $f_ifname) -> $t_pod ($t_node) $address over $nad"
+                done
+            done
+        done
+    done
+
+    # Every node's tunnels, as the node's installer sees them.
+    cluster_nodes=$(kube get nodes -o json 2>/dev/null |
+        jq -c '[.items[] | .metadata.name as $n | .status.addresses[]? | select(.type == "InternalIP") | "\($n) \(.address)"] | sort')
+    installers=$(kube get pods -A -l app.kubernetes.io/name=krafty,app.kubernetes.io/component=installer -o json 2>/dev/null |
+        jq -r '.items[] | select(.spec.nodeName) | "\(.spec.nodeName) \(.metadata.namespace)/\(.metadata.name)"')
+    [[ -n $installers ]] || fail tunnel-peers "no installer pod in the cluster"
+    while read -r i_node i_pod; do
+        [[ -n $i_pod ]] || continue
+        installer_pod=$i_pod
+        peers=$(krafty_tool peers --json 2>&1)
+        if ! jq -e '.ports' <<<"$peers" >/dev/null 2>&1; then
+            fail node-list "$i_node: krafty-installer peers: ${peers:-no answer}"
+            continue
+        fi
+        listed=$(jq -c '[.nodes[]? | "\(.name) \(.address)"] | sort' <<<"$peers")
+        check node-list "$([[ $listed == "$cluster_nodes" && $listed != "[]" ]]; echo $?)" \
+            "$i_node: the installer lists $(jq -r 'if length == 0 then "no node" else join(", ") end' <<<"$listed"); the cluster has $(jq -r 'if length == 0 then "no node" else join(", ") end' <<<"${cluster_nodes:-[]}")"
+        while IFS=$'\t' read -r p_network p_port p_ok p_detail; do
+            [[ -n $p_port ]] || continue
+            check tunnel-peers "$([[ $p_ok == true ]]; echo $?)" "$i_node $p_port (network $p_network): $p_detail"
+        done < <(jq -r '.ports[] | [.network, .port,
+                (.missing == [] and .extra == [] and .expected != [] | tostring),
+                "floods to \(if .floodTo == [] then "nobody" else .floodTo | join(", ") end)\(if .missing != [] then "; missing \(.missing | join(", "))" else "" end)\(if .extra != [] then "; extra \(.extra | join(", "))" else "" end)\(if .expected == [] then "; no other node listed" else "" end)"] | @tsv' <<<"$peers")
+        # A node holding a pod of a multi-node network holds the network's port.
+        for nad in $(printf '%s\n' "${stretched[@]}" | awk -v node="$i_node" '$2 == node {print $4}' | sort -u); do
+            net=$(kube -n "${nad%%/*}" get network-attachment-definitions "${nad#*/}" -o json 2>/dev/null | jq -r '.spec.config // "{}" | fromjson | .name // empty')
+            if jq -e --arg net "$net" 'any(.ports[]; .network == $net)' <<<"$peers" >/dev/null; then
+                pass tunnel-port "$i_node: network $net ($nad) has its VXLAN port"
+            else
+                fail tunnel-port "$i_node: network ${net:-?} ($nad) has no VXLAN port, yet a pod on it"
+            fi
+        done
+    done <<<"$installers"
 fi
 finish

@@ -167,6 +167,14 @@ pub enum Tool {
         #[arg(long)]
         json: bool,
     },
+    /// Prints the node list the agent keeps (below --state-dir) and, for every multi-node
+    /// network's VXLAN port in this network namespace, the nodes it floods to and whether
+    /// they are exactly the listed nodes of its underlay family but this one.
+    Peers {
+        /// One JSON document instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Whether an attachment's VRF and bridge are its own or its network's.

@@ -2,18 +2,25 @@
 //! attachment's device names and marks (the rule lives in `krafty_cni::naming`; nothing else
 //! derives them), and `krafty-installer attachments` lists every attachment on the node from
 //! its record and the kernel, with whether each device is present and marked.
+//! `krafty-installer peers` prints the node list and where each multi-node network's VXLAN port
+//! floods to, against where it should.
 
+use std::collections::{BTreeSet, HashSet};
 use std::io::Write;
+use std::net::IpAddr;
 use std::path::Path;
 
+use krafty_cni::config::UnderlayFamily;
+use krafty_cni::multinode::{self, NodeList};
 use krafty_cni::naming;
-use krafty_cni::netlink::{InfoKind, Link, Netlink};
+use krafty_cni::netlink::{FdbTable, InfoKind, Link, Netlink, FLOOD_MAC};
 use krafty_cni::state::{AttachmentRecord, Records};
 use krafty_cni::Attachment;
 use serde::Serialize;
 use serde_json::json;
 
 use crate::cli::Scope;
+use crate::peers::is_tunnel_port;
 
 /// The names and marks of one attachment's devices, in `scope`.
 pub fn names(attachment: &Attachment, scope: Scope) -> serde_json::Value {
@@ -208,6 +215,163 @@ pub fn write_table(out: &mut dyn Write, listed: &[Listed]) -> std::io::Result<()
                 "yes"
             },
             devices.join(" ")
+        )?;
+    }
+    Ok(())
+}
+
+/// One node of the node list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ListedNode {
+    pub name: String,
+    pub address: IpAddr,
+}
+
+/// A multi-node network's VXLAN port on this node and where it floods.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TunnelPort {
+    pub network: String,
+    pub port: String,
+    pub vni: u32,
+    pub udp_port: u16,
+    /// This node's address on the underlay, the tunnel's source.
+    pub local: Option<IpAddr>,
+    /// The destinations of the port's all-zero entries: where broadcast and unknown traffic go.
+    pub flood_to: Vec<IpAddr>,
+    /// The listed nodes of the port's underlay family, this node's own addresses left out.
+    pub expected: Vec<IpAddr>,
+    /// Listed, yet not flooded to.
+    pub missing: Vec<IpAddr>,
+    /// Flooded to, yet not listed (or this node's own).
+    pub extra: Vec<IpAddr>,
+}
+
+/// The node list and the node's tunnel ports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Peers {
+    pub node_list: String,
+    /// `None` when the agent has written no node list yet.
+    pub nodes: Option<Vec<ListedNode>>,
+    pub ports: Vec<TunnelPort>,
+}
+
+/// The node list below `state_dir` and every multi-node network's VXLAN port in this network
+/// namespace, each with where it floods and where the listed nodes say it should.
+pub async fn peers(netlink: &Netlink, state_dir: &Path) -> Result<Peers, krafty_cni::Error> {
+    let node_list = multinode::nodes_file(state_dir);
+    let list = NodeList::read(&node_list)?;
+    let own: HashSet<IpAddr> = netlink
+        .all_addresses()
+        .await?
+        .into_iter()
+        .map(|(_, net)| net.addr())
+        .collect();
+    let mut ports = Vec::new();
+    for link in netlink.links_of_kind(InfoKind::Vxlan).await? {
+        if !is_tunnel_port(&link) {
+            continue;
+        }
+        let vxlan = link.vxlan.clone().unwrap_or_default();
+        let family = match vxlan.local {
+            Some(IpAddr::V6(_)) => UnderlayFamily::Ipv6,
+            _ => UnderlayFamily::Ipv4,
+        };
+        let flood_to: BTreeSet<IpAddr> = netlink
+            .fdb(link.index)
+            .await?
+            .into_iter()
+            .filter(|e| e.mac == FLOOD_MAC && e.table == FdbTable::Device)
+            .filter_map(|e| e.destination)
+            .collect();
+        let expected: BTreeSet<IpAddr> = list
+            .iter()
+            .flat_map(|l| l.addresses(family))
+            .filter(|a| !own.contains(a))
+            .collect();
+        ports.push(TunnelPort {
+            network: link
+                .alias
+                .as_deref()
+                .and_then(naming::network_of)
+                .unwrap_or_default()
+                .to_string(),
+            port: link.name.clone(),
+            vni: vxlan.vni,
+            udp_port: vxlan.port,
+            local: vxlan.local,
+            missing: expected.difference(&flood_to).copied().collect(),
+            extra: flood_to.difference(&expected).copied().collect(),
+            flood_to: flood_to.into_iter().collect(),
+            expected: expected.into_iter().collect(),
+        });
+    }
+    ports.sort_by(|a, b| a.network.cmp(&b.network));
+    Ok(Peers {
+        node_list: node_list.display().to_string(),
+        nodes: list.map(|l| {
+            l.entries()
+                .map(|(name, address)| ListedNode {
+                    name: name.to_string(),
+                    address,
+                })
+                .collect()
+        }),
+        ports,
+    })
+}
+
+/// The node list, then one line per tunnel port: where it floods, and `ok`, or what is
+/// `missing` and `extra` against the node list.
+pub fn write_peers(out: &mut dyn Write, peers: &Peers) -> std::io::Result<()> {
+    match &peers.nodes {
+        None => writeln!(out, "no node list at {}", peers.node_list)?,
+        Some(nodes) => {
+            writeln!(out, "{:<32} ADDRESS", "NODE")?;
+            for node in nodes {
+                writeln!(out, "{:<32} {}", node.name, node.address)?;
+            }
+        }
+    }
+    writeln!(out)?;
+    writeln!(
+        out,
+        "{:<16} {:<16} {:<9} {:<16} {:<32} STATE",
+        "NETWORK", "PORT", "VNI", "LOCAL", "FLOODS TO"
+    )?;
+    let join = |addresses: &[IpAddr]| {
+        addresses
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    for port in &peers.ports {
+        let state = if port.missing.is_empty() && port.extra.is_empty() {
+            "ok".to_string()
+        } else {
+            let mut words = Vec::new();
+            if !port.missing.is_empty() {
+                words.push(format!("missing {}", join(&port.missing)));
+            }
+            if !port.extra.is_empty() {
+                words.push(format!("extra {}", join(&port.extra)));
+            }
+            words.join(" ")
+        };
+        writeln!(
+            out,
+            "{:<16} {:<16} {:<9} {:<16} {:<32} {state}",
+            port.network,
+            port.port,
+            port.vni,
+            port.local.map_or("-".to_string(), |a| a.to_string()),
+            if port.flood_to.is_empty() {
+                "-".to_string()
+            } else {
+                join(&port.flood_to)
+            }
         )?;
     }
     Ok(())

@@ -54,6 +54,21 @@ fn run_tool(tool: &Tool, args: &Args) -> anyhow::Result<()> {
                 inspect::write_table(&mut stdout, &listed)?;
             }
         }
+        Tool::Peers { json } => {
+            let peers = tokio::runtime::Builder::new_current_thread()
+                .enable_io()
+                .build()?
+                .block_on(async {
+                    let netlink = krafty_cni::netlink::Netlink::connect()?;
+                    inspect::peers(&netlink, &args.state_dir).await
+                })?;
+            if *json {
+                serde_json::to_writer_pretty(&mut stdout, &peers)?;
+                writeln!(stdout)?;
+            } else {
+                inspect::write_peers(&mut stdout, &peers)?;
+            }
+        }
     }
     Ok(())
 }

@@ -122,7 +122,7 @@ fn write_node_list(state_root: &Path, list: &NodeList) -> Result<(), PeersError>
 
 /// Whether `link` is a multi-node network's VXLAN port, marked by the plugin that made it (an
 /// unmarked one is still being made under its network's lock; the next pass finds it).
-fn is_tunnel_port(link: &Link) -> bool {
+pub fn is_tunnel_port(link: &Link) -> bool {
     link.alias
         .as_deref()
         .and_then(naming::network_of)

@@ -2,10 +2,11 @@
 """A stand-in for kubectl, for testing scripts/validate.sh's cluster mode without a cluster.
 
 It answers the calls validate.sh makes from a JSON file (FAKE_KUBECTL_STATE): the objects a
-cluster would return, and which network namespace plays which pod. `exec` runs the command for
-real in that pod's namespace (krafty-installer in the installer pod: the real binary, on the
-node's namespace and a state directory of the test's), so every node- and pod-side check looks
-at real devices. Calls
+cluster would return, and which network namespace plays which pod (the checked pod, any
+"other_pods", each installer pod: its "netns" and "state_dir", by default the checked pod's
+node's). `exec` runs the command for real in that pod's namespace (krafty-installer in an
+installer pod: the real binary, on its node's namespace and a state directory of the test's), so
+every node- and pod-side check looks at real devices. Calls
 that change something (apply, delete) are appended to the state file's "log" for the test to
 inspect. Anything else exits 1 with "fake kubectl: unsupported", which the test sees as a
 failure.
@@ -58,7 +59,7 @@ def main(argv: list[str]) -> int:
             namespace == state["pod"]["metadata"]["namespace"]
         ):
             assert selector == "app.kubernetes.io/name=nettools", selector
-            return emit({"items": [state["pod"]]})
+            return emit({"items": [state["pod"], *[p["object"] for p in state.get("other_pods", [])]]})
         case ["get", "network-attachment-definitions", name, "-o", "json"] if (
             f"{namespace}/{name}" in state["nads"]
         ):
@@ -66,8 +67,12 @@ def main(argv: list[str]) -> int:
         case ["get", "pods", "-A", "-l", _, "--field-selector", selector, "-o", "json"]:
             node = selector.removeprefix("spec.nodeName=")
             return emit({"items": [p for p in state["installer_pods"] if p["spec"]["nodeName"] == node]})
+        case ["get", "pods", "-A", "-l", _, "-o", "json"]:
+            return emit({"items": state["installer_pods"]})
         case ["get", "node", name, "-o", "json"] if name in state["nodes"]:
             return emit(state["nodes"][name])
+        case ["get", "nodes", "-o", "json"]:
+            return emit({"items": list(state["nodes"].values())})
         case ["apply", "-f", "-"]:
             log({"apply": yaml.safe_load(sys.stdin.read()), "namespace": namespace})
             return 0
@@ -88,13 +93,18 @@ def main(argv: list[str]) -> int:
                 rest = rest[2:]
             assert rest[0] == "--", rest
             command = rest[1:]
+            others = {p["object"]["metadata"]["name"]: p["netns"] for p in state.get("other_pods", [])}
+            installers = {p["metadata"]["name"]: p for p in state["installer_pods"]}
             if pod == state["pod"]["metadata"]["name"]:
                 netns = state["pod_netns"]
-            elif any(p["metadata"]["name"] == pod for p in state["installer_pods"]):
-                # The installer's image holds krafty-installer; it reads the node's records.
-                netns = state["node_netns"]
+            elif pod in others:
+                netns = others[pod]
+            elif pod in installers:
+                # The installer's image holds krafty-installer; it reads its node's records.
+                netns = installers[pod].get("netns", state["node_netns"])
+                state_dir = installers[pod].get("state_dir", state["state_dir"])
                 assert command[0] == "krafty-installer", command
-                command = [state["installer_binary"], "--state-dir", state["state_dir"], *command[1:]]
+                command = [state["installer_binary"], "--state-dir", state_dir, *command[1:]]
             elif pod.startswith("krafty-validate-"):
                 netns = state["node_netns"]
                 # The probe pod mounts the node's /var/log/krafty.

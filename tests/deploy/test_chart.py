@@ -19,6 +19,8 @@ import chartlib
 
 VALUES_FILES = sorted(chartlib.VALUES_DIR.glob("*.yaml"))
 DEV_VALUES = chartlib.CHART / "values-dev.yaml"
+DEV_NOVRF_VALUES = chartlib.CHART / "values-dev-novrf.yaml"
+NOVRF_VALUES = chartlib.CHART / "values-novrf.yaml"
 
 # The original network as the plugins' contract spells it, every optional field set.
 CONTRACT_EXAMPLE = {
@@ -88,7 +90,7 @@ def plugin(conf: dict[str, Any], plugin_type: str) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize(
-    "values_file", [None, DEV_VALUES, *VALUES_FILES], ids=lambda p: p.name if p else "defaults"
+    "values_file", [None, DEV_VALUES, DEV_NOVRF_VALUES, *VALUES_FILES], ids=lambda p: p.name if p else "defaults"
 )
 def test_helm_lint_strict_passes(values_file):
     values = chartlib.values_from_files([values_file]) if values_file else None
@@ -345,7 +347,7 @@ def test_a_network_listed_twice_is_refused():
 
 def test_every_conflist_is_a_well_formed_chain():
     """Every config is a chain, or the original's single plugin (`plugin: krafty`)."""
-    for values_file in [None, DEV_VALUES, *VALUES_FILES]:
+    for values_file in [None, DEV_VALUES, DEV_NOVRF_VALUES, *VALUES_FILES]:
         values = chartlib.values_from_files([values_file]) if values_file else None
         for key, conf in conflists(values).items():
             assert conf["cniVersion"] in {"0.3.1", "0.4.0", "1.0.0", "1.1.0"}, key
@@ -639,7 +641,7 @@ def test_decoding_catches_an_unknown_field(default_objects):
 
 
 @pytest.mark.parametrize(
-    "values_file", [None, DEV_VALUES, *VALUES_FILES], ids=lambda p: p.name if p else "defaults"
+    "values_file", [None, DEV_VALUES, DEV_NOVRF_VALUES, *VALUES_FILES], ids=lambda p: p.name if p else "defaults"
 )
 def test_every_object_decodes_into_its_kubernetes_type(values_file):
     values = chartlib.values_from_files([values_file]) if values_file else None
@@ -805,3 +807,36 @@ def test_a_subnet_of_more_than_65536_blocks_fails_the_render():
     values["networks"][1]["subnets"][1] = "fd10:16:40::/64"
     with pytest.raises(helm.HelmRenderError, match="more than 65536 blocks"):
         chartlib.render(values)
+
+
+def test_the_no_vrf_values_are_their_counterparts_networks_without_vrf():
+    """values-novrf.yaml is values.yaml's networks, values-dev-novrf.yaml values-dev.yaml's,
+    each entry with `vrf: false` (Helm replaces the list whole)."""
+    for base, without in ((chartlib.CHART / "values.yaml", NOVRF_VALUES), (DEV_VALUES, DEV_NOVRF_VALUES)):
+        networks = chartlib.values_from_files([base])["networks"]
+        assert chartlib.values_from_files([without]) == {
+            "networks": [{**n, "vrf": False} for n in networks]
+        }, without.name
+
+
+def test_the_dev_cluster_has_a_network_across_its_nodes_in_address_blocks():
+    """`make up` and Tilt install a multiNode network with addressing blocks, with and without
+    VRF: its NAD, the KraftyBlock CRD, the address pools and the RBAC to claim blocks."""
+    for files in ([DEV_VALUES], [DEV_VALUES, DEV_NOVRF_VALUES]):
+        values = chartlib.values_from_files(files)
+        (stretched,) = [n for n in values["networks"] if "multiNode" in n]
+        assert stretched["scope"] == "network" and stretched["addressing"] == "blocks"
+        rendered = chartlib.objects(values)
+        kinds = {o["kind"] for o in rendered}
+        assert {"CustomResourceDefinition", "ConfigMap", "NetworkAttachmentDefinition"} <= kinds
+        (nad,) = [
+            o
+            for o in rendered
+            if o["kind"] == "NetworkAttachmentDefinition" and o["metadata"]["name"] == stretched["name"]
+        ]
+        conf = chartlib.conflist(nad)
+        types = [p["type"] for p in conf["plugins"]]
+        assert types[-2:] == ["krafty-bridge", "krafty-veth"]
+        assert ("krafty-vrf" in types) == (len(files) == 1)
+        veth = next(p for p in conf["plugins"] if p["type"] == "krafty-veth")
+        assert veth["ipam"]["type"] == "krafty-blocks"

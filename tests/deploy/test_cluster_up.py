@@ -253,8 +253,8 @@ def test_a_kernel_without_vrf_is_refused_with_the_no_vrf_values_offered(tools):
     )
     assert "sudo modprobe vrf" in result.stderr
     assert "KRAFTY_VRF=no make up" in result.stderr
-    assert "charts/krafty/values-novrf.yaml" in result.stderr
-    assert (REPO / "charts" / "krafty" / "values-novrf.yaml").is_file()
+    assert "charts/krafty/values-dev-novrf.yaml" in result.stderr
+    assert (REPO / "charts" / "krafty" / "values-dev-novrf.yaml").is_file()
     # The probe: the pinned node image, in a container and network namespace of its own.
     (probe,) = tools.calls("docker")[-1:]
     assert probe == [
@@ -445,7 +445,7 @@ def test_without_vrf_no_probe_and_the_chart_gets_the_no_vrf_values(tools):
     krafty = [c for c in tools.calls("helm") if c[:3] == ["upgrade", "--install", "krafty"]][0]
     assert [krafty[i + 1] for i, a in enumerate(krafty) if a == "--values"] == [
         str(chartlib.CHART / "values-dev.yaml"),
-        str(chartlib.CHART / "values-novrf.yaml"),
+        str(chartlib.CHART / "values-dev-novrf.yaml"),
     ]
     tilt = Tools(tools.home / "tilt")
     assert "next: KRAFTY_VRF=no tilt up" in tilt.run(CLUSTER_UP, "--without-chart", KRAFTY_VRF="no").stdout

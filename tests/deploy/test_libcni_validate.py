@@ -1,8 +1,8 @@
 """libcni's own config validation, as podman and CRI-O run it on every config they load: every
-conflist the chart renders (default values, values-dev.yaml, every file of tests/deploy/values)
-and every README example goes through `cnidriver validate` (libcni's ValidateNetworkList, which
-runs each plugin with CNI_COMMAND=VERSION and CNI_NETNS, CNI_IFNAME, CNI_PATH set to "dummy") with
-the built plugins. A runtime drops a network that fails it."""
+conflist the chart renders (default values, values-dev.yaml, values-dev-novrf.yaml, every file of
+tests/deploy/values) and every README example goes through `cnidriver validate` (libcni's
+ValidateNetworkList, which runs each plugin with CNI_COMMAND=VERSION and CNI_NETNS, CNI_IFNAME,
+CNI_PATH set to "dummy") with the built plugins. A runtime drops a network that fails it."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ CNIDRIVER = TARGET / "cnidriver"
 PLUGINS = ("krafty-vrf", "krafty-bridge", "krafty-veth", "krafty")
 VALUES_FILES = sorted(chartlib.VALUES_DIR.glob("*.yaml"))
 DEV_VALUES = chartlib.CHART / "values-dev.yaml"
+DEV_NOVRF_VALUES = chartlib.CHART / "values-dev-novrf.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +86,7 @@ def readme_conflists() -> list[dict]:
 
 
 @pytest.mark.parametrize(
-    "values_file", [None, DEV_VALUES, *VALUES_FILES], ids=lambda p: p.name if p else "defaults"
+    "values_file", [None, DEV_VALUES, DEV_NOVRF_VALUES, *VALUES_FILES], ids=lambda p: p.name if p else "defaults"
 )
 def test_every_rendered_conflist_passes_libcni_validation(values_file, tmp_path, cni_path):
     values = chartlib.values_from_files([values_file]) if values_file else None

@@ -210,8 +210,8 @@ def test_nettools_manifest_decodes_and_is_wired():
         assert api.sanitize_for_serialization(model) == obj, f"{obj['kind']} lost fields when decoded"
     deployment, service = objects
     template = deployment["spec"]["template"]
-    assert deployment["spec"]["replicas"] == 1
-    assert template["metadata"]["annotations"] == {"k8s.v1.cni.cncf.io/networks": "krafty"}
+    assert deployment["spec"]["replicas"] == 2
+    assert template["metadata"]["annotations"] == {"k8s.v1.cni.cncf.io/networks": "krafty, stretched"}
     container = template["spec"]["containers"][0]
     assert container["image"] == "registry.example/nettools:1"
     assert container["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
@@ -221,12 +221,45 @@ def test_nettools_manifest_decodes_and_is_wired():
     assert deployment["spec"]["selector"]["matchLabels"].items() <= template["metadata"]["labels"].items()
 
 
-def test_nettools_attaches_to_a_network_the_chart_ships():
+DEV_VALUES = [chartlib.CHART / "values-dev.yaml"]
+DEV_NOVRF_VALUES = [*DEV_VALUES, chartlib.CHART / "values-dev-novrf.yaml"]
+
+
+@pytest.mark.parametrize("values_files", [DEV_VALUES, DEV_NOVRF_VALUES], ids=["vrf", "novrf"])
+def test_nettools_attaches_to_the_networks_make_up_installs(values_files):
+    """Both networks of `make up` (with and without VRF), the second one stretched across nodes."""
     deployment = rendered_nettools("x")[0]
     wanted = deployment["spec"]["template"]["metadata"]["annotations"]["k8s.v1.cni.cncf.io/networks"]
+    names = [n.strip() for n in wanted.split(",")]
+    assert names == ["krafty", "stretched"]
     namespace = deployment["metadata"]["namespace"]
-    shipped = {(n["metadata"]["namespace"], n["metadata"]["name"]) for n in chartlib.network_attachments()}
-    assert (namespace, wanted) in shipped
+    nads = {
+        (n["metadata"]["namespace"], n["metadata"]["name"]): chartlib.conflist(n)
+        for n in chartlib.network_attachments(chartlib.values_from_files(values_files))
+    }
+    assert {(namespace, name) for name in names} <= set(nads)
+    bridge = next(p for p in nads[(namespace, "stretched")]["plugins"] if p["type"] == "krafty-bridge")
+    assert bridge["scope"] == "network" and "multiNode" in bridge, bridge
+
+
+def test_nettools_replicas_spread_over_the_nodes_including_the_control_plane():
+    spec = rendered_nettools("x")[0]["spec"]
+    template = spec["template"]
+    labels = template["metadata"]["labels"]
+    (spread,) = template["spec"]["topologySpreadConstraints"]
+    assert spread["topologyKey"] == "kubernetes.io/hostname"
+    assert spread["maxSkew"] == 1 and spread["whenUnsatisfiable"] == "DoNotSchedule"
+    assert spread["labelSelector"]["matchLabels"].items() <= labels.items()
+    # kind/cluster.yaml's nodes: the control plane (tainted NoSchedule by kind) and workers.
+    roles = [n["role"] for n in yaml.safe_load((REPO / "kind" / "cluster.yaml").read_text())["nodes"]]
+    assert spec["replicas"] == len(roles) == 2
+    assert {
+        "key": "node-role.kubernetes.io/control-plane",
+        "operator": "Exists",
+        "effect": "NoSchedule",
+    } in template["spec"]["tolerations"]
+    # No surge: a rollout never puts two replicas on a node.
+    assert spec["strategy"]["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
 
 
 def test_nettools_dockerfile_builds_the_server_with_what_the_pod_needs():

@@ -296,16 +296,38 @@ def test_chart_is_deployed_with_dev_values_and_its_image_is_the_built_one(tilt):
     assert image.split(":")[0] == tilt.resource("custom_build", "krafty-installer")["args"][0]
 
 
+def nads(tilt: Tilt) -> dict[str, dict[str, Any]]:
+    return {
+        o["metadata"]["name"]: chartlib.conflist(o)
+        for o in applied_objects(tilt)
+        if o["kind"] == "NetworkAttachmentDefinition"
+    }
+
+
 def krafty_nad(tilt: Tilt) -> dict[str, Any]:
-    (nad,) = [o for o in applied_objects(tilt) if o["kind"] == "NetworkAttachmentDefinition"]
+    (nad,) = [
+        o
+        for o in applied_objects(tilt)
+        if o["kind"] == "NetworkAttachmentDefinition" and o["metadata"]["name"] == "krafty"
+    ]
     return nad
 
 
-def test_without_vrf_the_network_leaves_krafty_vrf_out():
+def test_the_dev_networks_include_one_stretched_across_nodes_in_blocks(tilt):
+    stretched = nads(tilt)["stretched"]
+    bridge = next(p for p in stretched["plugins"] if p["type"] == "krafty-bridge")
+    assert bridge["scope"] == "network" and "multiNode" in bridge, bridge
+    veth = next(p for p in stretched["plugins"] if p["type"] == "krafty-veth")
+    assert veth["ipam"]["type"] == "krafty-blocks", veth
+    kinds = {o["kind"] for o in applied_objects(tilt)}
+    assert {"CustomResourceDefinition", "ConfigMap"} <= kinds
+
+
+def test_without_vrf_the_networks_leave_krafty_vrf_out():
     tilt = evaluate(env={"KRAFTY_VRF": "no"})
-    assert tilt.only("helm")[1]["values"] == ["charts/krafty/values-dev.yaml", "charts/krafty/values-novrf.yaml"]
-    chain = [p["type"] for p in chartlib.conflist(krafty_nad(tilt))["plugins"]]
-    assert chain == ["krafty-bridge", "krafty-veth"]
+    assert tilt.only("helm")[1]["values"] == ["charts/krafty/values-dev.yaml", "charts/krafty/values-dev-novrf.yaml"]
+    chains = {name: [p["type"] for p in conf["plugins"]] for name, conf in nads(tilt).items()}
+    assert chains == {"krafty": ["krafty-bridge", "krafty-veth"], "stretched": ["krafty-bridge", "krafty-veth"]}
 
 
 def test_nettools_is_built_and_deployed_with_the_built_image(tilt):
@@ -320,7 +342,7 @@ def test_nettools_is_built_and_deployed_with_the_built_image(tilt):
     assert container["image"] == "krafty-nettools"
     assert (
         deployments[0]["spec"]["template"]["metadata"]["annotations"]["k8s.v1.cni.cncf.io/networks"]
-        == "krafty"
+        == "krafty, stretched"
     )
 
 

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 import chartlib
-from attachment import Attachment, installer_binary
+from attachment import Attachment, installer_binary, krafty_names
 
 VALIDATE = chartlib.REPO / "scripts" / "validate.sh"
 FAKE_KUBECTL = Path(__file__).resolve().parent / "fake_kubectl.py"
@@ -96,7 +96,8 @@ def cluster_state(attachment: Attachment, log_file: Path, state_dir: Path) -> di
         (chartlib.REPO / "deploy" / "nettools.yaml").read_text().replace("${NETTOOLS_IMAGE}", IMAGE)
     )
     deployment = next(d for d in deployment if d and d["kind"] == "Deployment")
-    deployment["status"] = {"replicas": 1, "readyReplicas": 1}
+    replicas = deployment["spec"]["replicas"]
+    deployment["status"] = {"replicas": replicas, "readyReplicas": replicas}
     # The chart's NAD for this network, without krafty-vrf since this kernel may lack VRF.
     nad = chartlib.network_attachments(
         {
@@ -290,3 +291,162 @@ def test_no_deployment_fails_without_a_probe_pod(cluster):
     document = json.loads(result.stdout)
     assert [c["name"] for c in document["checks"]] == ["deployment-ready"]
     assert after["log"] == []
+
+
+# --- across nodes ---------------------------------------------------------------------------------
+
+OTHER_NODE = "krafty-control-plane"
+OTHER_POD = "nettools-7c9f8d-q8m2z"
+STRETCHED = "stretched"
+# Underlay and pod addresses from the benchmarking range, inside this test's namespaces.
+UNDERLAY = {NODE: "198.18.0.1", OTHER_NODE: "198.18.0.2"}
+STRETCHED_IPS = {POD: "198.18.64.10", OTHER_POD: "198.18.64.11"}
+
+
+@pytest.fixture
+def stretched(cluster):
+    """The checked pod's node and a second node (network namespaces) on an underlay bridge,
+    each with the stretched network's bridge and VXLAN port (named and marked as krafty does,
+    flooding to the other node), a pod on each attached to it as net2, and each installer's
+    node list: a real tunnel that validate.sh pings through."""
+    attachment, state, tmp_path = cluster
+    suffix = attachment.container_id[:8]
+    underlay, other_node, other_pod = (f"kv-{role}-{suffix}" for role in ("ul", "node", "pod"))
+    try:
+        for ns in (underlay, other_node, other_pod):
+            ip("netns", "add", ns)
+        ip("-n", underlay, "link", "add", "ul", "type", "bridge")
+        ip("-n", underlay, "link", "set", "ul", "up")
+        nodes = {NODE: attachment.node_netns, OTHER_NODE: other_node}
+        pods = {NODE: (POD, attachment.pod_netns), OTHER_NODE: (OTHER_POD, other_pod)}
+        state_dirs = {NODE: Path(state["state_dir"]), OTHER_NODE: tmp_path / "state-other"}
+        names = krafty_names(STRETCHED, attachment.container_id, "net2", "network")
+        node_list = "".join(f"{name} {address}\n" for name, address in sorted(UNDERLAY.items()))
+        for i, (node, netns) in enumerate(nodes.items()):
+            ip("-n", underlay, "link", "add", f"n{i}", "type", "veth", "peer", "name", "ul0", "netns", netns)
+            ip("-n", underlay, "link", "set", f"n{i}", "master", "ul", "up")
+            ip("-n", netns, "addr", "add", f"{UNDERLAY[node]}/24", "dev", "ul0")
+            ip("-n", netns, "link", "set", "ul0", "up")
+            ip("-n", netns, "link", "add", names["bridge"], "type", "bridge")
+            ip("-n", netns, "link", "set", names["bridge"], "alias", names["bridgeMark"], "up")
+            ip(
+                "-n", netns, "link", "add", names["vxlan"], "type", "vxlan", "id", "4242", "local",
+                UNDERLAY[node], "dstport", "4793", "nolearning",
+            )
+            ip("-n", netns, "link", "set", names["vxlan"], "alias", names["bridgeMark"])
+            ip("-n", netns, "link", "set", names["vxlan"], "master", names["bridge"], "up")
+            for peer, address in UNDERLAY.items():
+                if peer != node:
+                    subprocess.run(
+                        ["bridge", "-n", netns, "fdb", "append", "00:00:00:00:00:00", "dev", names["vxlan"],
+                         "dst", address],
+                        check=True,
+                    )
+            pod, pod_ns = pods[node]
+            ip("-n", netns, "link", "add", f"s{i}", "type", "veth", "peer", "name", "net2", "netns", pod_ns)
+            ip("-n", netns, "link", "set", f"s{i}", "master", names["bridge"], "up")
+            ip("-n", pod_ns, "addr", "add", f"{STRETCHED_IPS[pod]}/24", "dev", "net2")
+            ip("-n", pod_ns, "link", "set", "net2", "up")
+            state_dirs[node].mkdir(parents=True, exist_ok=True)
+            (state_dirs[node] / "nodes").write_text(node_list)
+
+        state["nads"][f"default/{STRETCHED}"] = chartlib.network_attachments(
+            {
+                "networks": [
+                    {
+                        "name": STRETCHED,
+                        "namespace": "default",
+                        "scope": "network",
+                        "vrf": False,
+                        "multiNode": {},
+                        "addressing": "blocks",
+                        "subnets": ["198.18.64.0/20"],
+                        "gateways": ["198.18.64.1"],
+                        "blockPrefixes": [26],
+                    }
+                ]
+            }
+        )[0]
+
+        def with_net2(pod_object: dict, pod: str) -> None:
+            annotations = pod_object["metadata"]["annotations"]
+            status = json.loads(annotations["k8s.v1.cni.cncf.io/network-status"])
+            status.append({"name": f"default/{STRETCHED}", "interface": "net2", "ips": [STRETCHED_IPS[pod]]})
+            annotations["k8s.v1.cni.cncf.io/network-status"] = json.dumps(status)
+
+        other = json.loads(json.dumps(state["pod"]))
+        other["metadata"]["name"] = OTHER_POD
+        other["spec"]["nodeName"] = OTHER_NODE
+        with_net2(state["pod"], POD)
+        with_net2(other, OTHER_POD)
+        state["other_pods"] = [{"object": other, "netns": other_pod}]
+        state["installer_pods"].append(
+            {
+                "metadata": {"name": "krafty-installer-fghij", "namespace": "kube-system"},
+                "spec": {"nodeName": OTHER_NODE},
+                "status": {"conditions": [{"type": "Ready", "status": "True"}]},
+                "netns": other_node,
+                "state_dir": str(state_dirs[OTHER_NODE]),
+            }
+        )
+        state["nodes"][OTHER_NODE] = {"metadata": {"name": OTHER_NODE, "annotations": {}}}
+        for node, address in UNDERLAY.items():
+            state["nodes"][node]["status"] = {"addresses": [{"type": "InternalIP", "address": address}]}
+        yield attachment, state, tmp_path, names, nodes, state_dirs
+    finally:
+        for ns in (underlay, other_node, other_pod):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def test_pods_on_two_nodes_reach_each_other_and_every_tunnel_floods_to_the_other_node(stretched):
+    _, state, tmp_path, names, _, _ = stretched
+    result, _ = run_validate(state, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    found = checks(result)
+    assert set(found.values()) == {"PASS"}, result.stdout
+    assert {"cross-node-ping", "node-list", "tunnel-peers", "tunnel-port"} <= set(found)
+    pings = [line for line in result.stdout.splitlines() if line.startswith("PASS cross-node-ping")]
+    assert len(pings) == 2, pings
+    assert any(f"{POD} ({NODE}, net2) -> {OTHER_POD} ({OTHER_NODE}) 198.18.64.11" in p for p in pings), pings
+    peers = [line for line in result.stdout.splitlines() if "tunnel-peers" in line]
+    assert f"PASS tunnel-peers: {NODE} {names['vxlan']} (network {STRETCHED}): floods to 198.18.0.2" in peers
+
+
+def every_pod_on_one_node(state, *_):
+    state["other_pods"][0]["object"]["spec"]["nodeName"] = NODE
+
+
+def a_peer_dropped_from_a_tunnel(state, names, nodes, _):
+    subprocess.run(
+        ["bridge", "-n", nodes[NODE], "fdb", "del", "00:00:00:00:00:00", "dev", names["vxlan"], "dst",
+         UNDERLAY[OTHER_NODE]],
+        check=True,
+    )
+
+
+def a_stale_node_list(state, names, nodes, state_dirs):
+    (state_dirs[NODE] / "nodes").write_text(f"{NODE} {UNDERLAY[NODE]}\n")
+
+
+def no_tunnel_on_the_other_node(state, names, nodes, _):
+    ip("-n", nodes[OTHER_NODE], "link", "del", names["vxlan"])
+
+
+@pytest.mark.parametrize(
+    "change,failing",
+    [
+        (every_pod_on_one_node, {"cross-node"}),
+        # Broadcast from the node without the entry goes nowhere: neither pod resolves the other.
+        (a_peer_dropped_from_a_tunnel, {"tunnel-peers", "cross-node-ping"}),
+        # The port floods to a node the installer does not list, nor does the cluster lack.
+        (a_stale_node_list, {"node-list", "tunnel-peers"}),
+        (no_tunnel_on_the_other_node, {"tunnel-port", "cross-node-ping"}),
+    ],
+    ids=lambda c: c.__name__ if callable(c) else None,
+)
+def test_each_broken_part_across_nodes_fails_its_check(stretched, change, failing):
+    _, state, tmp_path, names, nodes, state_dirs = stretched
+    change(state, names, nodes, state_dirs)
+    result, _ = run_validate(state, tmp_path)
+    assert result.returncode == 1, result.stdout
+    assert {name for name, status in checks(result).items() if status == "FAIL"} == failing, result.stdout

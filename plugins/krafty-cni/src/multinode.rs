@@ -122,6 +122,11 @@ impl NodeList {
         NodeList::parse(&text).map(Some).map_err(unreadable)
     }
 
+    /// Every listed node and address, sorted by name, then address.
+    pub fn entries(&self) -> impl Iterator<Item = (&str, IpAddr)> + '_ {
+        self.entries.iter().map(|e| (e.name.as_str(), e.address))
+    }
+
     /// The listed addresses of `family`.
     pub fn addresses(&self, family: UnderlayFamily) -> impl Iterator<Item = IpAddr> + '_ {
         self.entries
