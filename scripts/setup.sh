@@ -65,6 +65,7 @@ test       toolchain  nightly                      -              cargo-fuzz nee
 test,bench target     x86_64-unknown-linux-musl    -              the plugins as they ship: static musl
 test       target     aarch64-unknown-linux-musl   -              the arm64 plugins
 bench      pip        matplotlib                   -              draws the benchmark plot
+bench      apt        iperf3                       iperf3         cross-node TCP throughput (the multi-node benchmark)
 '
 
 usage() {
