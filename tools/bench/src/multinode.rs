@@ -413,7 +413,7 @@ pub fn section(results: &Value) -> String {
          without learning flooding to the other node, a veth pair to the pod, all of the same \
          MTU as krafty's). The two take turns: {} s of one iperf3 TCP stream each, then rounds \
          of {PINGS_PER_ROUND} pings 10 ms apart. The multi-node part took {:.0} s.\n\n\
-         | variant | throughput p50 (Gbit/s) | p10 | RTT p50 (µs) | RTT p90 | RTT p99 |\n\
+         | variant | throughput p50 | throughput p10 | RTT p50 | RTT p90 | RTT p99 |\n\
          |---|---|---|---|---|---|\n",
         results["underlay_mtu"],
         results["throughput_seconds"],
