@@ -9,9 +9,12 @@
 #   KRAFTY_BENCH_CYCLES=200               # ADD/DEL cycles per variant and scope on this kernel
 #   KRAFTY_BENCH_VM_CYCLES=16             # the same in the VM (software emulation is slow)
 #   KRAFTY_BENCH_VM=0 scripts/bench.sh    # leave out the VM part
+#   KRAFTY_BENCH_MULTINODE_ROUNDS=10      # across nodes: iperf3 runs (2 s) and ping rounds per variant
+#   KRAFTY_BENCH_PEER_EVENTS=20           # joins and leaves the node agent follows
+#   KRAFTY_BENCH_MULTINODE=0              # leave out the multi-node part (about a minute by default)
 #
 # Needs root; installs what else it needs (scripts/setup.sh bench: go and libcni's source, gcc,
-# Debian's containernetworking-plugins, matplotlib for the plot, what scripts/vm-run.sh needs).
+# Debian's containernetworking-plugins, iperf3, matplotlib for the plot, what scripts/vm-run.sh needs).
 # The program is tools/bench (the krafty-bench crate), with its plot and analysis.
 set -euo pipefail
 
@@ -37,7 +40,10 @@ export KRAFTY_CNIDRIVER=$target/cnidriver
 export KRAFTY_BENCH_MAXRSS=$target/maxrss
 bench=$target/release/krafty-bench
 
-"$bench" run --kernel host --cycles "$cycles" --out "$out_dir/host.json"
+multinode=yes
+[ "${KRAFTY_BENCH_MULTINODE:-1}" != 0 ] || multinode=no
+"$bench" run --kernel host --cycles "$cycles" --out "$out_dir/host.json" --multinode "$multinode" \
+    --multinode-rounds "${KRAFTY_BENCH_MULTINODE_ROUNDS:-10}" --peer-events "${KRAFTY_BENCH_PEER_EVENTS:-20}"
 
 report_args=(--host "$out_dir/host.json")
 plot_args=(--host "$out_dir/host.json")

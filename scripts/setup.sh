@@ -66,6 +66,7 @@ test,bench target     x86_64-unknown-linux-musl    -              the plugins as
 test       target     aarch64-unknown-linux-musl   -              the arm64 plugins
 test       apt        gcc-aarch64-linux-gnu        -              links the arm64 plugins (the arm64 tier)
 bench      pip        matplotlib                   -              draws the benchmark plot
+bench      apt        iperf3                       iperf3         cross-node TCP throughput (the multi-node benchmark)
 '
 
 usage() {

@@ -21,6 +21,8 @@ use krafty_cni::naming;
 use krafty_tests::{bin_dir, container_id, Node, Pod, REFERENCE_PLUGIN_DIR};
 use serde_json::{json, Value};
 
+mod multinode;
+
 const SUBNET: &str = "172.16.10.0/24";
 const GATEWAY: &str = "172.16.10.1";
 /// The scale test needs more than 500 addresses.
@@ -55,7 +57,8 @@ fn main() {
         Some("report") => report(&flags(&args[1..])),
         _ => {
             eprintln!(
-                "usage: krafty-bench run --kernel host|vm --cycles N --out FILE\n       \
+                "usage: krafty-bench run --kernel host|vm --cycles N --out FILE [--scale no] \
+                 [--concurrent no] [--multinode no] [--multinode-rounds N] [--peer-events N]\n       \
                  krafty-bench report --host FILE [--vm FILE] --out FILE"
             );
             std::process::exit(2);
@@ -825,6 +828,26 @@ fn run(flags: &BTreeMap<String, String>) {
         eprintln!("krafty-bench: scale");
         results["scale"] = scale(kernel);
     }
+    if flags
+        .get("multinode")
+        .map_or(kernel == Kernel::Host, |v| v == "yes")
+    {
+        let rounds: usize = flags
+            .get("multinode-rounds")
+            .map_or(10, |n| n.parse().expect("--multinode-rounds N"));
+        let counts = multinode::Counts {
+            throughput_rounds: rounds,
+            throughput_seconds: 2,
+            ping_rounds: rounds,
+            add_cycles: cycles,
+            peer_events: flags
+                .get("peer-events")
+                .map_or(20, |n| n.parse().expect("--peer-events N")),
+        };
+        let start = Instant::now();
+        results["multinode"] = multinode::measure(&counts);
+        results["multinode"]["took_s"] = json!(start.elapsed().as_secs_f64());
+    }
     let out = required(flags, "out");
     std::fs::write(out, serde_json::to_vec_pretty(&results).expect("JSON")).expect("write results");
     eprintln!("krafty-bench: wrote {out}");
@@ -880,6 +903,9 @@ fn report(flags: &BTreeMap<String, String>) {
     doc += &targets(&host);
     doc += "## This machine's kernel (no VRF): krafty-bridge + krafty-veth vs `bridge`\n\n";
     doc += &kernel_section(&host);
+    if host["multinode"].is_object() {
+        doc += &multinode::section(&host["multinode"]);
+    }
     if let Some(vm) = &vm {
         doc += "## Debian's kernel in the VM (VRF): the full chain vs `bridge` + `vrf`\n\n";
         doc += "Under qemu software emulation (TCG) every instruction is emulated, so absolute \
@@ -1062,6 +1088,9 @@ fn targets(host: &Value) -> String {
             ratio(last, one),
             verdict(ratio(last, one) <= 1.2)
         );
+    }
+    if host["multinode"].is_object() {
+        text += &multinode::target_rows(&host["multinode"]);
     }
     text += "\n";
     text
@@ -1427,6 +1456,18 @@ mod tests {
         assert!(!targets(&host_results(false)).contains("same work"));
         assert!(kernel_section(&host_results(true))
             .contains("| krafty / reference doing the same work | | 0.67 |"));
+    }
+
+    #[test]
+    fn the_multi_node_rows_and_section_appear_only_when_measured() {
+        let without = host_results(false);
+        assert!(!targets(&without).contains("cross-node"));
+        let mut with = without;
+        with["multinode"] = json!({
+            "throughput_bps": { "krafty": [9e9], "floor": [1e10] },
+            "rtt_us": { "krafty": [50.0], "floor": [50.0] },
+        });
+        assert!(targets(&with).contains("| cross-node TCP throughput ≥ 0.9 ×"));
     }
 
     #[test]
