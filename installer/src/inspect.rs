@@ -5,22 +5,20 @@
 //! `krafty-installer peers` prints the node list and where each multi-node network's VXLAN port
 //! floods to, against where it should.
 
-use std::collections::{BTreeSet, HashSet};
 use std::io::Write;
 use std::net::IpAddr;
 use std::path::Path;
 
-use krafty_cni::config::UnderlayFamily;
 use krafty_cni::multinode::{self, NodeList};
 use krafty_cni::naming;
-use krafty_cni::netlink::{FdbTable, InfoKind, Link, Netlink, FLOOD_MAC};
+use krafty_cni::netlink::{InfoKind, Link, Netlink};
 use krafty_cni::state::{AttachmentRecord, Records};
 use krafty_cni::Attachment;
 use serde::Serialize;
 use serde_json::json;
 
 use crate::cli::Scope;
-use crate::peers::is_tunnel_port;
+use crate::peers;
 
 /// The names and marks of one attachment's devices, in `scope`.
 pub fn names(attachment: &Attachment, scope: Scope) -> serde_json::Value {
@@ -262,34 +260,16 @@ pub struct Peers {
 pub async fn peers(netlink: &Netlink, state_dir: &Path) -> Result<Peers, krafty_cni::Error> {
     let node_list = multinode::nodes_file(state_dir);
     let list = NodeList::read(&node_list)?;
-    let own: HashSet<IpAddr> = netlink
-        .all_addresses()
-        .await?
-        .into_iter()
-        .map(|(_, net)| net.addr())
-        .collect();
+    let own = peers::own_addresses(netlink).await?;
     let mut ports = Vec::new();
-    for link in netlink.links_of_kind(InfoKind::Vxlan).await? {
-        if !is_tunnel_port(&link) {
-            continue;
-        }
+    for link in peers::tunnel_ports(netlink).await? {
         let vxlan = link.vxlan.clone().unwrap_or_default();
-        let family = match vxlan.local {
-            Some(IpAddr::V6(_)) => UnderlayFamily::Ipv6,
-            _ => UnderlayFamily::Ipv4,
-        };
-        let flood_to: BTreeSet<IpAddr> = netlink
-            .fdb(link.index)
-            .await?
-            .into_iter()
-            .filter(|e| e.mac == FLOOD_MAC && e.table == FdbTable::Device)
-            .filter_map(|e| e.destination)
-            .collect();
-        let expected: BTreeSet<IpAddr> = list
-            .iter()
-            .flat_map(|l| l.addresses(family))
-            .filter(|a| !own.contains(a))
-            .collect();
+        let flood_to = peers::flood_current(netlink, &link).await?;
+        // Without a node list the port should flood nowhere known.
+        let expected = list
+            .as_ref()
+            .map(|list| peers::flood_wanted(list, &link, &own))
+            .unwrap_or_default();
         ports.push(TunnelPort {
             network: link
                 .alias

@@ -129,32 +129,63 @@ pub fn is_tunnel_port(link: &Link) -> bool {
         .is_some_and(|network| link.name == naming::shared_vxlan_name(network))
 }
 
+/// The node's own addresses: the listed address of this node is not a peer.
+pub async fn own_addresses(netlink: &Netlink) -> Result<HashSet<IpAddr>, krafty_cni::Error> {
+    Ok(netlink
+        .all_addresses()
+        .await?
+        .into_iter()
+        .map(|(_, net)| net.addr())
+        .collect())
+}
+
+/// The VXLAN ports of multi-node networks on the node.
+pub async fn tunnel_ports(netlink: &Netlink) -> Result<Vec<Link>, krafty_cni::Error> {
+    Ok(netlink
+        .links_of_kind(InfoKind::Vxlan)
+        .await?
+        .into_iter()
+        .filter(is_tunnel_port)
+        .collect())
+}
+
+/// Where a tunnel port should flood: the listed addresses of its underlay's family that are
+/// not this node's own.
+pub fn flood_wanted(list: &NodeList, port: &Link, own: &HashSet<IpAddr>) -> BTreeSet<IpAddr> {
+    let family = match port.vxlan.as_ref().and_then(|v| v.local) {
+        Some(IpAddr::V6(_)) => UnderlayFamily::Ipv6,
+        _ => UnderlayFamily::Ipv4,
+    };
+    list.addresses(family)
+        .filter(|a| !own.contains(a))
+        .collect()
+}
+
+/// Where a tunnel port floods now: the destinations of its all-zero entries.
+pub async fn flood_current(
+    netlink: &Netlink,
+    port: &Link,
+) -> Result<BTreeSet<IpAddr>, krafty_cni::Error> {
+    Ok(netlink
+        .fdb(port.index)
+        .await?
+        .into_iter()
+        .filter(|e| e.mac == FLOOD_MAC && e.table == FdbTable::Device)
+        .filter_map(|e| e.destination)
+        .collect())
+}
+
 /// Brings every tunnel port's all-zero entries to the listed addresses of its family that
 /// are not this node's own. Keeps going past a failing port and reports the first error.
 pub async fn sync_flood_lists(
     netlink: &Netlink,
     list: &NodeList,
 ) -> Result<Vec<PortChange>, PeersError> {
-    let own: HashSet<IpAddr> = netlink
-        .all_addresses()
-        .await?
-        .into_iter()
-        .map(|(_, net)| net.addr())
-        .collect();
+    let own = own_addresses(netlink).await?;
     let mut changes = Vec::new();
     let mut first_error = None;
-    for port in netlink.links_of_kind(InfoKind::Vxlan).await? {
-        if !is_tunnel_port(&port) {
-            continue;
-        }
-        let family = match port.vxlan.as_ref().and_then(|v| v.local) {
-            Some(IpAddr::V6(_)) => UnderlayFamily::Ipv6,
-            _ => UnderlayFamily::Ipv4,
-        };
-        let wanted: BTreeSet<IpAddr> = list
-            .addresses(family)
-            .filter(|a| !own.contains(a))
-            .collect();
+    for port in tunnel_ports(netlink).await? {
+        let wanted = flood_wanted(list, &port, &own);
         match sync_port(netlink, &port, &wanted).await {
             Ok(change) if change.added.is_empty() && change.removed.is_empty() => {}
             Ok(change) => {
@@ -185,13 +216,7 @@ async fn sync_port(
     port: &Link,
     wanted: &BTreeSet<IpAddr>,
 ) -> Result<PortChange, krafty_cni::Error> {
-    let current: BTreeSet<IpAddr> = netlink
-        .fdb(port.index)
-        .await?
-        .into_iter()
-        .filter(|e| e.mac == FLOOD_MAC && e.table == FdbTable::Device)
-        .filter_map(|e| e.destination)
-        .collect();
+    let current = flood_current(netlink, port).await?;
     let mut change = PortChange {
         port: port.name.clone(),
         ..PortChange::default()

@@ -6,11 +6,8 @@
 
 mod common;
 
-use std::fs::File;
-use std::future::Future;
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use common::fake_api::FakeApi;
@@ -20,71 +17,32 @@ use krafty_cni::naming;
 use krafty_installer::cluster::nodes;
 use krafty_installer::peers::{self, PeerKeeper};
 use krafty_tests::multinode::{flood_list, stretched_network, Lab};
+use krafty_tests::node_task::NodeTask;
 use krafty_tests::{address_of, Node, Pod};
-use nix::sched::{setns, CloneFlags};
 use serde_json::json;
-use tokio_util::sync::CancellationToken;
 
 /// How fast the agent must follow the peers file (issue 14).
 const CONVERGENCE: Duration = Duration::from_secs(2);
 
-/// The agent's peer loop in a node's namespace, on a thread of its own, until dropped.
-struct Agent {
-    shutdown: CancellationToken,
-    thread: Option<JoinHandle<()>>,
+/// The agent's peer loop on `peers_file` in a node's namespace, until dropped.
+fn peer_loop(node: &Node, peers_file: PathBuf) -> NodeTask {
+    let keeper = PeerKeeper {
+        peers_file,
+        state_root: node.state_dir(),
+    };
+    NodeTask::spawn(node, move |stop| peers::run(keeper, stop))
 }
 
-impl Agent {
-    /// The peer loop on `peers_file`.
-    fn start(node: &Node, peers_file: PathBuf) -> Agent {
-        let keeper = PeerKeeper {
-            peers_file,
-            state_root: node.state_dir(),
-        };
-        Agent::spawn(node, move |stop| peers::run(keeper, stop))
-    }
-
-    /// The Node watch on `api`.
-    fn watching(node: &Node, api: &FakeApi) -> Agent {
-        let api = api.clone();
-        let state_root = node.state_dir();
-        // The client needs the agent's runtime (its buffer spawns a task there).
-        Agent::spawn(node, move |stop| async move {
-            let nodes_api = kube::Api::<KubeNode>::all(api.client());
-            nodes::run_node_watch(nodes_api, state_root, stop).await;
-        })
-    }
-
-    fn spawn<F: Future<Output = ()>>(
-        node: &Node,
-        agent: impl FnOnce(CancellationToken) -> F + Send + 'static,
-    ) -> Agent {
-        let _ = tracing_subscriber::fmt().with_test_writer().try_init();
-        let netns = File::open(node.netns_path()).expect("the node namespace");
-        let shutdown = CancellationToken::new();
-        let stop = shutdown.clone();
-        let thread = std::thread::spawn(move || {
-            setns(&netns, CloneFlags::CLONE_NEWNET).expect("entering the node namespace");
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("a runtime")
-                .block_on(agent(stop));
-        });
-        Agent {
-            shutdown,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
+/// The agent's Node watch on `api` in a node's namespace, until dropped.
+fn node_watch(node: &Node, api: &FakeApi) -> NodeTask {
+    let _ = tracing_subscriber::fmt().with_test_writer().try_init();
+    let api = api.clone();
+    let state_root = node.state_dir();
+    // The client needs the agent's runtime (its buffer spawns a task there).
+    NodeTask::spawn(node, move |stop| async move {
+        let nodes_api = kube::Api::<KubeNode>::all(api.client());
+        nodes::run_node_watch(nodes_api, state_root, stop).await;
+    })
 }
 
 /// Polls `done` until it holds or `limit` has passed; how long it took, or `None`.
@@ -141,11 +99,11 @@ fn tunnels_follow_the_peers_file_within_two_seconds() {
         std::fs::remove_file(multinode::nodes_file(&node.state_dir())).expect("no node list");
     }
     write_peers(&[0, 1, 2]);
-    let _agents: Vec<Agent> = lab
+    let _agents: Vec<NodeTask> = lab
         .nodes
         .iter()
         .zip(&peers_files)
-        .map(|(node, file)| Agent::start(node, file.clone()))
+        .map(|(node, file)| peer_loop(node, file.clone()))
         .collect();
     for node in &lab.nodes {
         let list = multinode::nodes_file(&node.state_dir());
@@ -203,7 +161,7 @@ fn a_port_made_from_an_older_node_list_is_corrected() {
     let nodes_file = multinode::nodes_file(&node.state_dir());
     let peers_file = node.dir.join("peers");
     std::fs::write(&peers_file, lab.node_list(&[0, 1])).unwrap();
-    let _agent = Agent::start(node, peers_file.clone());
+    let _agent = peer_loop(node, peers_file.clone());
     within(CONVERGENCE, || {
         std::fs::read_to_string(&nodes_file).is_ok_and(|text| text == lab.node_list(&[0, 1]))
     })
@@ -246,7 +204,7 @@ fn a_peers_file_from_a_config_map_volume_is_followed_when_the_kubelet_swaps_it()
     };
     publish("v1", &[0, 1, 2]);
     std::os::unix::fs::symlink("..data/peers", volume.join("peers")).unwrap();
-    let _agent = Agent::start(node, volume.join("peers"));
+    let _agent = peer_loop(node, volume.join("peers"));
     let _pods = lab.pod_on_every_node("configmap", &json!({}), false);
     let everyone = [lab.v4(1), lab.v4(2)];
     within(CONVERGENCE, || flood_list(node, &port) == everyone).expect("the first version");
@@ -271,10 +229,10 @@ fn tunnels_follow_the_nodes_of_the_api_within_two_seconds() {
     for node in &lab.nodes {
         std::fs::remove_file(multinode::nodes_file(&node.state_dir())).expect("no node list");
     }
-    let _agents: Vec<Agent> = lab
+    let _agents: Vec<NodeTask> = lab
         .nodes
         .iter()
-        .map(|node| Agent::watching(node, &api))
+        .map(|node| node_watch(node, &api))
         .collect();
     let has_node_list = |i: usize, text: &str| {
         std::fs::read_to_string(multinode::nodes_file(&lab.nodes[i].state_dir()))

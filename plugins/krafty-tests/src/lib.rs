@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 pub mod kill;
 pub mod multinode;
+pub mod node_task;
 pub mod several;
 
 use krafty_cni::attachment::{self, Attachment};

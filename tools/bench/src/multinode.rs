@@ -4,19 +4,16 @@
 //! MTU); ADD on a `multiNode` network against a node-local `scope: network` one; and how fast
 //! the node agent's peer loop (installer/src/peers.rs) follows a node joining and leaving.
 
-use std::fs::File;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use krafty_cni::naming;
 use krafty_installer::peers::{self, PeerKeeper};
 use krafty_tests::multinode::{flood_list, stretched_network, Lab};
+use krafty_tests::node_task::NodeTask;
 use krafty_tests::{address_of, container_id, Node, Pod};
-use nix::sched::{setns, CloneFlags};
 use serde_json::{json, Value};
-use tokio_util::sync::CancellationToken;
 
 use crate::{
     ip_batch, latency_row, median_ratio_interval, ms, ratio, samples, summary, timed_cni, verdict,
@@ -263,43 +260,13 @@ fn node_local_twin(stretched: &Value, name: &str) -> Value {
     serde_json::from_str(&text).expect("JSON")
 }
 
-/// The agent's peer loop in a node's namespace, on a thread of its own, until dropped.
-struct Agent {
-    shutdown: CancellationToken,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Agent {
-    fn start(node: &Node, peers_file: &Path) -> Agent {
-        let netns = File::open(node.netns_path()).expect("the node namespace");
-        let keeper = PeerKeeper {
-            peers_file: peers_file.to_path_buf(),
-            state_root: node.state_dir(),
-        };
-        let shutdown = CancellationToken::new();
-        let stop = shutdown.clone();
-        let thread = std::thread::spawn(move || {
-            setns(&netns, CloneFlags::CLONE_NEWNET).expect("entering the node namespace");
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("a runtime")
-                .block_on(peers::run(keeper, stop));
-        });
-        Agent {
-            shutdown,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
+/// The agent's peer loop on `peers_file` in `node`'s namespace, until dropped.
+fn peer_loop(node: &Node, peers_file: &Path) -> NodeTask {
+    let keeper = PeerKeeper {
+        peers_file: peers_file.to_path_buf(),
+        state_root: node.state_dir(),
+    };
+    NodeTask::spawn(node, move |stop| peers::run(keeper, stop))
 }
 
 /// Node 1 leaves and joins node 0's peers file `events` times each, with node 0's agent
@@ -319,7 +286,7 @@ fn convergence(lab: &Lab, pod: &Pod, far: &str, events: usize) -> Value {
     let peer = lab.v4(1);
     let flooded = || flood_list(node, &port).contains(&peer);
     publish(&[0, 1]);
-    let _agent = Agent::start(node, &peers_file);
+    let _agent = peer_loop(node, &peers_file);
     wait_for(Instant::now(), flooded);
     let (mut leave, mut join, mut first_ping) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..events {
