@@ -39,14 +39,8 @@ fn run_tool(tool: &Tool, args: &Args) -> anyhow::Result<()> {
             writeln!(stdout)?;
         }
         Tool::Attachments { json } => {
-            // The netlink connection needs a runtime of its own; nothing else runs here.
-            let listed = tokio::runtime::Builder::new_current_thread()
-                .enable_io()
-                .build()?
-                .block_on(async {
-                    let netlink = krafty_cni::netlink::Netlink::connect()?;
-                    inspect::list(&netlink, &args.state_dir).await
-                })?;
+            let listed =
+                on_this_node(async |netlink| inspect::list(netlink, &args.state_dir).await)?;
             if *json {
                 serde_json::to_writer_pretty(&mut stdout, &listed)?;
                 writeln!(stdout)?;
@@ -55,13 +49,8 @@ fn run_tool(tool: &Tool, args: &Args) -> anyhow::Result<()> {
             }
         }
         Tool::Peers { json } => {
-            let peers = tokio::runtime::Builder::new_current_thread()
-                .enable_io()
-                .build()?
-                .block_on(async {
-                    let netlink = krafty_cni::netlink::Netlink::connect()?;
-                    inspect::peers(&netlink, &args.state_dir).await
-                })?;
+            let peers =
+                on_this_node(async |netlink| inspect::peers(netlink, &args.state_dir).await)?;
             if *json {
                 serde_json::to_writer_pretty(&mut stdout, &peers)?;
                 writeln!(stdout)?;
@@ -71,4 +60,18 @@ fn run_tool(tool: &Tool, args: &Args) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Runs a node-side inspection with a netlink connection, on a runtime of its own (the
+/// connection needs one; nothing else runs in these commands).
+fn on_this_node<T>(
+    work: impl AsyncFnOnce(&krafty_cni::netlink::Netlink) -> Result<T, krafty_cni::Error>,
+) -> anyhow::Result<T> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()?;
+    Ok(runtime.block_on(async {
+        let netlink = krafty_cni::netlink::Netlink::connect()?;
+        work(&netlink).await
+    })?)
 }
