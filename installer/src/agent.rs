@@ -417,8 +417,10 @@ async fn start_cluster(
         tokio::spawn(blocks::run(agent, shutdown.clone()));
     }
     if *peers == Peers::Cluster {
-        tokio::spawn(nodes::run_node_watch(
+        tokio::spawn(nodes::run_peer_watch(
             Api::<Node>::all(client.clone()),
+            Api::<Pod>::all(client.clone()),
+            node.clone(),
             args.state_dir.clone(),
             shutdown.clone(),
         ));

@@ -5,13 +5,14 @@
 //! `krafty-installer peers` prints the node list and where each multi-node network's VXLAN port
 //! floods to, against where it should.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::IpAddr;
 use std::path::Path;
 
 use krafty_cni::multinode::{self, NodeList};
 use krafty_cni::naming;
-use krafty_cni::netlink::{InfoKind, Link, Netlink};
+use krafty_cni::netlink::{format_mac, InfoKind, Link, Netlink};
 use krafty_cni::state::{AttachmentRecord, Records};
 use krafty_cni::Attachment;
 use serde::Serialize;
@@ -243,6 +244,8 @@ pub struct TunnelPort {
     pub missing: Vec<IpAddr>,
     /// Flooded to, yet not listed (or this node's own).
     pub extra: Vec<IpAddr>,
+    /// The remote pods' MACs the port sends to one node alone, and to which.
+    pub remote_macs: BTreeMap<String, Option<IpAddr>>,
 }
 
 /// The node list and the node's tunnel ports.
@@ -265,6 +268,11 @@ pub async fn peers(netlink: &Netlink, state_dir: &Path) -> Result<Peers, krafty_
     for link in peers::tunnel_ports(netlink).await? {
         let vxlan = link.vxlan.clone().unwrap_or_default();
         let flood_to = peers::flood_current(netlink, &link).await?;
+        let (sent, _) = peers::macs_current(netlink, &link).await?;
+        let remote_macs = sent
+            .into_iter()
+            .map(|(mac, destination)| (format_mac(&mac), destination))
+            .collect();
         // Without a node list the port should flood nowhere known.
         let expected = list
             .as_ref()
@@ -285,6 +293,7 @@ pub async fn peers(netlink: &Netlink, state_dir: &Path) -> Result<Peers, krafty_
             extra: flood_to.difference(&expected).copied().collect(),
             flood_to: flood_to.into_iter().collect(),
             expected: expected.into_iter().collect(),
+            remote_macs,
         });
     }
     ports.sort_by(|a, b| a.network.cmp(&b.network));

@@ -5,11 +5,14 @@
 //! `cluster::nodes`). Either feeds [`keep`], which writes the nodes to the node list the
 //! plugins read (`<state root>/nodes`) and keeps every multi-node network's VXLAN port on this
 //! node flooding to exactly the other listed nodes: one all-zero forwarding entry per peer of
-//! the port's underlay family. A pass runs on every change of the source, on every new or
-//! changed VXLAN device (a port a plugin created from an older node list), and every
-//! [`RESYNC_INTERVAL`] in case an event was missed.
+//! the port's underlay family. Where the API says which node a pod of the network runs on
+//! (Multus' network-status, `cluster::remote_pods`), the port also sends that pod's MAC to its
+//! node alone, and the bridge sends it to the port alone: known pods are reached without
+//! flooding. A pass runs on every change of the source, on every new or changed VXLAN device
+//! (a port a plugin created from an older node list), and every [`RESYNC_INTERVAL`] in case an
+//! event was missed.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::ffi::OsString;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -20,7 +23,7 @@ use futures_util::StreamExt;
 use krafty_cni::config::UnderlayFamily;
 use krafty_cni::multinode::{self, NodeList};
 use krafty_cni::naming;
-use krafty_cni::netlink::{self, FdbTable, InfoKind, Link, Netlink, FLOOD_MAC};
+use krafty_cni::netlink::{self, format_mac, FdbTable, InfoKind, Link, Netlink, FLOOD_MAC};
 use thiserror::Error;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -54,12 +57,37 @@ pub enum PeersError {
     Kernel(#[from] krafty_cni::Error),
 }
 
+/// Where the pods of other nodes are: per network, the MAC of each of their interfaces on it
+/// and the node the pod runs on.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RemotePods(pub BTreeMap<String, BTreeMap<[u8; 6], String>>);
+
+/// What a pass keeps the tunnels to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topology {
+    pub nodes: NodeList,
+    /// `None` while the pods are not known yet: the ports keep the MACs they have.
+    pub remote_pods: Option<RemotePods>,
+}
+
 /// What one pass changed on one VXLAN port.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PortChange {
     pub port: String,
     pub added: Vec<IpAddr>,
     pub removed: Vec<IpAddr>,
+    /// Remote pods' MACs now sent to their node alone, and those no longer.
+    pub macs_set: usize,
+    pub macs_removed: usize,
+}
+
+impl PortChange {
+    fn is_empty(&self) -> bool {
+        self.added.is_empty()
+            && self.removed.is_empty()
+            && self.macs_set == 0
+            && self.macs_removed == 0
+    }
 }
 
 /// Keeps the node list and the tunnels' flood lists of one node.
@@ -94,14 +122,15 @@ impl PeerKeeper {
 }
 
 /// One pass: the node list written (when it changed), then every tunnel port's flood list
-/// brought to the listed nodes but this one. Returns the ports it changed.
+/// brought to the listed nodes but this one, and its known MACs to the remote pods. Returns
+/// the ports it changed.
 pub async fn pass(
     state_root: &Path,
-    list: &NodeList,
+    topology: &Topology,
     netlink: &Netlink,
 ) -> Result<Vec<PortChange>, PeersError> {
-    write_node_list(state_root, list)?;
-    sync_flood_lists(netlink, list).await
+    write_node_list(state_root, &topology.nodes)?;
+    sync_ports(netlink, topology).await
 }
 
 /// Writes `list` to the node list below `state_root`, atomically, unless it holds it already.
@@ -149,16 +178,69 @@ pub async fn tunnel_ports(netlink: &Netlink) -> Result<Vec<Link>, krafty_cni::Er
         .collect())
 }
 
+fn underlay_family(port: &Link) -> UnderlayFamily {
+    match port.vxlan.as_ref().and_then(|v| v.local) {
+        Some(IpAddr::V6(_)) => UnderlayFamily::Ipv6,
+        _ => UnderlayFamily::Ipv4,
+    }
+}
+
 /// Where a tunnel port should flood: the listed addresses of its underlay's family that are
 /// not this node's own.
 pub fn flood_wanted(list: &NodeList, port: &Link, own: &HashSet<IpAddr>) -> BTreeSet<IpAddr> {
-    let family = match port.vxlan.as_ref().and_then(|v| v.local) {
-        Some(IpAddr::V6(_)) => UnderlayFamily::Ipv6,
-        _ => UnderlayFamily::Ipv4,
-    };
-    list.addresses(family)
+    list.addresses(underlay_family(port))
         .filter(|a| !own.contains(a))
         .collect()
+}
+
+/// Where a tunnel port should send each remote pod's MAC: to the first listed address of the
+/// pod's node in the port's underlay family. Pods of unlisted nodes, or of this one, are left
+/// to flooding.
+pub fn macs_wanted(
+    nodes: &NodeList,
+    pods: &RemotePods,
+    port: &Link,
+    own: &HashSet<IpAddr>,
+) -> BTreeMap<[u8; 6], IpAddr> {
+    let family = underlay_family(port);
+    let network = port.alias.as_deref().and_then(naming::network_of);
+    let Some(macs) = network.and_then(|network| pods.0.get(network)) else {
+        return BTreeMap::new();
+    };
+    let node_address = |node: &str| {
+        let mut listed = nodes.entries().filter(|(name, _)| *name == node);
+        listed
+            .find(|(_, address)| family.contains(address))
+            .map(|(_, address)| address)
+            .filter(|address| !own.contains(address))
+    };
+    macs.iter()
+        .filter_map(|(mac, node)| Some((*mac, node_address(node)?)))
+        .collect()
+}
+
+/// The remote MACs a tunnel port knows: its own entries for them (MAC to destination), and
+/// the bridge's.
+pub async fn macs_current(
+    netlink: &Netlink,
+    port: &Link,
+) -> Result<(BTreeMap<[u8; 6], Option<IpAddr>>, BTreeSet<[u8; 6]>), krafty_cni::Error> {
+    let mut sent = BTreeMap::new();
+    let mut behind = BTreeSet::new();
+    for entry in netlink.fdb(port.index).await? {
+        if entry.mac == FLOOD_MAC || entry.own_address {
+            continue;
+        }
+        match entry.table {
+            FdbTable::Device => {
+                sent.insert(entry.mac, entry.destination);
+            }
+            FdbTable::Bridge => {
+                behind.insert(entry.mac);
+            }
+        }
+    }
+    Ok((sent, behind))
 }
 
 /// Where a tunnel port floods now: the destinations of its all-zero entries.
@@ -176,26 +258,29 @@ pub async fn flood_current(
 }
 
 /// Brings every tunnel port's all-zero entries to the listed addresses of its family that
-/// are not this node's own. Keeps going past a failing port and reports the first error.
-pub async fn sync_flood_lists(
+/// are not this node's own, and (when the pods are known) its remote MACs to [`macs_wanted`].
+/// Keeps going past a failing port and reports the first error.
+pub async fn sync_ports(
     netlink: &Netlink,
-    list: &NodeList,
+    topology: &Topology,
 ) -> Result<Vec<PortChange>, PeersError> {
     let own = own_addresses(netlink).await?;
     let mut changes = Vec::new();
     let mut first_error = None;
     for port in tunnel_ports(netlink).await? {
-        let wanted = flood_wanted(list, &port, &own);
-        match sync_port(netlink, &port, &wanted).await {
-            Ok(change) if change.added.is_empty() && change.removed.is_empty() => {}
+        match sync_port(netlink, &port, topology, &own).await {
+            Ok(change) if change.is_empty() => {}
             Ok(change) => {
                 tracing::info!(
-                    "{}: flooding to {} more and {} fewer nodes ({:?} added, {:?} removed)",
+                    "{}: flooding to {} more and {} fewer nodes ({:?} added, {:?} removed); \
+                     {} remote MACs set, {} removed",
                     change.port,
                     change.added.len(),
                     change.removed.len(),
                     change.added,
-                    change.removed
+                    change.removed,
+                    change.macs_set,
+                    change.macs_removed
                 );
                 changes.push(change);
             }
@@ -214,8 +299,10 @@ pub async fn sync_flood_lists(
 async fn sync_port(
     netlink: &Netlink,
     port: &Link,
-    wanted: &BTreeSet<IpAddr>,
+    topology: &Topology,
+    own: &HashSet<IpAddr>,
 ) -> Result<PortChange, krafty_cni::Error> {
+    let wanted = flood_wanted(&topology.nodes, port, own);
     let current = flood_current(netlink, port).await?;
     let mut change = PortChange {
         port: port.name.clone(),
@@ -225,11 +312,30 @@ async fn sync_port(
         netlink.add_flood_destination(port.index, *address).await?;
         change.added.push(*address);
     }
-    for address in current.difference(wanted) {
+    for address in current.difference(&wanted) {
         netlink
             .remove_flood_destination(port.index, *address)
             .await?;
         change.removed.push(*address);
+    }
+    let Some(pods) = &topology.remote_pods else {
+        return Ok(change);
+    };
+    let wanted = macs_wanted(&topology.nodes, pods, port, own);
+    let (sent, behind) = macs_current(netlink, port).await?;
+    for (mac, destination) in &wanted {
+        if sent.get(mac) != Some(&Some(*destination)) || !behind.contains(mac) {
+            netlink
+                .set_remote_mac(port.index, *mac, *destination)
+                .await?;
+            change.macs_set += 1;
+        }
+    }
+    let known: BTreeSet<[u8; 6]> = sent.into_keys().chain(behind).collect();
+    for mac in known.iter().filter(|mac| !wanted.contains_key(*mac)) {
+        tracing::debug!("{}: forgetting {}", port.name, format_mac(mac));
+        netlink.remove_remote_mac(port.index, *mac).await?;
+        change.macs_removed += 1;
     }
     Ok(change)
 }
@@ -270,19 +376,23 @@ pub async fn run(keeper: PeerKeeper, shutdown: CancellationToken) {
                 keeper.peers_file.display()
             );
         }
-        Ok(list)
+        // A peers file names no pods: every remote MAC is left to flooding.
+        Ok(list.map(|nodes| Topology {
+            nodes,
+            remote_pods: Some(RemotePods::default()),
+        }))
     };
     keep(&keeper.state_root, &source, nodes, &wake, shutdown).await;
 }
 
-/// The loop both sources share: a pass over `nodes()` now, whenever `wake` is notified, on
-/// every VXLAN device event and every [`RESYNC_INTERVAL`], until `shutdown`. `nodes()`
+/// The loop both sources share: a pass over `topology()` now, whenever `wake` is notified, on
+/// every VXLAN device event and every [`RESYNC_INTERVAL`], until `shutdown`. `topology()`
 /// answers `None` while the nodes are unknown: nothing is changed then. Runs in the calling
 /// thread's network namespace.
 pub async fn keep(
     state_root: &Path,
     source: &str,
-    mut nodes: impl FnMut() -> Result<Option<NodeList>, PeersError>,
+    mut topology: impl FnMut() -> Result<Option<Topology>, PeersError>,
     wake: &Notify,
     shutdown: CancellationToken,
 ) {
@@ -302,8 +412,8 @@ pub async fn keep(
     };
     tracing::info!("keeping the tunnels' peers from {source}");
     loop {
-        let passed = match nodes() {
-            Ok(Some(list)) => pass(state_root, &list, &netlink).await.map(drop),
+        let passed = match topology() {
+            Ok(Some(topology)) => pass(state_root, &topology, &netlink).await.map(drop),
             Ok(None) => Ok(()),
             Err(error) => Err(error),
         };

@@ -218,6 +218,24 @@ fn peers_shows_the_node_list_and_each_tunnel_port_against_it() {
     let tunnel = &peers(first)["ports"][0];
     assert_eq!(strings(&tunnel["missing"]), [lab.v4(2)]);
     assert_eq!(strings(&tunnel["extra"]), ["192.168.77.99"]);
+    assert_eq!(tunnel["remoteMacs"], json!({}));
+
+    // A remote pod's MAC, sent to its node alone (as the agent does for the pods it knows).
+    bridge(&[
+        "add",
+        "02:00:00:00:77:02",
+        "dev",
+        &port,
+        "dst",
+        &lab.v4(1),
+        "self",
+        "permanent",
+    ]);
+    let tunnel = &peers(first)["ports"][0];
+    assert_eq!(
+        tunnel["remoteMacs"],
+        json!({ "02:00:00:00:77:02": lab.v4(1) })
+    );
     let table = inspect(first, &["peers"]);
     let line = table
         .lines()

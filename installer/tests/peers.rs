@@ -1,22 +1,24 @@
 //! The node agent's peer keeping for networks stretched across nodes: three node namespaces
 //! on an underlay bridge, the agent's peer loop running in each (peers from a file, or from
-//! the Nodes of a fake API server: no API server runs here), pods attached through libcni. A
-//! node taken out of the peers file or deleted from the API is unreachable within 2 s, and
-//! its return heals it as fast.
+//! the Nodes and pods of a fake API server: no API server runs here), pods attached through
+//! libcni. A node taken out of the peers file or deleted from the API is unreachable within
+//! 2 s, and its return heals it as fast; a pod the API places on another node is reached
+//! without flooding.
 
 mod common;
 
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::fake_api::FakeApi;
-use k8s_openapi::api::core::v1::Node as KubeNode;
 use krafty_cni::multinode;
 use krafty_cni::naming;
 use krafty_installer::cluster::nodes;
 use krafty_installer::peers::{self, PeerKeeper};
-use krafty_tests::multinode::{flood_list, stretched_network, Lab};
+use krafty_tests::multinode::{fdb, flood_list, stretched_network, Lab};
 use krafty_tests::node_task::NodeTask;
 use krafty_tests::{address_of, Node, Pod};
 use serde_json::json;
@@ -33,15 +35,18 @@ fn peer_loop(node: &Node, peers_file: PathBuf) -> NodeTask {
     NodeTask::spawn(node, move |stop| peers::run(keeper, stop))
 }
 
-/// The agent's Node watch on `api` in a node's namespace, until dropped.
-fn node_watch(node: &Node, api: &FakeApi) -> NodeTask {
+/// The agent's watch of the Nodes and pods of `api` in lab node `i`'s namespace (its Node
+/// being `lab-<i>`), until dropped.
+fn peer_watch(lab: &Lab, i: usize, api: &FakeApi) -> NodeTask {
     let _ = tracing_subscriber::fmt().with_test_writer().try_init();
     let api = api.clone();
+    let node = &lab.nodes[i];
     let state_root = node.state_dir();
     // The client needs the agent's runtime (its buffer spawns a task there).
     NodeTask::spawn(node, move |stop| async move {
-        let nodes_api = kube::Api::<KubeNode>::all(api.client());
-        nodes::run_node_watch(nodes_api, state_root, stop).await;
+        let client = api.client();
+        let (nodes_api, pods_api) = (kube::Api::all(client.clone()), kube::Api::all(client));
+        nodes::run_peer_watch(nodes_api, pods_api, format!("lab-{i}"), state_root, stop).await;
     })
 }
 
@@ -228,11 +233,7 @@ fn tunnels_follow_the_nodes_of_the_api_within_two_seconds() {
     for node in &lab.nodes {
         std::fs::remove_file(multinode::nodes_file(&node.state_dir())).expect("no node list");
     }
-    let _agents: Vec<NodeTask> = lab
-        .nodes
-        .iter()
-        .map(|node| node_watch(node, &api))
-        .collect();
+    let _agents: Vec<NodeTask> = (0..3).map(|i| peer_watch(&lab, i, &api)).collect();
     let has_node_list = |i: usize, text: &str| {
         std::fs::read_to_string(multinode::nodes_file(&lab.nodes[i].state_dir()))
             .is_ok_and(|written| written == text)
@@ -291,4 +292,198 @@ fn tunnels_follow_the_nodes_of_the_api_within_two_seconds() {
         );
     }
     assert_eq!(flood_list(&lab.nodes[0], &port), peers_of(0, &[0, 1, 2]));
+}
+
+/// The MAC of the pod's interface in an attachment's result.
+fn pod_mac(result: &serde_json::Value) -> String {
+    result["interfaces"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|i| i["sandbox"].is_string())
+        .and_then(|i| i["mac"].as_str())
+        .expect("the pod's interface in the result")
+        .to_string()
+}
+
+/// The remote MACs `port` knows: its own entries `(MAC, destination)`, and the bridge's
+/// static entries for it.
+fn remote_macs(node: &Node, port: &str) -> (BTreeSet<(String, String)>, BTreeSet<String>) {
+    let entries = fdb(node, port);
+    let unicast = entries.iter().filter(|e| e["mac"] != "00:00:00:00:00:00");
+    let sent = unicast
+        .clone()
+        .filter(|e| {
+            e["flags"]
+                .as_array()
+                .is_some_and(|f| f.iter().any(|f| f == "self"))
+        })
+        .map(|e| {
+            (
+                e["mac"].as_str().unwrap().to_string(),
+                e["dst"].as_str().unwrap_or("none").to_string(),
+            )
+        })
+        .collect();
+    let behind = unicast
+        .filter(|e| e["master"].is_string() && e["state"] == "static")
+        .map(|e| e["mac"].as_str().unwrap().to_string())
+        .collect();
+    (sent, behind)
+}
+
+/// Counts the frames for one MAC that `node`'s bridge takes in from the tunnel (an nftables
+/// counter in the bridge family, in a table of its own): the pods' own multicast, which floods
+/// rightly, is not counted.
+struct FramesFromTunnel<'a> {
+    node: &'a Node,
+}
+
+impl<'a> FramesFromTunnel<'a> {
+    const TABLE: &'static str = "krafty_test_frames";
+
+    fn nft(node: &Node, args: &[&str]) -> String {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &node.name, "nft"])
+            .args(args)
+            .output()
+            .expect("nft runs");
+        assert!(
+            out.status.success(),
+            "nft {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn new(node: &'a Node, port: &str, mac: &str) -> FramesFromTunnel<'a> {
+        let table = Self::TABLE;
+        Self::nft(node, &["add", "table", "bridge", table]);
+        let hook = "{ type filter hook forward priority 0; }";
+        Self::nft(node, &["add", "chain", "bridge", table, "forward", hook]);
+        let rule = ["iifname", port, "ether", "daddr", mac, "counter"];
+        Self::nft(
+            node,
+            &[&["add", "rule", "bridge", table, "forward"][..], &rule].concat(),
+        );
+        FramesFromTunnel { node }
+    }
+
+    fn count(&self) -> u64 {
+        let listed = Self::nft(self.node, &["-j", "list", "table", "bridge", Self::TABLE]);
+        let listed: serde_json::Value = serde_json::from_str(&listed).expect("nft -j");
+        listed["nftables"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|item| item["rule"]["expr"].as_array())
+            .flatten()
+            .find_map(|expr| expr["counter"]["packets"].as_u64())
+            .expect("the counter")
+    }
+}
+
+#[test]
+fn pods_the_api_places_on_other_nodes_are_reached_without_flooding() {
+    const PINGS: u64 = 100;
+    let lab = Lab::new(3, 1500);
+    let network = "known";
+    let port = naming::shared_vxlan_name(network);
+    let api = FakeApi::new();
+    for i in 0..3 {
+        api.set_node(&format!("lab-{i}"), &[lab.v4(i).parse().unwrap()]);
+    }
+    let pods = pods_flooding_to_everyone(&lab, network);
+    let macs: Vec<String> = pods.iter().map(|(_, result)| pod_mac(result)).collect();
+    // As Multus reports it: the cluster network first, then the NAD (namespace/name).
+    let network_status = |i: usize| {
+        json!([
+            {"name": "cilium", "interface": "eth0", "ips": ["10.0.0.9"],
+             "mac": "02:42:ac:11:00:09", "default": true},
+            {"name": format!("lab/{network}"), "interface": "net1",
+             "ips": [address_of(&pods[i].1, false)], "mac": macs[i]},
+        ])
+    };
+    for i in 0..3 {
+        api.set_pod(
+            "lab",
+            &format!("pod-{i}"),
+            &format!("lab-{i}"),
+            &network_status(i),
+        );
+    }
+    let _agents: Vec<NodeTask> = (0..3).map(|i| peer_watch(&lab, i, &api)).collect();
+    // Node i sends each other node's pod's MAC to that node alone, and its bridge sends it to
+    // the port alone.
+    let knows = |i: usize, pods_known: &[usize]| {
+        let others = pods_known.iter().filter(|&&j| j != i);
+        let sent: BTreeSet<(String, String)> = others
+            .clone()
+            .map(|&j| (macs[j].clone(), lab.v4(j)))
+            .collect();
+        let behind: BTreeSet<String> = others.map(|&j| macs[j].clone()).collect();
+        remote_macs(&lab.nodes[i], &port) == (sent, behind)
+    };
+    for i in 0..3 {
+        let took = within(CONVERGENCE, || knows(i, &[0, 1, 2]));
+        assert!(
+            took.is_some(),
+            "node {i} knows the other pods: {:?}",
+            remote_macs(&lab.nodes[i], &port)
+        );
+    }
+
+    // Node 0's pod pings node 1's: none of it reaches node 2.
+    let near = address_of(&pods[1].1, false);
+    let counter = FramesFromTunnel::new(&lab.nodes[2], &port, &macs[1]);
+    let frames_at_node_2 = || {
+        assert!(answers(&pods[0].0, &near), "node 1's pod answers");
+        let before = counter.count();
+        let pings = PINGS.to_string();
+        let pinged = pods[0]
+            .0
+            .exec(&["ping", "-q", "-c", &pings, "-i", "0.01", &near]);
+        assert!(pinged.success, "{PINGS} pings to node 1's pod");
+        counter.count() - before
+    };
+    let known = frames_at_node_2();
+    assert_eq!(known, 0, "frames to a known pod reached node 2");
+
+    // Pod 1 goes from the API: the others forget its MAC within 2 s and flood to it again,
+    // so node 2 receives every frame for it (and it still answers).
+    api.delete_pod("lab", "pod-1");
+    for i in [0, 2] {
+        let took = within(CONVERGENCE, || knows(i, &[0, 2]));
+        assert!(
+            took.is_some(),
+            "node {i} forgets pod 1 within {CONVERGENCE:?}"
+        );
+    }
+    let unknown = frames_at_node_2();
+    assert!(
+        unknown >= PINGS,
+        "only {unknown} of {PINGS} frames to an unknown pod were flooded to node 2"
+    );
+
+    // It comes back: known again, and the gateway's MAC is never behind the port.
+    api.set_pod("lab", "pod-1", "lab-1", &network_status(1));
+    for i in [0, 2] {
+        let took = within(CONVERGENCE, || knows(i, &[0, 1, 2]));
+        assert!(
+            took.is_some(),
+            "node {i} knows pod 1 again within {CONVERGENCE:?}"
+        );
+    }
+    for node in &lab.nodes {
+        let gateway = node.ip(&[
+            "-j",
+            "link",
+            "show",
+            "dev",
+            &naming::shared_bridge_name(network),
+        ]);
+        let gateway: serde_json::Value = serde_json::from_str(&gateway).unwrap();
+        let gateway_mac = gateway[0]["address"].as_str().unwrap();
+        assert!(fdb(node, &port).iter().all(|e| e["mac"] != gateway_mac));
+    }
 }

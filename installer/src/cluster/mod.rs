@@ -4,17 +4,20 @@
 //! - [`events`]: Events about installs, restores, failures and cleanups.
 //! - [`pods`]: the watch of this node's pods that drives the orphan reconciler.
 //! - [`nodes`]: the watch of the Nodes that keeps multi-node networks' tunnel peers
-//!   (`--peers-source`, see `crate::peers`).
+//!   (`--peers-source`, see `crate::peers`), with [`remote_pods`]: where the pods of other
+//!   nodes are, from every pod's Multus network-status.
 //!
 //! RBAC needed: nodes get/patch (own node), pods list/watch, events.k8s.io events
 //! create/patch (patch: repeated Events are counted as a series on the first one); with
 //! `--address-pools` (see `crate::blocks`) also nodes get/list and krafty.io kraftyblocks
-//! get/list/create/delete; with the Nodes as peers source, nodes list/watch.
+//! get/list/create/delete; with the Nodes as peers source, nodes list/watch (and the pods of
+//! every node, which pods list/watch grants already).
 
 pub mod annotation;
 pub mod events;
 pub mod nodes;
 pub mod pods;
+pub mod remote_pods;
 
 use std::time::Duration;
 

@@ -1,12 +1,12 @@
-//! A small in-process Kubernetes API server for the block claims and the Node watch: no API
+//! A small in-process Kubernetes API server for the block claims and the peer watch: no API
 //! server can run on this machine, so this fake implements the few endpoints the agent uses,
 //! with the one property the claims rely on: an object name is created once (a second create
 //! is 409 AlreadyExists), under one lock, as etcd does. Nodes (get, list, full or as metadata,
-//! and watch), the KraftyBlock objects (list, get, create) and deletes with a uid
-//! precondition; no garbage collector unless a test asks for it. A Node watch is a long poll:
-//! it answers with the events newer than its resourceVersion once there are any (or nothing
-//! after a few seconds), and the client watches again from the last one, as after an API
-//! server's watch timeout. It answers 403 to any request the chart's RBAC would refuse
+//! and watch), the pods of every namespace (list and watch), the KraftyBlock objects (list,
+//! get, create) and deletes with a uid precondition; no garbage collector unless a test asks
+//! for it. A watch is a long poll: it answers with the events newer than its resourceVersion
+//! once there are any (or nothing after a few seconds), and the client watches again from the
+//! last one, as after an API server's watch timeout. It answers 403 to any request the chart's RBAC would refuse
 //! (`tests/fixtures/rbac-address-blocks.json` and `rbac-node-peers.json`, which tests/deploy
 //! checks the chart grants).
 
@@ -23,6 +23,7 @@ use serde_json::{json, Value};
 
 const BLOCKS_PATH: &str = "/apis/krafty.io/v1alpha1/kraftyblocks";
 const NODES_PATH: &str = "/api/v1/nodes";
+const PODS_PATH: &str = "/api/v1/pods";
 
 /// How long a watch with nothing new waits before it answers (empty).
 const WATCH_POLL: Duration = Duration::from_secs(5);
@@ -51,10 +52,13 @@ impl FakeNode {
 #[derive(Default)]
 struct State {
     nodes: BTreeMap<String, FakeNode>,
-    /// The resourceVersion of the last change to a Node.
+    /// The resourceVersion of the last change to a Node or pod.
     resource_version: u64,
-    /// Every change to a Node: (resourceVersion, watch event type, object).
-    node_events: Vec<(u64, &'static str, Value)>,
+    /// Every change to a Node or pod: (resourceVersion, collection path, watch event type,
+    /// object).
+    events: Vec<(u64, &'static str, &'static str, Value)>,
+    /// Pod `namespace/name` -> object.
+    pods: BTreeMap<String, Value>,
     /// Block object name -> object.
     blocks: BTreeMap<String, Value>,
     next_uid: u64,
@@ -72,23 +76,23 @@ impl State {
 
     /// Records a change to Node `name` (its object as it is now, or as it was when deleted).
     fn node_event(&mut self, kind: &'static str, name: &str, node: &FakeNode) {
-        self.node_events
-            .push((node.resource_version, kind, node.object(name)));
+        self.events
+            .push((node.resource_version, NODES_PATH, kind, node.object(name)));
     }
 }
 
 #[derive(Clone)]
 pub struct FakeApi {
     state: Arc<Mutex<State>>,
-    /// The last Node change's resourceVersion, for the watches waiting on it.
-    node_changes: Arc<tokio::sync::watch::Sender<u64>>,
+    /// The last Node or pod change's resourceVersion, for the watches waiting on it.
+    changes: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl Default for FakeApi {
     fn default() -> FakeApi {
         FakeApi {
             state: Arc::default(),
-            node_changes: Arc::new(tokio::sync::watch::Sender::new(0)),
+            changes: Arc::new(tokio::sync::watch::Sender::new(0)),
         }
     }
 }
@@ -139,7 +143,7 @@ impl FakeApi {
         };
         state.node_event(kind, name, &node);
         state.nodes.insert(name.into(), node);
-        self.node_changes.send_replace(state.resource_version);
+        self.changes.send_replace(state.resource_version);
     }
 
     pub fn node_uid(&self, name: &str) -> String {
@@ -154,13 +158,54 @@ impl FakeApi {
         state.resource_version += 1;
         node.resource_version = state.resource_version;
         state.node_event("DELETED", name, &node);
-        self.node_changes.send_replace(state.resource_version);
+        self.changes.send_replace(state.resource_version);
         let uid = node.uid;
         if collect_garbage {
             state.blocks.retain(|_, block| {
                 block["metadata"]["ownerReferences"][0]["uid"].as_str() != Some(uid.as_str())
             });
         }
+    }
+
+    /// Creates or changes pod `namespace/name`, running on `node`, with Multus' network-status
+    /// annotation `network_status`.
+    pub fn set_pod(&self, namespace: &str, name: &str, node: &str, network_status: &Value) {
+        let mut state = self.state.lock().unwrap();
+        state.resource_version += 1;
+        let key = format!("{namespace}/{name}");
+        let uid = match state.pods.get(&key) {
+            Some(pod) => pod["metadata"]["uid"].clone(),
+            None => json!(state.uid("pod")),
+        };
+        let kind = if state.pods.contains_key(&key) {
+            "MODIFIED"
+        } else {
+            "ADDED"
+        };
+        let pod = json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"namespace": namespace, "name": name, "uid": uid,
+                         "resourceVersion": state.resource_version.to_string(),
+                         "annotations": {"k8s.v1.cni.cncf.io/network-status":
+                                         network_status.to_string()}},
+            "spec": {"nodeName": node, "containers": []},
+            "status": {"phase": "Running"}});
+        let version = state.resource_version;
+        state.events.push((version, PODS_PATH, kind, pod.clone()));
+        state.pods.insert(key, pod);
+        self.changes.send_replace(version);
+    }
+
+    pub fn delete_pod(&self, namespace: &str, name: &str) {
+        let mut state = self.state.lock().unwrap();
+        let mut pod = state
+            .pods
+            .remove(&format!("{namespace}/{name}"))
+            .expect("a created pod");
+        state.resource_version += 1;
+        let version = state.resource_version;
+        pod["metadata"]["resourceVersion"] = json!(version.to_string());
+        state.events.push((version, PODS_PATH, "DELETED", pod));
+        self.changes.send_replace(version);
     }
 
     pub fn set_stale_lists(&self, stale: bool) {
@@ -201,8 +246,10 @@ impl FakeApi {
                 .body(Body::from(serde_json::to_vec(&refusal).unwrap()))
                 .unwrap();
         }
-        if method == Method::GET && path == NODES_PATH && is_watch(&query) {
-            return self.watch_nodes(&query).await;
+        if method == Method::GET && is_watch(&query) {
+            if let Some(collection) = [NODES_PATH, PODS_PATH].into_iter().find(|p| *p == path) {
+                return self.watch(collection, &query).await;
+            }
         }
         let metadata_only = request
             .headers()
@@ -214,6 +261,12 @@ impl FakeApi {
         let mut state = self.state.lock().unwrap();
         let (status, answer) = match (&method, path.as_str()) {
             (&Method::GET, NODES_PATH) => (StatusCode::OK, node_list(&state, metadata_only)),
+            (&Method::GET, PODS_PATH) => (
+                StatusCode::OK,
+                json!({"apiVersion": "v1", "kind": "PodList",
+                       "metadata": {"resourceVersion": state.resource_version.to_string()},
+                       "items": state.pods.values().cloned().collect::<Vec<_>>()}),
+            ),
             (&Method::GET, node) if node.starts_with(&format!("{NODES_PATH}/")) => {
                 let name = &node[NODES_PATH.len() + 1..];
                 match state.nodes.get(name) {
@@ -284,20 +337,27 @@ impl FakeApi {
             .unwrap()
     }
 
-    /// The Node events newer than the watch's resourceVersion, as a watch body (one JSON
-    /// event a line), once there are any or after [`WATCH_POLL`].
-    async fn watch_nodes(&self, query: &str) -> Response<Body> {
+    /// The events of `collection` newer than the watch's resourceVersion, as a watch body
+    /// (one JSON event a line), once there are any or after [`WATCH_POLL`].
+    async fn watch(&self, collection: &str, query: &str) -> Response<Body> {
         let since: u64 = query_value(query, "resourceVersion")
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
-        let mut changes = self.node_changes.subscribe();
-        let _ = tokio::time::timeout(WATCH_POLL, changes.wait_for(|&last| last > since)).await;
+        let news = |state: &State| {
+            state
+                .events
+                .iter()
+                .any(|(version, path, _, _)| *version > since && *path == collection)
+        };
+        let mut changes = self.changes.subscribe();
+        let wait = changes.wait_for(|_| news(&self.state.lock().unwrap()));
+        let _ = tokio::time::timeout(WATCH_POLL, wait).await;
         let state = self.state.lock().unwrap();
         let body: String = state
-            .node_events
+            .events
             .iter()
-            .filter(|(version, _, _)| *version > since)
-            .map(|(_, kind, object)| format!("{}\n", json!({"type": kind, "object": object})))
+            .filter(|(version, path, _, _)| *version > since && *path == collection)
+            .map(|(_, _, kind, object)| format!("{}\n", json!({"type": kind, "object": object})))
             .collect();
         Response::builder()
             .status(StatusCode::OK)

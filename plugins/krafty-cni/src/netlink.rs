@@ -17,7 +17,8 @@ use netlink_packet_route::neighbour::{
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteScope};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use rtnetlink::packet_core::{
-    NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_REQUEST,
+    NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_REPLACE,
+    NLM_F_REQUEST,
 };
 use rtnetlink::sys::AsyncSocket;
 use rtnetlink::{
@@ -314,6 +315,8 @@ pub struct FdbEntry {
     pub table: FdbTable,
     /// Where a VXLAN device sends the MAC's frames.
     pub destination: Option<IpAddr>,
+    /// The port's own address, which the bridge keeps for it (not one anybody added).
+    pub own_address: bool,
 }
 
 /// The all-zero MAC: a VXLAN device's entries for it are where broadcast, multicast and unknown
@@ -394,20 +397,30 @@ pub struct InstalledRoute {
     pub metric: Option<u32>,
 }
 
-/// A VXLAN device's own (NTF_SELF), permanent all-zero entry for `destination`: one of the
-/// places its broadcast, multicast and unknown unicast go.
-fn flood_message(index: u32, destination: IpAddr) -> NeighbourMessage {
+/// A forwarding entry of bridge port `index` for `mac`: the port device's own (NTF_SELF,
+/// permanent; a VXLAN device sends the MAC's frames to `destination`), or the bridge's
+/// (NTF_MASTER, static: the MAC is behind the port).
+fn fdb_message(
+    index: u32,
+    mac: [u8; 6],
+    table: FdbTable,
+    destination: Option<IpAddr>,
+) -> NeighbourMessage {
     let mut message = NeighbourMessage::default();
     message.header.family = AddressFamily::Bridge;
     message.header.ifindex = index;
-    message.header.flags = NeighbourFlags::Own;
-    message.header.state = NeighbourState::Permanent;
+    (message.header.flags, message.header.state) = match table {
+        FdbTable::Device => (NeighbourFlags::Own, NeighbourState::Permanent),
+        FdbTable::Bridge => (NeighbourFlags::Controller, NeighbourState::Noarp),
+    };
     message
         .attributes
-        .push(NeighbourAttribute::LinkLayerAddress(FLOOD_MAC.to_vec()));
-    message
-        .attributes
-        .push(NeighbourAttribute::Destination(destination.into()));
+        .push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
+    if let Some(destination) = destination {
+        message
+            .attributes
+            .push(NeighbourAttribute::Destination(destination.into()));
+    }
     message
 }
 
@@ -884,10 +897,13 @@ impl Netlink {
                 } else {
                     FdbTable::Bridge
                 };
+                let own_address =
+                    table == FdbTable::Bridge && m.header.state == NeighbourState::Permanent;
                 Some(FdbEntry {
                     mac: mac?,
                     table,
                     destination,
+                    own_address,
                 })
             })
             .collect())
@@ -900,7 +916,9 @@ impl Netlink {
         index: u32,
         destination: IpAddr,
     ) -> Result<(), Error> {
-        self.change_flood_list(index, destination, true).await
+        let entry = fdb_message(index, FLOOD_MAC, FdbTable::Device, Some(destination));
+        let operation = format!("adding flood destination {destination} to interface {index}");
+        self.add_fdb_entry(entry, NLM_F_APPEND, operation).await
     }
 
     /// Removes `destination` from VXLAN device `index`'s flood list; one that is not there
@@ -910,30 +928,75 @@ impl Netlink {
         index: u32,
         destination: IpAddr,
     ) -> Result<(), Error> {
-        self.change_flood_list(index, destination, false).await
+        let entry = fdb_message(index, FLOOD_MAC, FdbTable::Device, Some(destination));
+        let operation = format!("removing flood destination {destination} of interface {index}");
+        self.remove_fdb_entry(entry, operation).await
+    }
+
+    /// Sends `mac`'s frames through VXLAN port `index` to `destination` alone: the bridge
+    /// forwards them to the port and the port to that node, instead of both flooding them.
+    /// Replaces what either entry said before.
+    pub async fn set_remote_mac(
+        &self,
+        index: u32,
+        mac: [u8; 6],
+        destination: IpAddr,
+    ) -> Result<(), Error> {
+        let mac_text = format_mac(&mac);
+        let device = fdb_message(index, mac, FdbTable::Device, Some(destination));
+        let operation = format!("sending {mac_text} through interface {index} to {destination}");
+        self.add_fdb_entry(device, NLM_F_REPLACE, operation).await?;
+        let bridge = fdb_message(index, mac, FdbTable::Bridge, None);
+        let operation = format!("placing {mac_text} behind bridge port {index}");
+        self.add_fdb_entry(bridge, NLM_F_REPLACE, operation).await
+    }
+
+    /// Removes both entries [`Netlink::set_remote_mac`] adds; one not there counts as removed.
+    /// Tries both before it reports the first error.
+    pub async fn remove_remote_mac(&self, index: u32, mac: [u8; 6]) -> Result<(), Error> {
+        let mac_text = format_mac(&mac);
+        let device = fdb_message(index, mac, FdbTable::Device, None);
+        let device_removed = self
+            .remove_fdb_entry(device, format!("removing {mac_text} of interface {index}"))
+            .await;
+        let bridge = fdb_message(index, mac, FdbTable::Bridge, None);
+        let bridge_removed = self
+            .remove_fdb_entry(
+                bridge,
+                format!("removing {mac_text} of bridge port {index}"),
+            )
+            .await;
+        device_removed.and(bridge_removed)
+    }
+
+    async fn add_fdb_entry(
+        &self,
+        entry: NeighbourMessage,
+        flags: u16,
+        operation: String,
+    ) -> Result<(), Error> {
+        let message = RouteNetlinkMessage::NewNeighbour(entry);
+        self.send_fdb_request(message, NLM_F_CREATE | flags, operation, false)
+            .await
+    }
+
+    async fn remove_fdb_entry(
+        &self,
+        entry: NeighbourMessage,
+        operation: String,
+    ) -> Result<(), Error> {
+        let message = RouteNetlinkMessage::DelNeighbour(entry);
+        self.send_fdb_request(message, 0, operation, true).await
     }
 
     /// rtnetlink has no request for forwarding entries: the message is sent as it is.
-    async fn change_flood_list(
+    async fn send_fdb_request(
         &self,
-        index: u32,
-        destination: IpAddr,
-        adding: bool,
+        message: RouteNetlinkMessage,
+        flags: u16,
+        operation: String,
+        absent_is_done: bool,
     ) -> Result<(), Error> {
-        let entry = flood_message(index, destination);
-        let (message, flags, operation) = if adding {
-            (
-                RouteNetlinkMessage::NewNeighbour(entry),
-                NLM_F_CREATE | NLM_F_APPEND,
-                format!("adding flood destination {destination} to interface {index}"),
-            )
-        } else {
-            (
-                RouteNetlinkMessage::DelNeighbour(entry),
-                0,
-                format!("removing flood destination {destination} of interface {index}"),
-            )
-        };
         let mut request = NetlinkMessage::from(message);
         request.header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
         let mut handle = self.handle.clone();
@@ -943,7 +1006,7 @@ impl Netlink {
         while let Some(response) = futures_util::StreamExt::next(&mut responses).await {
             if let NetlinkPayload::Error(error) = response.payload {
                 let error = rtnetlink::Error::NetlinkError(error);
-                if !adding && errno(&error) == Some(libc::ENOENT) {
+                if absent_is_done && errno(&error) == Some(libc::ENOENT) {
                     return Ok(());
                 }
                 return Err(failure(operation, error));
