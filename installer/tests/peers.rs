@@ -20,7 +20,7 @@ use krafty_installer::cluster::nodes;
 use krafty_installer::peers::{self, PeerKeeper};
 use krafty_tests::multinode::{fdb, flood_list, stretched_network, Lab};
 use krafty_tests::node_task::NodeTask;
-use krafty_tests::{address_of, Node, Pod};
+use krafty_tests::{address_of, run_checked, Node, Pod};
 use serde_json::json;
 
 /// How fast the agent must follow the peers file (issue 14).
@@ -343,15 +343,10 @@ impl<'a> FramesFromTunnel<'a> {
     const TABLE: &'static str = "krafty_test_frames";
 
     fn nft(node: &Node, args: &[&str]) -> String {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &node.name, "nft"])
-            .args(args)
-            .output()
-            .expect("nft runs");
-        assert!(
-            out.status.success(),
-            "nft {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
+        let out = run_checked(
+            Command::new("ip")
+                .args(["netns", "exec", &node.name, "nft"])
+                .args(args),
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }

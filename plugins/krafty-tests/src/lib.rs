@@ -111,7 +111,8 @@ fn require_root_and_reference_plugins() {
     }
 }
 
-fn run_checked(command: &mut Command) -> Output {
+/// Runs `command`; panics with its stderr unless it succeeds.
+pub fn run_checked(command: &mut Command) -> Output {
     let output = command
         .output()
         .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));

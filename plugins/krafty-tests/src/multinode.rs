@@ -248,14 +248,8 @@ pub fn stretched_network(name: &str, multi_node: Value, range: usize, with_vrf: 
 
 /// The VXLAN port's and the bridge's forwarding entries for the port, as `bridge -j fdb`.
 pub fn fdb(node: &Node, port: &str) -> Vec<Value> {
-    let out = Command::new("bridge")
-        .args(["-n", &node.name, "-j", "fdb", "show", "dev", port])
-        .output()
-        .expect("bridge runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = run_checked(
+        Command::new("bridge").args(["-n", &node.name, "-j", "fdb", "show", "dev", port]),
     );
     serde_json::from_slice::<Value>(&out.stdout)
         .ok()

@@ -12,7 +12,7 @@ use krafty_cni::naming;
 use krafty_installer::peers::{self, PeerKeeper};
 use krafty_tests::multinode::{flood_list, stretched_network, Lab};
 use krafty_tests::node_task::NodeTask;
-use krafty_tests::{address_of, container_id, Node, Pod};
+use krafty_tests::{address_of, container_id, run_checked, Node, Pod};
 use serde_json::{json, Value};
 
 use crate::{
@@ -124,15 +124,10 @@ fn hand_made_vxlan(lab: &Lab) -> Vec<Pod> {
         .map(|(i, node)| {
             let pod = node.pod("f");
             ip_batch(&node.name, &floor_node_batch(&lab.v4(i), &pod.name));
-            let out = Command::new("bridge")
-                .args(["-n", &node.name, "fdb", "append", "00:00:00:00:00:00"])
-                .args(["dev", "flvx", "dst", &lab.v4(1 - i)])
-                .output()
-                .expect("bridge runs");
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
+            run_checked(
+                Command::new("bridge")
+                    .args(["-n", &node.name, "fdb", "append", "00:00:00:00:00:00"])
+                    .args(["dev", "flvx", "dst", &lab.v4(1 - i)]),
             );
             ip_batch(
                 &pod.name,
