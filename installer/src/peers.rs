@@ -440,3 +440,60 @@ pub async fn keep(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn port(network: &str, local: &str) -> Link {
+        Link {
+            index: 7,
+            name: naming::shared_vxlan_name(network),
+            kind: Some(InfoKind::Vxlan),
+            alias: Some(naming::network_mark(network)),
+            controller: None,
+            up: true,
+            mac: String::new(),
+            mtu: None,
+            vrf_table: None,
+            group: 0,
+            vxlan: Some(netlink::VxlanInfo {
+                local: Some(local.parse().unwrap()),
+                ..netlink::VxlanInfo::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn remote_macs_go_to_their_nodes_address_of_the_ports_family() {
+        let nodes =
+            NodeList::parse("a 10.0.0.1\na fd00::1\nb 10.0.0.2\nb fd00::2\nc 10.0.0.3\n").unwrap();
+        let mac = |last: u8| [2, 0, 0, 0, 0, last];
+        let on = |pairs: &[(u8, &str)]| -> BTreeMap<[u8; 6], String> {
+            pairs
+                .iter()
+                .map(|(m, n)| (mac(*m), n.to_string()))
+                .collect()
+        };
+        let pods = RemotePods(BTreeMap::from([
+            (
+                "net".to_string(),
+                on(&[(2, "b"), (3, "c"), (9, "gone"), (1, "a")]),
+            ),
+            ("other".to_string(), on(&[(4, "b")])),
+        ]));
+        // Node a's own addresses: its own pods (a clash in the report) are never sent away.
+        let own: HashSet<IpAddr> = ["10.0.0.1", "fd00::1"].map(|a| a.parse().unwrap()).into();
+        let v4 = macs_wanted(&nodes, &pods, &port("net", "10.0.0.1"), &own);
+        let address = |a: &str| a.parse::<IpAddr>().unwrap();
+        assert_eq!(
+            v4,
+            BTreeMap::from([(mac(2), address("10.0.0.2")), (mac(3), address("10.0.0.3"))])
+        );
+        // Over an IPv6 underlay node c, listed with IPv4 only, is left to flooding.
+        let v6 = macs_wanted(&nodes, &pods, &port("net", "fd00::1"), &own);
+        assert_eq!(v6, BTreeMap::from([(mac(2), address("fd00::2"))]));
+        // A network without known pods wants none.
+        assert!(macs_wanted(&nodes, &pods, &port("quiet", "10.0.0.1"), &own).is_empty());
+    }
+}
