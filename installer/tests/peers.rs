@@ -26,6 +26,10 @@ use serde_json::json;
 /// How fast the agent must follow the peers file (issue 14).
 const CONVERGENCE: Duration = Duration::from_secs(2);
 
+/// How fast a watch whose history is gone (410) lists again: kube's watcher backs off (0.8 s
+/// at first, with jitter) before it does.
+const RELIST: Duration = Duration::from_secs(5);
+
 /// The agent's peer loop on `peers_file` in a node's namespace, until dropped.
 fn peer_loop(node: &Node, peers_file: PathBuf) -> NodeTask {
     let keeper = PeerKeeper {
@@ -467,6 +471,27 @@ fn pods_the_api_places_on_other_nodes_are_reached_without_flooding() {
         assert!(
             took.is_some(),
             "node {i} knows pod 1 again within {CONVERGENCE:?}"
+        );
+    }
+    // It goes while the watches' history is compacted away: their 410 Gone makes them list
+    // again (after the watcher's backoff), and the list shows it gone; the Nodes' watches
+    // list again too and the flood lists stay as they are.
+    api.delete_pod_unseen("lab", "pod-1");
+    for i in [0, 2] {
+        let took = within(RELIST, || knows(i, &[0, 2]));
+        assert!(
+            took.is_some(),
+            "node {i} forgets pod 1 after a relist within {RELIST:?}"
+        );
+        eprintln!("node {i} relisted and forgot pod 1 in {took:?}");
+    }
+    nodes_follow(&lab, &port, &[0, 1, 2], "keeps its peers through a relist");
+    api.set_pod("lab", "pod-1", "lab-1", &network_status(1));
+    for i in [0, 2] {
+        let took = within(CONVERGENCE, || knows(i, &[0, 1, 2]));
+        assert!(
+            took.is_some(),
+            "node {i} follows the new watch within {CONVERGENCE:?}"
         );
     }
     for node in &lab.nodes {

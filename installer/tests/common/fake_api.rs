@@ -6,7 +6,9 @@
 //! get, create) and deletes with a uid precondition; no garbage collector unless a test asks
 //! for it. A watch is a long poll: it answers with the events newer than its resourceVersion
 //! once there are any (or nothing after a few seconds), and the client watches again from the
-//! last one, as after an API server's watch timeout. It answers 403 to any request the chart's RBAC would refuse
+//! last one, as after an API server's watch timeout. A test can lose events as etcd's
+//! compaction does ([`FakeApi::delete_pod_unseen`]): a watch from before then is answered 410
+//! Gone, and the client must list again. It answers 403 to any request the chart's RBAC would refuse
 //! (`tests/fixtures/rbac-address-blocks.json` and `rbac-node-peers.json`, which tests/deploy
 //! checks the chart grants).
 
@@ -59,6 +61,8 @@ struct State {
     events: Vec<(u64, &'static str, &'static str, Value)>,
     /// Pod `namespace/name` -> object.
     pods: BTreeMap<String, Value>,
+    /// Watches from a resourceVersion below this one are answered 410 Gone.
+    compacted: u64,
     /// Block object name -> object.
     blocks: BTreeMap<String, Value>,
     next_uid: u64,
@@ -208,6 +212,20 @@ impl FakeApi {
         self.changes.send_replace(version);
     }
 
+    /// Deletes a pod with no watch event for it: the history up to now is compacted away, so
+    /// every watch from before gets 410 Gone and only a new list shows the pod gone.
+    pub fn delete_pod_unseen(&self, namespace: &str, name: &str) {
+        let mut state = self.state.lock().unwrap();
+        state
+            .pods
+            .remove(&format!("{namespace}/{name}"))
+            .expect("a created pod");
+        state.resource_version += 1;
+        state.compacted = state.resource_version;
+        state.events.clear();
+        self.changes.send_replace(state.resource_version);
+    }
+
     pub fn set_stale_lists(&self, stale: bool) {
         self.state.lock().unwrap().stale_lists = stale;
     }
@@ -344,15 +362,25 @@ impl FakeApi {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
         let news = |state: &State| {
-            state
-                .events
-                .iter()
-                .any(|(version, path, _, _)| *version > since && *path == collection)
+            since < state.compacted
+                || state
+                    .events
+                    .iter()
+                    .any(|(version, path, _, _)| *version > since && *path == collection)
         };
         let mut changes = self.changes.subscribe();
         let wait = changes.wait_for(|_| news(&self.state.lock().unwrap()));
         let _ = tokio::time::timeout(WATCH_POLL, wait).await;
         let state = self.state.lock().unwrap();
+        if since < state.compacted {
+            let gone = json!({"type": "ERROR", "object": {"kind": "Status", "apiVersion": "v1",
+                "status": "Failure", "reason": "Expired", "code": 410,
+                "message": format!("too old resource version: {since} ({})", state.compacted)}});
+            return Response::builder()
+                .status(StatusCode::OK)
+                .body(Body::from(format!("{gone}\n").into_bytes()))
+                .unwrap();
+        }
         let body: String = state
             .events
             .iter()
