@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-PLUGINS = ("krafty-vrf", "krafty-bridge", "krafty-veth")
+PLUGINS = ("krafty-vrf", "krafty-bridge", "krafty-veth", "krafty")
 # busybox applets the containers use.
 APPLETS = ("sh", "ip", "ping", "sleep", "cat")
 LIBCNI_CACHE = Path("/var/lib/cni/results")
@@ -248,6 +248,19 @@ runroot = "{self.root / 'storage-run'}"
             for cached in LIBCNI_CACHE.glob(f"*-{container_id}-*"):
                 cached.unlink()
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def kernel_has_vrf() -> bool:
+    """Whether this kernel makes VRF devices (tried in a scratch namespace)."""
+    scratch = f"krafty-vrf-probe-{secrets.token_hex(3)}"
+    subprocess.run(["ip", "netns", "add", scratch], check=True)
+    try:
+        made = subprocess.run(
+            ["ip", "-n", scratch, "link", "add", "probe", "type", "vrf", "table", "4242"], capture_output=True
+        )
+        return made.returncode == 0
+    finally:
+        subprocess.run(["ip", "netns", "del", scratch], check=True)
 
 
 def links(*ip_args: str) -> list[dict]:

@@ -27,7 +27,7 @@ podman_version=$(podman --version | awk '{print $3}')
 "$python" -c 'import pytest' || die "pytest must import (pip install pytest)"
 
 if [[ -z ${KRAFTY_BIN_DIR:-} ]]; then
-    (cd "$repo" && cargo build --quiet -p krafty-vrf -p krafty-bridge -p krafty-veth) || die "cargo build failed"
+    (cd "$repo" && cargo build --quiet -p krafty-vrf -p krafty-bridge -p krafty-veth -p krafty) || die "cargo build failed"
 fi
 
 cd "$repo"

@@ -4,7 +4,8 @@ and runs conflists through libcni as CRI-O does. Containers start from a busybox
 
 One scenario on one node, in file order: the networks are listed, two containers on a shared
 network, stop, one container on two networks, a pod-scope network, rm, a new container after
-that churn, and the README's podman recipe. Few podman commands: under emulation in the VM each
+that churn, the README's podman recipe, the original krafty's single-plugin config beside a
+chain in one container, and a network stretched across nodes (multiNode). Few podman commands: under emulation in the VM each
 costs seconds. Without KRAFTY_RUNTIME_VRF=1 the chains leave krafty-vrf out (this kernel has no
 VRF); in the VM they include it.
 """
@@ -14,10 +15,11 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+import subprocess
 
 import pytest
 
-from podman_node import REPO, PodmanNode, addresses
+from podman_node import REPO, Network, PodmanNode, addresses, kernel_has_vrf
 
 PING = "ping -c 1 -W 5"
 
@@ -160,3 +162,77 @@ def test_the_readme_recipe(node):
     (address,) = addresses(output, "net1")
     assert address.network == ipaddress.IPv4Network(bridge["subnet"])
     assert_gone(node, container_id, conflist["name"])
+
+
+def test_the_original_krafty_config_beside_a_chain_in_one_container(node):
+    """The original krafty's single-plugin config (the seed's example, as a one-plugin
+    conflist) as net2 of a container whose net1 is a chain. The original always puts the pod
+    in a VRF: on a kernel without VRF, podman reports krafty's refusal and nothing is left."""
+    lab = node.networks["lab"]
+    original = {
+        "cniVersion": "1.0.0",
+        "name": "original",
+        "plugins": [
+            {
+                "type": "krafty",
+                "subnet": "172.16.23.0/24",
+                "gateway": "172.16.23.1",
+                "ipam": {
+                    "type": "host-local",
+                    "dataDir": str(node.ipam),
+                    "ranges": [[{"subnet": "172.16.23.0/24", "rangeStart": "172.16.23.10",
+                                 "rangeEnd": "172.16.23.250"}]],
+                    "routes": [{"dst": "0.0.0.0/0"}],
+                },
+            }
+        ],
+    }
+    node.add_conflist(original)
+    command = f"ip -4 -o addr show && {PING} {lab.gateway} && {PING} 172.16.23.1"
+    expected = every_plugin_ok(node, "lab") | {("original", "krafty"): "ok"}
+    if kernel_has_vrf():
+        container_id, output = node.run_once("o1", "lab", "original", command=command)
+        in_range(node, "lab", output, "net1")
+        (address,) = addresses(output, "net2")
+        assert address.network == ipaddress.IPv4Network("172.16.23.0/24"), output
+        assert node.logged(container_id, "ADD") == expected
+        assert_gone(node, container_id, "lab", "original")
+        return
+    argv = ["run", "--rm", "--name", "o1", *node.network_args("lab", "original"), "--rootfs", str(node.rootfs)]
+    refused = node.podman(*argv, "sh", "-c", command, check=False)
+    assert refused.returncode != 0, refused.stdout
+    assert "cannot create VRF devices" in refused.stderr, refused.stderr
+    (container_id,) = {e["containerId"] for e in node.log_entries() if e.get("podName") == "o1"}
+    assert node.logged(container_id, "ADD")[("original", "krafty")] != "ok"
+    assert node.leftovers(container_id) == []
+
+
+def test_a_network_stretched_across_nodes(node):
+    """A multiNode network: the node (its underlay address on one end of a veth pair, not a
+    dummy device, which some kernels lack; and the node list the agent would keep, naming a
+    second node) gets the network's VXLAN port flooding to the other node, the container its
+    gateway; the container leaves nothing of its own."""
+    ip = ["ip", "-n", node.netns]
+    subprocess.run([*ip, "link", "add", "ul0", "type", "veth", "peer", "name", "ul1"], check=True)
+    subprocess.run([*ip, "addr", "add", "192.0.2.1/24", "dev", "ul0"], check=True)
+    for end in ("ul0", "ul1"):
+        subprocess.run([*ip, "link", "set", end, "up"], check=True)
+    node.state.mkdir(parents=True, exist_ok=True)
+    (node.state / "nodes").write_text("this-node 192.0.2.1\nother-node 192.0.2.2\n")
+    wide = Network("wide", "network", ipaddress.IPv4Network("172.16.24.0/24"))
+    conflist = wide.conflist(node.vrf, node.ipam)
+    bridge = next(p for p in conflist["plugins"] if p["type"] == "krafty-bridge")
+    bridge["multiNode"] = {}
+    node.add_conflist(conflist)
+    node.networks["wide"] = wide
+    container_id, output = node.run_once("w1", "wide", command=f"ip -4 -o addr show && {PING} {wide.gateway}")
+    in_range(node, "wide", output, "net1")
+    ports = [link for link in node.node_links() if link.get("linkinfo", {}).get("info_kind") == "vxlan"]
+    assert [p.get("ifalias") for p in ports] == ["krafty:wide"], ports
+    fdb = subprocess.run(
+        ["bridge", "-n", node.netns, "-j", "fdb", "show", "dev", ports[0]["ifname"]],
+        capture_output=True, text=True, check=True,
+    )
+    flood = [e["dst"] for e in json.loads(fdb.stdout) if e["mac"] == "00:00:00:00:00:00"]
+    assert flood == ["192.0.2.2"], fdb.stdout
+    assert_gone(node, container_id, "wide")
