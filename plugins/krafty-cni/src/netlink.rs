@@ -3,6 +3,7 @@
 
 use std::net::IpAddr;
 
+use futures_util::future::LocalBoxFuture;
 use futures_util::TryStreamExt;
 use ipnet::IpNet;
 use netlink_packet_route::address::{AddressAttribute, AddressHeaderFlags, AddressMessage};
@@ -181,20 +182,25 @@ pub fn format_mac(bytes: &[u8]) -> String {
         .join(":")
 }
 
+/// Work for a netlink connection of its own, boxed so that the threads and runtimes that run
+/// such work are one piece of code for every caller rather than kilobytes of it for each.
+pub(crate) type Work<'a> =
+    Box<dyn FnOnce(Netlink) -> LocalBoxFuture<'a, Result<(), Error>> + Send + 'a>;
+
+/// Runs `work` on a single-threaded runtime of the calling thread and a connection opened
+/// there; `runtime` names the runtime in the error when it cannot start.
+pub(crate) fn run_here(runtime: &str, work: Work<'_>) -> Result<(), Error> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .map_err(|e| Error::io(format!("starting {runtime}"), e))?
+        .block_on(async { work(Netlink::connect()?).await })
+}
+
 /// Runs `work` on a connection of its own in a thread of its own (see
 /// [`Netlink::delete_in_background`]).
-fn in_background<F, Fut>(work: F) -> std::thread::JoinHandle<Result<(), Error>>
-where
-    F: FnOnce(Netlink) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = Result<(), Error>>,
-{
-    std::thread::spawn(move || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_io()
-            .build()
-            .map_err(|e| Error::io("starting a runtime", e))?
-            .block_on(async { work(Netlink::connect()?).await })
-    })
+fn in_background(work: Work<'static>) -> std::thread::JoinHandle<Result<(), Error>> {
+    std::thread::spawn(move || run_here("a runtime", work))
 }
 
 /// A random locally administered unicast MAC, as the kernel gives a veth end by itself.
@@ -599,12 +605,16 @@ impl Netlink {
     /// devices deleted from separate threads wait out the same grace period instead of one
     /// each, and the caller can do other work meanwhile.
     pub fn delete_in_background(link: Link) -> std::thread::JoinHandle<Result<(), Error>> {
-        in_background(move |netlink| async move { netlink.delete(&link).await })
+        in_background(Box::new(move |netlink| {
+            Box::pin(async move { netlink.delete(&link).await })
+        }))
     }
 
     /// [`Netlink::delete_group`] from a thread of its own, as [`Netlink::delete_in_background`].
     pub fn delete_group_in_background(group: u32) -> std::thread::JoinHandle<Result<(), Error>> {
-        in_background(move |netlink| async move { netlink.delete_group(group).await })
+        in_background(Box::new(move |netlink| {
+            Box::pin(async move { netlink.delete_group(group).await })
+        }))
     }
 
     /// Adds an address; one that is already there counts as added. `no_dad` skips IPv6

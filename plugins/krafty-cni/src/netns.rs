@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use nix::sched::{setns, CloneFlags};
 
 use crate::error::Error;
-use crate::netlink::Netlink;
+use crate::netlink::{self, Netlink};
 
 /// An open handle on a network namespace, e.g. the CNI_NETNS of an attachment.
 #[derive(Debug)]
@@ -59,6 +59,20 @@ impl NetNs {
         F: FnOnce(Netlink) -> Fut + Send,
         Fut: Future<Output = Result<T, Error>>,
     {
+        // The thread and its runtime are set up by one non-generic function for every caller
+        // (each instance of them weighs kilobytes in a plugin); only `work` is the caller's.
+        let mut output = None;
+        let slot = &mut output;
+        self.run_boxed(Box::new(move |netlink| {
+            Box::pin(async move {
+                *slot = Some(work(netlink).await?);
+                Ok(())
+            })
+        }))?;
+        Ok(output.expect("run_boxed succeeds only after the work did"))
+    }
+
+    fn run_boxed(&self, work: netlink::Work<'_>) -> Result<(), Error> {
         let namespace_error = |reason: String| Error::Namespace {
             path: self.path.display().to_string(),
             reason,
@@ -69,11 +83,7 @@ impl NetNs {
                 .spawn_scoped(scope, || {
                     setns(&self.file, CloneFlags::CLONE_NEWNET)
                         .map_err(|e| namespace_error(format!("entering it: {e}")))?;
-                    let runtime = tokio::runtime::Builder::new_current_thread()
-                        .enable_io()
-                        .build()
-                        .map_err(|e| Error::io("starting the namespace runtime", e))?;
-                    runtime.block_on(async { work(Netlink::connect()?).await })
+                    netlink::run_here("the namespace runtime", work)
                 })
                 .map_err(|e| Error::io("starting the namespace thread", e))?;
             worker
