@@ -451,16 +451,11 @@ mod tests {
             name: naming::shared_vxlan_name(network),
             kind: Some(InfoKind::Vxlan),
             alias: Some(naming::network_mark(network)),
-            controller: None,
-            up: true,
-            mac: String::new(),
-            mtu: None,
-            vrf_table: None,
-            group: 0,
             vxlan: Some(netlink::VxlanInfo {
                 local: Some(local.parse().unwrap()),
                 ..netlink::VxlanInfo::default()
             }),
+            ..Link::default()
         }
     }
 

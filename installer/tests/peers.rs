@@ -423,14 +423,18 @@ fn pods_the_api_places_on_other_nodes_are_reached_without_flooding() {
         let behind: BTreeSet<String> = others.map(|&j| macs[j].clone()).collect();
         remote_macs(&lab.nodes[i], &port) == (sent, behind)
     };
-    for i in 0..3 {
-        let took = within(CONVERGENCE, || knows(i, &[0, 1, 2]));
-        assert!(
-            took.is_some(),
-            "node {i} knows the other pods: {:?}",
-            remote_macs(&lab.nodes[i], &port)
-        );
-    }
+    let nodes_know = |nodes: &[usize], pods_known: &[usize], limit: Duration, event: &str| {
+        for &i in nodes {
+            let took = within(limit, || knows(i, pods_known));
+            let entries = remote_macs(&lab.nodes[i], &port);
+            assert!(
+                took.is_some(),
+                "node {i} {event} within {limit:?}: {entries:?}"
+            );
+            eprintln!("node {i} {event} in {took:?}");
+        }
+    };
+    nodes_know(&[0, 1, 2], &[0, 1, 2], CONVERGENCE, "knows the other pods");
 
     // Node 0's pod pings node 1's: none of it reaches node 2.
     let near = address_of(&pods[1].1, false);
@@ -451,13 +455,7 @@ fn pods_the_api_places_on_other_nodes_are_reached_without_flooding() {
     // Pod 1 goes from the API: the others forget its MAC within 2 s and flood to it again,
     // so node 2 receives every frame for it (and it still answers).
     api.delete_pod("lab", "pod-1");
-    for i in [0, 2] {
-        let took = within(CONVERGENCE, || knows(i, &[0, 2]));
-        assert!(
-            took.is_some(),
-            "node {i} forgets pod 1 within {CONVERGENCE:?}"
-        );
-    }
+    nodes_know(&[0, 2], &[0, 2], CONVERGENCE, "forgets pod 1");
     let unknown = frames_at_node_2();
     assert!(
         unknown >= PINGS,
@@ -466,34 +464,15 @@ fn pods_the_api_places_on_other_nodes_are_reached_without_flooding() {
 
     // It comes back: known again, and the gateway's MAC is never behind the port.
     api.set_pod("lab", "pod-1", "lab-1", &network_status(1));
-    for i in [0, 2] {
-        let took = within(CONVERGENCE, || knows(i, &[0, 1, 2]));
-        assert!(
-            took.is_some(),
-            "node {i} knows pod 1 again within {CONVERGENCE:?}"
-        );
-    }
+    nodes_know(&[0, 2], &[0, 1, 2], CONVERGENCE, "knows pod 1 again");
     // It goes while the watches' history is compacted away: their 410 Gone makes them list
     // again (after the watcher's backoff), and the list shows it gone; the Nodes' watches
     // list again too and the flood lists stay as they are.
     api.delete_pod_unseen("lab", "pod-1");
-    for i in [0, 2] {
-        let took = within(RELIST, || knows(i, &[0, 2]));
-        assert!(
-            took.is_some(),
-            "node {i} forgets pod 1 after a relist within {RELIST:?}"
-        );
-        eprintln!("node {i} relisted and forgot pod 1 in {took:?}");
-    }
+    nodes_know(&[0, 2], &[0, 2], RELIST, "forgets pod 1 after a relist");
     nodes_follow(&lab, &port, &[0, 1, 2], "keeps its peers through a relist");
     api.set_pod("lab", "pod-1", "lab-1", &network_status(1));
-    for i in [0, 2] {
-        let took = within(CONVERGENCE, || knows(i, &[0, 1, 2]));
-        assert!(
-            took.is_some(),
-            "node {i} follows the new watch within {CONVERGENCE:?}"
-        );
-    }
+    nodes_know(&[0, 2], &[0, 1, 2], CONVERGENCE, "follows the new watch");
     for node in &lab.nodes {
         let gateway = node.ip(&[
             "-j",

@@ -32,7 +32,7 @@ use crate::error::Error;
 use crate::naming;
 
 /// What krafty needs to know about a network device.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Link {
     pub index: u32,
     pub name: String,
@@ -1097,13 +1097,8 @@ mod tests {
             name: "krbabc".into(),
             kind: Some(InfoKind::Bridge),
             alias: alias.map(String::from),
-            controller: None,
             up: true,
-            mac: String::new(),
-            mtu: None,
-            vrf_table: None,
-            group: 0,
-            vxlan: None,
+            ..Link::default()
         }
     }
 
