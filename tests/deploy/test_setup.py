@@ -219,7 +219,7 @@ def installed_with(machine: Machine, installer: str) -> list[str]:
 TEST_APT = [
     "golang-go", "golang-github-appc-cni-dev", "containernetworking-plugins", "iproute2", "iputils-ping",
     "jq", "shellcheck", "qemu-system-x86", "linux-image-amd64", "busybox-static", "podman", "runc",
-    "uidmap", "strace", "qemu-user-static", "npm", "curl", "gcc", "g++", "libc6-dev", "python3", "python3-pip", "file", "gcc-aarch64-linux-gnu",
+    "uidmap", "strace", "nftables", "qemu-user-static", "npm", "curl", "gcc", "g++", "libc6-dev", "python3", "python3-pip", "file", "gcc-aarch64-linux-gnu",
 ]
 VM_APT = ["qemu-system-x86", "linux-image-amd64", "busybox-static", "file"]
 
