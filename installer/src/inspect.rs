@@ -267,8 +267,7 @@ pub async fn peers(netlink: &Netlink, state_dir: &Path) -> Result<Peers, krafty_
     let mut ports = Vec::new();
     for link in peers::tunnel_ports(netlink).await? {
         let vxlan = link.vxlan.clone().unwrap_or_default();
-        let flood_to = peers::flood_current(netlink, &link).await?;
-        let (sent, _) = peers::macs_current(netlink, &link).await?;
+        let peers::PortEntries { flood_to, sent, .. } = peers::port_entries(netlink, &link).await?;
         let remote_macs = sent
             .into_iter()
             .map(|(mac, destination)| (format_mac(&mac), destination))

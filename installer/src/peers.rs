@@ -219,42 +219,37 @@ pub fn macs_wanted(
         .collect()
 }
 
-/// The remote MACs a tunnel port knows: its own entries for them (MAC to destination), and
-/// the bridge's.
-pub async fn macs_current(
-    netlink: &Netlink,
-    port: &Link,
-) -> Result<(BTreeMap<[u8; 6], Option<IpAddr>>, BTreeSet<[u8; 6]>), krafty_cni::Error> {
-    let mut sent = BTreeMap::new();
-    let mut behind = BTreeSet::new();
-    for entry in netlink.fdb(port.index).await? {
-        if entry.mac == FLOOD_MAC || entry.own_address {
-            continue;
-        }
-        match entry.table {
-            FdbTable::Device => {
-                sent.insert(entry.mac, entry.destination);
-            }
-            FdbTable::Bridge => {
-                behind.insert(entry.mac);
-            }
-        }
-    }
-    Ok((sent, behind))
+/// What a tunnel port's forwarding entries say, read in one dump.
+#[derive(Debug, Default)]
+pub struct PortEntries {
+    /// The destinations of its all-zero entries: where broadcast and unknown traffic go.
+    pub flood_to: BTreeSet<IpAddr>,
+    /// Its own entries for remote MACs: where it sends each.
+    pub sent: BTreeMap<[u8; 6], Option<IpAddr>>,
+    /// The remote MACs the bridge puts behind the port.
+    pub behind: BTreeSet<[u8; 6]>,
 }
 
-/// Where a tunnel port floods now: the destinations of its all-zero entries.
-pub async fn flood_current(
+/// Reads `port`'s forwarding entries (the port's own address, which the bridge keeps for it,
+/// left out).
+pub async fn port_entries(
     netlink: &Netlink,
     port: &Link,
-) -> Result<BTreeSet<IpAddr>, krafty_cni::Error> {
-    Ok(netlink
-        .fdb(port.index)
-        .await?
-        .into_iter()
-        .filter(|e| e.mac == FLOOD_MAC && e.table == FdbTable::Device)
-        .filter_map(|e| e.destination)
-        .collect())
+) -> Result<PortEntries, krafty_cni::Error> {
+    let mut entries = PortEntries::default();
+    for entry in netlink.fdb(port.index).await? {
+        match (entry.table, entry.mac == FLOOD_MAC) {
+            (FdbTable::Device, true) => entries.flood_to.extend(entry.destination),
+            (FdbTable::Device, false) => {
+                entries.sent.insert(entry.mac, entry.destination);
+            }
+            (FdbTable::Bridge, false) if !entry.own_address => {
+                entries.behind.insert(entry.mac);
+            }
+            (FdbTable::Bridge, _) => {}
+        }
+    }
+    Ok(entries)
 }
 
 /// Brings every tunnel port's all-zero entries to the listed addresses of its family that
@@ -303,7 +298,11 @@ async fn sync_port(
     own: &HashSet<IpAddr>,
 ) -> Result<PortChange, krafty_cni::Error> {
     let wanted = flood_wanted(&topology.nodes, port, own);
-    let current = flood_current(netlink, port).await?;
+    let PortEntries {
+        flood_to: current,
+        sent,
+        behind,
+    } = port_entries(netlink, port).await?;
     let mut change = PortChange {
         port: port.name.clone(),
         ..PortChange::default()
@@ -322,7 +321,6 @@ async fn sync_port(
         return Ok(change);
     };
     let wanted = macs_wanted(&topology.nodes, pods, port, own);
-    let (sent, behind) = macs_current(netlink, port).await?;
     for (mac, destination) in &wanted {
         if sent.get(mac) != Some(&Some(*destination)) || !behind.contains(mac) {
             netlink

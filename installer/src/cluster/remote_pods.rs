@@ -101,17 +101,20 @@ impl PodSummaries {
         )
     }
 
-    pub fn apply(&mut self, pod: &Pod, this_node: &str) {
+    /// Takes in the pod as it is now; whether that changed what is known (most pod updates,
+    /// status changes above all, do not).
+    pub fn apply(&mut self, pod: &Pod, this_node: &str) -> bool {
         let interfaces = remote_interfaces(pod, this_node);
         if interfaces.is_empty() {
-            self.0.remove(&Self::key(pod));
+            self.0.remove(&Self::key(pod)).is_some()
         } else {
-            self.0.insert(Self::key(pod), interfaces);
+            self.0.insert(Self::key(pod), interfaces.clone()) != Some(interfaces)
         }
     }
 
-    pub fn delete(&mut self, pod: &Pod) {
-        self.0.remove(&Self::key(pod));
+    /// Forgets the pod; whether it was known.
+    pub fn delete(&mut self, pod: &Pod) -> bool {
+        self.0.remove(&Self::key(pod)).is_some()
     }
 
     /// Every known MAC by network. A MAC reported on two nodes at once (a stale report, or a
@@ -145,17 +148,17 @@ impl PodSummaries {
     }
 }
 
-/// Watches every pod of `api` and calls `changed` with the remote pods after the first full
-/// list and after every change to them, until the watch ends.
+/// Watches every pod of `api` and calls `changed` with the remote pods after every full list
+/// and every change to a pod's summary, until the watch ends.
 pub async fn watch(api: Api<Pod>, this_node: &str, mut changed: impl FnMut(RemotePods)) {
     let mut known = PodSummaries::default();
     // A (re)list builds its summaries apart, and they replace the known ones when it is done.
     let mut relisting = PodSummaries::default();
-    let mut last = None;
     let events = watcher(api, watcher::Config::default()).default_backoff();
     let mut events = std::pin::pin!(events);
     while let Some(event) = events.next().await {
-        let settled = match event {
+        // Whether what is known changed: the whole map is summed up again only then.
+        let changed_known = match event {
             Ok(watcher::Event::Init) => {
                 relisting = PodSummaries::default();
                 false
@@ -168,26 +171,15 @@ pub async fn watch(api: Api<Pod>, this_node: &str, mut changed: impl FnMut(Remot
                 known = std::mem::take(&mut relisting);
                 true
             }
-            Ok(watcher::Event::Apply(pod)) => {
-                known.apply(&pod, this_node);
-                true
-            }
-            Ok(watcher::Event::Delete(pod)) => {
-                known.delete(&pod);
-                true
-            }
+            Ok(watcher::Event::Apply(pod)) => known.apply(&pod, this_node),
+            Ok(watcher::Event::Delete(pod)) => known.delete(&pod),
             Err(error) => {
                 tracing::warn!("watching the pods of the cluster: {error}");
                 false
             }
         };
-        if !settled {
-            continue;
-        }
-        let remote = known.remote_pods();
-        if last.as_ref() != Some(&remote) {
-            last = Some(remote.clone());
-            changed(remote);
+        if changed_known {
+            changed(known.remote_pods());
         }
     }
 }
@@ -297,6 +289,16 @@ mod tests {
                 json!([entry("n", "02:00:00:00:00:03")]),
             ),
             "node-1",
+        );
+        let again = pod(
+            "c",
+            "node-3",
+            "Running",
+            json!([entry("n", "02:00:00:00:00:03")]),
+        );
+        assert!(
+            !summaries.apply(&again, "node-1"),
+            "the same summary changes nothing"
         );
         let known = summaries.remote_pods();
         assert_eq!(known.0["n"].len(), 1);
